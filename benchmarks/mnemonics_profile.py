@@ -1,0 +1,182 @@
+"""Peak memory and time of one mnemonics outer step (Eq. 8-9) vs. unrolled steps T and checkpointing.
+
+    python -m benchmarks.mnemonics_profile [--sizes 32 224] [--steps 1 5 25 50] [--device cpu]
+
+prints ONE JSON object. Model: timm resnet18 (num_classes = the class group size), exemplars and
+"real" batches are random pixels (the cost does not depend on their content). One outer step =
+`optimise_exemplars` with epochs=1: T differentiable inner steps, the validation forward, the
+meta-backward through all T steps into the pixels, and the pixel update.
+
+Memory: every configuration runs in a fresh subprocess.
+  cpu : peak RSS (resource.getrusage ru_maxrss) minus the RSS measured just before the outer step,
+        after the model, the tensors and a warm-up (lazy imports) exist. The allocator may keep
+        freed pages, so this is the extra resident memory the step needed, not an exact tensor sum.
+  cuda: torch.cuda.max_memory_allocated() minus memory_allocated() before the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+MEMORY_METHOD = {
+    "cpu": "fresh subprocess per configuration; peak RSS (getrusage ru_maxrss) minus RSS just "
+           "before the outer step (after model/tensor creation and a warm-up)",
+    "cuda": "fresh subprocess per configuration; torch.cuda.max_memory_allocated minus "
+            "memory_allocated before the outer step",
+}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _measure_one(cfg: dict) -> dict:
+    """Run in a fresh process: build the model and data, then time one (or `repeats`) outer steps."""
+    import torch
+    import timm
+    from torch import nn
+
+    from exemplars.mnemonics import MnemonicsSettings, optimise_exemplars, unrolled_meta_loss
+
+    device = torch.device(cfg["device"])
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    k, size = cfg["classes"], cfg["size"]
+    model = timm.create_model("resnet18", num_classes=k).to(device)
+    ex = torch.rand(k * cfg["per_class"], 3, size, size, generator=g).to(device)
+    ey = torch.arange(k).repeat_interleave(cfg["per_class"]).to(device)
+    vx = torch.rand(cfg["val_batch"], 3, size, size, generator=g).to(device)
+    vy = (torch.arange(cfg["val_batch"]) % k).to(device)
+
+    # Warm-up on a tiny net: loads what checkpoint/autograd import lazily, outside the measurement.
+    tiny = nn.Sequential(nn.Conv2d(3, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.LazyLinear(k))
+    tiny = tiny.to(device)
+    tiny(torch.rand(2, 3, 8, 8, device=device))
+    p = {n: t.detach().requires_grad_() for n, t in tiny.named_parameters()}
+    b = {n: t.detach() for n, t in tiny.named_buffers()}
+    x = torch.rand(2, 3, 8, 8, device=device, requires_grad=True)
+    yy = torch.arange(2, device=device) % k
+    torch.autograd.grad(unrolled_meta_loss(tiny, p, b, x, yy, x.detach(), yy, 2, 0.1, True), x)
+
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() / 2**20
+    else:
+        base = _rss_mb()
+    settings = MnemonicsSettings(inner_steps=cfg["inner_steps"], checkpoint=cfg["checkpoint"],
+                                 epochs=cfg["repeats"], steps_per_epoch=1)
+    stamps = [time.perf_counter()]
+
+    def progress(info: dict) -> None:  # loss.item() inside synchronises CUDA before this runs
+        stamps.append(time.perf_counter())
+
+    optimise_exemplars(model, ex, ey, lambda epoch: [(vx, vy)], settings, progress=progress)
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**20 - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base  # KiB on Linux
+    step_times = [b - a for a, b in zip(stamps, stamps[1:])]
+    return {**{k_: cfg[k_] for k_ in ("size", "inner_steps", "checkpoint", "classes",
+                                      "per_class", "val_batch")},
+            "peak_mb": round(peak, 1), "base_mb": round(base, 1),
+            "step_s": round(min(step_times), 3), "step_s_all": [round(t, 3) for t in step_times]}
+
+
+def _run_isolated(cfg: dict, timeout: float | None) -> dict:
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # glibc: serve every allocation >= 64 KiB with its own mmap and unmap it on free, so that RSS
+    # follows the live tensors instead of keeping freed heap pages (peak RSS ~ peak live bytes).
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.mnemonics_profile", "--one",
+                               json.dumps(cfg)], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**cfg, "error": f"timeout after {timeout} s"}
+    if proc.returncode != 0:
+        return {**cfg, "error": proc.stderr.strip().splitlines()[-1:] or f"rc {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def profile_mnemonics(steps=(1, 5, 25, 50), sizes=(32, 224), checkpoint=(True, False),
+                      classes: int = 2, per_class: dict | None = None,
+                      val_batch: dict | None = None, repeats: int = 1, device: str | None = None,
+                      timeout: float | None = None, log=None) -> dict:
+    """Measure every (image size, T, checkpoint) combination, each in a fresh subprocess.
+
+    per_class / val_batch map image size -> exemplars per class / real images per batch
+    (defaults: 32 px: 10 / 32; 224 px: 1 / 4, small enough for CPU: without checkpointing the
+    second-order graph of resnet18 costs ~95 MB per inner step per 2 images at 224 px).
+    `repeats` outer steps are run per configuration and the fastest is reported as step_s.
+    """
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    per_class = {32: 10, 224: 1, **(per_class or {})}
+    val_batch = {32: 32, 224: 4, **(val_batch or {})}
+    results = []
+    for size in sizes:
+        for t in steps:
+            for ck in checkpoint:
+                cfg = {"device": device, "size": size, "inner_steps": t, "checkpoint": ck,
+                       "classes": classes, "per_class": per_class.get(size, 2),
+                       "val_batch": val_batch.get(size, 8), "repeats": repeats}
+                results.append(_run_isolated(cfg, timeout))
+                if log:
+                    log(json.dumps(results[-1]))
+    out = {"model": "timm resnet18", "device": device, "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "memory_method": MEMORY_METHOD[device.split(":")[0]],
+           "time_method": "wall time of one outer step (fastest of `repeats`), measured in the "
+                          "same subprocess after a warm-up",
+           "results": results, "acceptance": {}}
+    for size in sizes:  # target: ckpt T=50 <= 2x ckpt T=5, and >= 3x lower than plain T=50
+        peak = {(r["inner_steps"], r["checkpoint"]): r.get("peak_mb") for r in results
+                if r["size"] == size}
+        c5, c50, p50 = peak.get((5, True)), peak.get((50, True)), peak.get((50, False))
+        if c5 and c50 and p50:
+            out["acceptance"][str(size)] = {
+                "ckpt_T50_over_ckpt_T5": round(c50 / c5, 2),
+                "plain_T50_over_ckpt_T50": round(p50 / c50, 2),
+                "pass": c50 <= 2 * c5 and p50 >= 3 * c50}
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one config, print JSON
+    ap.add_argument("--steps", type=int, nargs="+", default=[1, 5, 25, 50])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 224])
+    ap.add_argument("--checkpoint", choices=["both", "on", "off"], default="both")
+    ap.add_argument("--classes", type=int, default=2)
+    ap.add_argument("--per-class", type=json.loads, default=None,
+                    help='JSON {"size": exemplars per class}, e.g. \'{"224": 2}\'')
+    ap.add_argument("--val-batch", type=json.loads, default=None, help='JSON {"size": batch}')
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--timeout", type=float, default=None, help="seconds per configuration")
+    ap.add_argument("--verbose", action="store_true", help="each result on stderr as it comes")
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(_measure_one(json.loads(args.one))))
+        return
+    ck = {"both": (True, False), "on": (True,), "off": (False,)}[args.checkpoint]
+    as_int = lambda d: {int(k): v for k, v in d.items()} if d else None  # noqa: E731
+    log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.verbose else None
+    print(json.dumps(profile_mnemonics(tuple(args.steps), tuple(args.sizes), ck, args.classes,
+                                       as_int(args.per_class), as_int(args.val_batch),
+                                       args.repeats, args.device, args.timeout, log)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Batch augmentations on float [0,1] NCHW tensors, seeded by a torch.Generator.
+
+Shared by real images (fallback loader) and exemplar tensors (which are pixels, not files), so both
+get the same, reproducible treatment on the device they live on.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# Horizontal flips change the meaning of characters (b/d, p/q): the glyph preset never flips.
+FLIP = {"glyphs": False, "cifar": True, "imagenet": True}
+PAD = {"glyphs": 2, "cifar": 4, "imagenet": 0}
+
+
+def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(x.shape[0], generator=g) < 0.5
+    if flip.any():
+        x = x.clone()
+        x[flip] = x[flip].flip(-1)
+    return x
+
+
+def random_pad_crop(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
+    """Zero-pad by `pad` and crop back at a random offset per sample (translation)."""
+    if pad <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    rows = (dy[:, None] + torch.arange(h)[None, :])            # (n, h)
+    cols = (dx[:, None] + torch.arange(w)[None, :])            # (n, w)
+    idx_n = torch.arange(n)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]   # (n, h, w, c)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def random_resized_crop(x: torch.Tensor, size: int, g: torch.Generator, scale=(0.08, 1.0),
+                        ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    """Per-sample random-resized-crop (Inception style) to size x size."""
+    n, _, h, w = x.shape
+    out = torch.empty((n, x.shape[1], size, size), dtype=x.dtype)
+    area = h * w
+    for i in range(n):
+        for _ in range(10):
+            target = area * float(torch.empty(1).uniform_(*scale, generator=g))
+            logr = torch.empty(1).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
+            ar = math.exp(float(logr))
+            cw, ch = round(math.sqrt(target * ar)), round(math.sqrt(target / ar))
+            if 0 < cw <= w and 0 < ch <= h:
+                top = int(torch.randint(0, h - ch + 1, (1,), generator=g))
+                left = int(torch.randint(0, w - cw + 1, (1,), generator=g))
+                break
+        else:
+            ch = cw = min(h, w)
+            top, left = (h - ch) // 2, (w - cw) // 2
+        crop = x[i: i + 1, :, top: top + ch, left: left + cw]
+        out[i] = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    return out
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top: top + size, left: left + size]
+
+
+def augment_real(x: torch.Tensor, preset: str, size: int, g: torch.Generator) -> torch.Tensor:
+    """Training augmentation of a real batch (float [0,1])."""
+    if preset == "imagenet":
+        x = random_resized_crop(x, size, g)
+    else:
+        if x.shape[-1] != size:
+            x = center_crop(x, size)
+        x = random_pad_crop(x, PAD[preset], g)
+    return random_flip(x, g) if FLIP[preset] else x
+
+
+def augment_exemplars(x: torch.Tensor, preset: str, g: torch.Generator) -> torch.Tensor:
+    """Light augmentation for exemplar tensors: pad-crop (and flip where the preset allows)."""
+    x = random_pad_crop(x, PAD[preset] or max(1, x.shape[-1] // 16), g)
+    return random_flip(x, g) if FLIP[preset] else x

@@ -1,0 +1,55 @@
+"""The exemplar memory: pixel tensors per class label, and the budget policy.
+
+Exemplars are stored as float16 pixels in [0,1] at model input size (the paper's exemplars are
+parameters, so they are tensors, not files), in priority order per class. `quota` implements the two
+memory modes: a fixed number per class, or a fixed total shared by all seen classes (old classes are
+trimmed as new ones arrive).
+"""
+from __future__ import annotations
+
+import torch
+
+STORE_DTYPE = torch.float16
+
+
+def quota(per_class: int, budget: int | None, num_seen: int) -> int:
+    """Exemplars per class for `num_seen` classes: budget // num_seen in fixed-total mode."""
+    if budget is not None:
+        return budget // max(1, num_seen)
+    return per_class
+
+
+class ExemplarMemory:
+    def __init__(self):
+        self.bank: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.bank.values())
+
+    def labels(self) -> list[int]:
+        return sorted(self.bank)
+
+    def set(self, label: int, images: torch.Tensor) -> None:
+        self.bank[int(label)] = images.detach().to("cpu", STORE_DTYPE).contiguous()
+
+    def get(self, label: int) -> torch.Tensor:
+        return self.bank[int(label)]
+
+    def trim(self, m: int) -> None:
+        for label in list(self.bank):
+            self.bank[label] = self.bank[label][:m].clone()
+
+    def tensors(self, labels=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(images float32 (N,C,H,W), labels int64) of the given (default: all) classes."""
+        labels = self.labels() if labels is None else [l for l in labels if l in self.bank]
+        if not labels or not any(len(self.bank[l]) for l in labels):
+            return None, None
+        xs = [self.bank[l].float() for l in labels]
+        ys = [torch.full((len(self.bank[l]),), l, dtype=torch.int64) for l in labels]
+        return torch.cat(xs), torch.cat(ys)
+
+    def state_dict(self) -> dict:
+        return {"bank": {int(k): v for k, v in self.bank.items()}}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.bank = {int(k): v.to(STORE_DTYPE) for k, v in sd["bank"].items()}

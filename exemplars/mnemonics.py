@@ -1,0 +1,388 @@
+"""Mnemonics exemplar optimisation (Liu et al., CVPR 2020, Section 4.3, Eq. 7-10).
+
+Pure torch: no I/O, no torch.distributed, no device choice (everything runs on the device of the
+inputs). The exemplar-level bilevel problem is
+
+    min_E  L_c(Θ'(E); D)                      (7a, meta level, "validation loss")
+    s.t.   Θ'(E) = T steps of  Θ' <- Θ' - α2 ∇_Θ' L_c(Θ'; E),  Θ'_0 = Θ      (7b / Eq. 8)
+
+and the pixels of E take SGD steps  E <- E - β1 ∇_E L_c(Θ'(E); D)  (Eq. 9). The gradient through
+the T unrolled steps is a gradient through gradients: every inner step is computed with
+`torch.autograd.grad(create_graph=True)` on a functional copy of the parameters
+(`torch.func.functional_call`), so the meta-loss is an ordinary differentiable function of E.
+Each inner step can be wrapped in non-reentrant activation checkpointing, which keeps the saved
+activations of only one inner step alive at a time (memory ~flat in T, time ~1.5-2x).
+
+BatchNorm (see `_bn_mode`): inside Θ' every BatchNorm layer normalises with the statistics of the
+batch it sees (train mode) and writes its running-statistics update into throw-away clones of the
+buffers; every other module (dropout, drop-path, ...) runs in eval mode so that nothing draws on the
+global RNG. The model's own parameters, buffers, `.grad` and train/eval flags are never changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+__all__ = [
+    "MnemonicsSettings",
+    "optimise_exemplars",
+    "adjust_exemplars",
+    "unroll",
+    "validation_loss",
+    "unrolled_meta_loss",
+    "fold_ids",
+    "tensor_batches",
+]
+
+Batch = tuple[Tensor, Tensor]
+ValBatches = Callable[[int], Iterable[Batch]]
+Progress = Callable[[dict], None]
+
+
+@dataclass
+class MnemonicsSettings:
+    """Exemplar-level hyperparameters (paper, Section 5.1 "Exemplar-level hyperparameters").
+
+    Plain types only: this is embedded as the ``exemplars.mnemonics`` section of the YAML config.
+    """
+
+    # T: unrolled full-batch SGD steps of the temporary model Θ' on the exemplars (Eq. 8). The paper
+    # trains Θ' "in 50 epochs" with gradient descent; one full-batch step over a class group's
+    # exemplars is one epoch, so T=50 is the paper's setting. Cost per outer step is ~linear in T;
+    # memory is ~flat in T with `checkpoint`. Small-scale/CPU recipes should lower it (e.g. 5).
+    inner_steps: int = 50
+    # α2: learning rate of the temporary model's plain (functional) SGD.
+    inner_lr: float = 0.01
+    # Outer epochs of pixel optimisation (Eq. 9 and Eq. 10), paper: 50.
+    epochs: int = 50
+    # β1: pixel learning rate for new-class exemplars (Eq. 9), paper: 0.01.
+    lr: float = 0.01
+    # β2: pixel learning rate when adjusting old exemplars (Eq. 10), paper: 0.01.
+    adjust_lr: float = 0.01
+    # β1 and β2 are halved every this many epochs (paper: 10).
+    lr_halve_every: int = 10
+    # Wrap each inner step in non-reentrant activation checkpointing.
+    checkpoint: bool = True
+    # Inner steps per outer checkpoint segment (two-level checkpointing, see `unroll`): 0 = auto,
+    # ceil(sqrt(T)), keeps ~2*sqrt(T) parameter copies instead of T at ~1.5x the time of per-step
+    # checkpointing; 1 = per-step checkpointing only (faster; fine when the exemplar activations,
+    # not the T parameter copies, dominate memory, e.g. hundreds of exemplars per group).
+    checkpoint_segment: int = 0
+    # Number of folds old exemplars are split into for Eq. 10 (2 = the paper's A/B split).
+    folds: int = 2
+    # Real images per validation batch (the caller's loader uses it; adjust_exemplars batches the
+    # complement fold with it).
+    val_batch_size: int = 128
+    # Real batches per outer step: Θ' is unrolled once and the meta-loss is the mean CE over them.
+    val_batches: int = 1
+    # Outer steps per epoch (each consumes `val_batches` batches of that epoch's iterable);
+    # 0 = run until the epoch's iterable is exhausted (a full pass over the real data).
+    steps_per_epoch: int = 1
+    # Exemplars per inner step; 0 = all of them (full batch, the paper's "epoch"). A positive value
+    # draws a random subset per inner step from the generator (bounds memory for large groups).
+    inner_batch_size: int = 0
+    # BatchNorm in the meta/validation forward of Θ': "batch" = statistics of the real batch, like
+    # the inner steps (default: Θ' is trained and judged in the same normalisation regime, and the
+    # group's class-restricted statistics are not mixed with Θ's all-class running statistics);
+    # "running" = Θ's running statistics (eval mode, as at test time).
+    val_bn: str = "batch"
+    # Seed of the generator used when the caller passes none (fold split, shuffles, subsets).
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.inner_steps < 0 or self.epochs < 0:
+            raise ValueError("mnemonics: inner_steps and epochs must be >= 0")
+        if self.folds < 2:
+            raise ValueError("mnemonics: folds must be >= 2")
+        if self.lr_halve_every < 1 or self.val_batch_size < 1 or self.val_batches < 1:
+            raise ValueError("mnemonics: lr_halve_every, val_batch_size, val_batches must be >= 1")
+        if min(self.steps_per_epoch, self.inner_batch_size, self.checkpoint_segment) < 0:
+            raise ValueError(
+                "mnemonics: steps_per_epoch, inner_batch_size, checkpoint_segment must be >= 0")
+        if self.val_bn not in ("batch", "running"):
+            raise ValueError(f"mnemonics: val_bn must be 'batch' or 'running', got {self.val_bn!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Functional forward with controlled BatchNorm behaviour
+# ----------------------------------------------------------------------------------------------
+
+_BN = nn.modules.batchnorm._BatchNorm
+
+
+@contextlib.contextmanager
+def _bn_mode(model: nn.Module, bn_train: bool) -> Iterator[None]:
+    """All modules in eval mode except BatchNorm layers, which get `bn_train`; flags restored after."""
+    saved = [(m, m.training) for m in model.modules()]
+    try:
+        for m, _ in saved:
+            m.training = bn_train if isinstance(m, _BN) else False
+        yield
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+def _forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
+             x: Tensor, bn_train: bool) -> Tensor:
+    # In train mode BatchNorm updates running_mean/var and num_batches_tracked in place: hand it
+    # fresh clones so neither Θ's buffers nor the caller's dict ever change. (The clones do not
+    # influence the output in train mode; with checkpointing the recomputation clones again.)
+    if bn_train:
+        buffers = {k: v.clone() for k, v in buffers.items()}
+    with _bn_mode(model, bn_train):
+        return functional_call(model, (dict(params), dict(buffers)), (x,))
+
+
+def _inner_step(model: nn.Module, names: tuple[str, ...], frozen: Mapping[str, Tensor],
+                buffers: Mapping[str, Tensor], x: Tensor, y: Tensor, lr: float,
+                create_graph: bool, *params: Tensor) -> tuple[Tensor, ...]:
+    """One SGD step of Θ' on (x, y) (Eq. 8). With create_graph=True the new parameters stay
+    differentiable functions of the old ones *and* of x (the Hessian-vector path of Eq. 9)."""
+    logits = _forward(model, {**frozen, **dict(zip(names, params))}, buffers, x, bn_train=True)
+    loss = F.cross_entropy(logits, y)
+    grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
+    return tuple(p if g is None else p - lr * g for p, g in zip(params, grads))
+
+
+class _Unroll:
+    """The fixed context of an unroll; `run` performs inner steps `ts` from `params` on `ex_x`."""
+
+    def __init__(self, model, names, frozen, buffers, ex_y, lr, batch_indices):
+        self.model, self.names, self.frozen, self.buffers = model, names, frozen, buffers
+        self.ex_y, self.lr, self.batch_indices = ex_y, lr, batch_indices
+
+    def run(self, ts: range, ex_x: Tensor, params: Sequence[Tensor], differentiable: bool,
+            ckpt: bool) -> tuple[Tensor, ...]:
+        params = tuple(params)
+        for t in ts:
+            x, y = ex_x, self.ex_y
+            if self.batch_indices is not None:
+                x, y = ex_x[self.batch_indices[t]], y[self.batch_indices[t]]
+            if not differentiable:  # values only: one step's graph at a time, then let it go
+                with torch.enable_grad():
+                    params = tuple(p.detach().requires_grad_() for p in params)
+                    params = _inner_step(self.model, self.names, self.frozen, self.buffers, x, y,
+                                         self.lr, False, *params)
+                params = tuple(p.detach() for p in params)
+                continue
+            args = (self.model, self.names, self.frozen, self.buffers, x, y, self.lr, True, *params)
+            if ckpt:
+                # Non-reentrant: the reentrant variant drops the graph to ex_x / params ("element 0
+                # of tensors does not require grad"). Nothing in a step is random (non-BN modules
+                # run in eval mode), so the global RNG state need not be stashed and restored.
+                params = _checkpoint(_inner_step, *args, use_reentrant=False,
+                                     preserve_rng_state=False)
+            else:
+                params = _inner_step(*args)
+        return params
+
+
+class _Segment(torch.autograd.Function):
+    """Outer level of two-level checkpointing: a segment of inner steps that keeps only its inputs.
+
+    forward : runs the steps for their values only (no create_graph, nothing kept).
+    backward: re-runs them differentiably, each step in non-reentrant checkpointing, and
+              backpropagates the incoming gradient to the segment's inputs (Θ'_start and ex_x).
+    (torch's nested checkpointing cannot do this: an autograd.grad inside a nested checkpointed
+    forward makes the outer frame recompute and keep everything.) First-order only.
+    """
+
+    @staticmethod
+    def forward(ctx, unroll: _Unroll, ts: range, ex_x: Tensor, *params: Tensor):
+        ctx.unroll, ctx.ts = unroll, ts
+        ctx.save_for_backward(ex_x, *params)
+        return unroll.run(ts, ex_x.detach(), [p.detach() for p in params], False, False)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grad_out: Tensor):
+        ex_x, *params = ctx.saved_tensors
+        x = ex_x.detach().requires_grad_(ctx.needs_input_grad[2])
+        params = [p.detach().requires_grad_() for p in params]
+        with torch.enable_grad():
+            out = ctx.unroll.run(ctx.ts, x, params, True, True)
+        wrt = [x, *params] if x.requires_grad else params
+        grads = list(torch.autograd.grad(out, wrt, grad_out, allow_unused=True))
+        grad_x = grads.pop(0) if x.requires_grad else None
+        return (None, None, grad_x, *grads)
+
+
+def unroll(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
+           ex_x: Tensor, ex_y: Tensor, steps: int, lr: float, checkpoint: bool = True,
+           batch_indices: Sequence[Tensor] | None = None, segment: int = 0) -> dict[str, Tensor]:
+    """Θ' after `steps` differentiable SGD steps on the exemplars (Eq. 8).
+
+    `params` are the starting values Θ; those with requires_grad=True are trained (the others are
+    held fixed), so pass e.g. ``{n: p.detach().requires_grad_() for n, p in ...}``. The result is
+    differentiable w.r.t. `ex_x` (and the starting params). `batch_indices`, if given, holds one
+    index tensor per step selecting the exemplars of that step (default: all, full batch).
+
+    Memory with `checkpoint`: a checkpointed step keeps only its inputs, but the meta-backward
+    needs every intermediate Θ'_t, so per-step checkpointing alone still holds T parameter-sized
+    copies (resnet18: 47 MB each), which dominates when the exemplar batch is small. Two-level
+    checkpointing (`_Segment`) fixes that: steps are grouped into segments of `segment` steps
+    (0 = auto, ceil(sqrt(T))); only segment inputs are kept, and during the meta-backward one
+    segment at a time is re-run with per-step checkpoints. Peak ~ (T/segment + segment) parameter
+    copies + one step's activations, for one extra forward+backward per step.
+    `segment=1` (or >= T) is plain per-step checkpointing.
+    """
+    names = tuple(n for n, p in params.items() if p.requires_grad)
+    frozen = {n: p for n, p in params.items() if not p.requires_grad}
+    current = tuple(params[n] for n in names)
+    ctx = _Unroll(model, names, frozen, buffers, ex_y, lr, batch_indices)
+    seg = segment if segment > 0 else max(1, math.ceil(math.sqrt(steps)))
+    if not torch.is_grad_enabled():
+        current = ctx.run(range(steps), ex_x, current, False, False)
+    elif not checkpoint or seg == 1 or seg >= steps:
+        current = ctx.run(range(steps), ex_x, current, True, checkpoint)
+    else:
+        for start in range(0, steps, seg):
+            current = _Segment.apply(ctx, range(start, min(start + seg, steps)), ex_x, *current)
+    return {**frozen, **dict(zip(names, current))}
+
+
+def validation_loss(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
+                    batches: Iterable[Batch], val_bn: str = "batch") -> Tensor:
+    """Mean cross-entropy of Θ' (= `params`) over real batches (the meta-loss of Eq. 7a/9)."""
+    losses = [F.cross_entropy(_forward(model, params, buffers, x, bn_train=(val_bn == "batch")), y)
+              for x, y in batches]
+    if not losses:
+        raise ValueError("validation_loss: no batches")
+    return torch.stack(losses).mean()
+
+
+def unrolled_meta_loss(model: nn.Module, params: Mapping[str, Tensor],
+                       buffers: Mapping[str, Tensor], ex_x: Tensor, ex_y: Tensor, val_x: Tensor,
+                       val_y: Tensor, steps: int, lr: float, checkpoint: bool = True,
+                       val_bn: str = "batch", segment: int = 0) -> Tensor:
+    """L_c(Θ'(E); D) for one real batch: unroll T steps on (ex_x, ex_y), evaluate on (val_x, val_y).
+
+    Differentiable w.r.t. ex_x; ``torch.autograd.grad(loss, ex_x)`` is ∇_E of Eq. 9.
+    """
+    theta = unroll(model, params, buffers, ex_x, ex_y, steps, lr, checkpoint, segment=segment)
+    return validation_loss(model, theta, buffers, [(val_x, val_y)], val_bn)
+
+
+# ----------------------------------------------------------------------------------------------
+# Outer loops: Eq. 9 (new exemplars) and Eq. 10 (adjusting old exemplars)
+# ----------------------------------------------------------------------------------------------
+
+def _start_params(model: nn.Module) -> tuple[dict, dict]:
+    # Θ'_0 = Θ as new leaf tensors: gradients never reach the model's parameters or their .grad.
+    params = {n: p.detach().requires_grad_(p.requires_grad) for n, p in model.named_parameters()}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    return params, buffers
+
+
+def _generator(generator: torch.Generator | None, settings: MnemonicsSettings) -> torch.Generator:
+    if generator is None:
+        generator = torch.Generator().manual_seed(settings.seed)
+    return generator
+
+
+def _optimise(model: nn.Module, exemplars: Tensor, labels: Tensor, val_batches: ValBatches,
+              settings: MnemonicsSettings, base_lr: float, generator: torch.Generator,
+              progress: Progress | None, extra: dict) -> Tensor:
+    params, buffers = _start_params(model)
+    x = exemplars.detach().clone().requires_grad_(True)
+    labels = labels.to(device=x.device, dtype=torch.long)
+    n, b = x.shape[0], settings.inner_batch_size
+    for epoch in range(settings.epochs):
+        lr = base_lr * 0.5 ** (epoch // settings.lr_halve_every)
+        batches = iter(val_batches(epoch))
+        steps = itertools.count() if settings.steps_per_epoch == 0 else range(settings.steps_per_epoch)
+        for step in steps:
+            real = [(vx.to(x.device), vy.to(x.device, torch.long))
+                    for vx, vy in itertools.islice(batches, settings.val_batches)]
+            if not real:
+                break
+            idx = None
+            if 0 < b < n:  # random exemplar subset per inner step, drawn from the generator only
+                idx = [torch.randperm(n, generator=generator)[:b].to(x.device)
+                       for _ in range(settings.inner_steps)]
+            theta = unroll(model, params, buffers, x, labels, settings.inner_steps,
+                           settings.inner_lr, settings.checkpoint, idx, settings.checkpoint_segment)
+            loss = validation_loss(model, theta, buffers, real, settings.val_bn)
+            (grad,) = torch.autograd.grad(loss, x)
+            with torch.no_grad():  # Eq. 9 / Eq. 10: plain SGD on the pixels, kept in [0, 1]
+                x.sub_(lr * grad).clamp_(0.0, 1.0)
+            if progress is not None:
+                progress({**extra, "epoch": epoch, "step": step, "loss": loss.item(), "lr": lr})
+    return x.detach().to(exemplars.dtype)
+
+
+def optimise_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
+                       val_batches: ValBatches, settings: MnemonicsSettings,
+                       generator: torch.Generator | None = None,
+                       progress: Progress | None = None) -> Tensor:
+    """Train new-class mnemonics exemplars (Eq. 8-9); returns them detached, same shape/dtype/device.
+
+    model       maps float images in [0,1] (N,C,H,W) to logits over the seen classes; not modified.
+    exemplars   initial pixels (Algorithm 1 step 10: a random real subset), values in [0,1].
+    labels      int64 indices into the logits, one per exemplar.
+    val_batches callable ``epoch -> iterable of (x, y)`` real batches of the same classes (D_i).
+                Each outer step takes `settings.val_batches` batches from that epoch's iterable;
+                an epoch ends after `settings.steps_per_epoch` steps or when it is exhausted.
+                Making it a function of the epoch lets the caller reshuffle deterministically.
+    generator   only used when `settings.inner_batch_size` draws exemplar subsets; default is a
+                fresh generator seeded with `settings.seed` (never the global RNG).
+    progress    optional callback receiving {"epoch", "step", "loss", "lr"} after each outer step.
+    """
+    return _optimise(model, exemplars, labels, val_batches, settings, settings.lr,
+                     _generator(generator, settings), progress, {})
+
+
+def fold_ids(labels: Tensor, folds: int, generator: torch.Generator) -> Tensor:
+    """Fold index per exemplar: each class's exemplars are permuted with the generator and dealt
+    round-robin into `folds` folds (sizes within a class differ by at most one)."""
+    labels = labels.cpu()
+    ids = torch.empty_like(labels)
+    for c in torch.unique(labels).tolist():  # sorted, so the draw order is fixed
+        where = torch.nonzero(labels == c).flatten()
+        perm = where[torch.randperm(len(where), generator=generator)]
+        ids[perm] = torch.arange(len(perm)) % folds
+    return ids
+
+
+def tensor_batches(x: Tensor, y: Tensor, batch_size: int,
+                   generator: torch.Generator) -> ValBatches:
+    """`epoch -> batches` over in-memory tensors, reshuffled every epoch from the generator."""
+    def batches(epoch: int) -> list[Batch]:
+        perm = torch.randperm(len(x), generator=generator).to(x.device)
+        return [(x[i], y[i]) for i in perm.split(batch_size)]
+    return batches
+
+
+def adjust_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
+                     settings: MnemonicsSettings, generator: torch.Generator | None = None,
+                     progress: Progress | None = None) -> Tensor:
+    """Adjust old exemplars (Eq. 10): split each class into `settings.folds` folds; optimise each
+    fold as the exemplar set of Eq. 8-9 with its complement as the real validation data, lr β2.
+
+    Every fold is validated against the *unadjusted* complement (Eq. 10a and 10b both read the
+    pre-adjustment E^A / E^B), so the result does not depend on the fold order. Returns the adjusted
+    exemplars in the original order (same shape/dtype/device)."""
+    generator = _generator(generator, settings)
+    ids = fold_ids(labels, settings.folds, generator).to(exemplars.device)
+    labels = labels.to(exemplars.device)
+    out = exemplars.detach().clone()
+    for f in range(settings.folds):
+        inside, outside = ids == f, ids != f
+        if not inside.any() or not outside.any():
+            continue
+        val = tensor_batches(exemplars[outside].detach(), labels[outside],
+                             settings.val_batch_size, generator)
+        out[inside] = _optimise(model, exemplars[inside], labels[inside], val, settings,
+                                settings.adjust_lr, generator, progress, {"fold": f})
+    return out

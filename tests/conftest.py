@@ -1,0 +1,21 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "mnemo" / "torch_extensions"))
+
+
+@pytest.fixture(scope="session")
+def digits_shards(tmp_path_factory):
+    """A small real shard set: 10 digit classes, 40 train / 10 test images each, 32 px."""
+    from data_pipeline.convert_imagefolder import convert_imagefolder
+    from data_pipeline.fixtures import write_digits_tree
+
+    root = tmp_path_factory.mktemp("digits")
+    train, val = write_digits_tree(root / "tree")
+    convert_imagefolder(train, val, root / "shards", size=32, progress=lambda *a: None)
+    return root / "shards"

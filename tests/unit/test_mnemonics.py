@@ -1,0 +1,263 @@
+"""Mnemonics exemplar optimisation (exemplars/mnemonics.py) and rank sharding (exemplars/sharding.py).
+
+A tiny conv net with BatchNorm stands in for the classifier; double precision where a comparison
+needs it. Proves: the pixel gradient flows through the unrolled steps (finite differences), the
+meta-loss goes down, checkpointed == plain unrolling, the model is left untouched, determinism,
+and the fold logic of Eq. 10.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from exemplars.mnemonics import (
+    MnemonicsSettings,
+    adjust_exemplars,
+    fold_ids,
+    optimise_exemplars,
+    unrolled_meta_loss,
+)
+from exemplars.sharding import assign_groups, class_groups
+
+N_CLASSES = 3
+
+
+def tiny_net(dtype=torch.float64, seed=0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Dropout(0.5),  # must be inactive inside Θ' (would draw on the global RNG otherwise)
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, N_CLASSES),
+    ).to(dtype)
+
+
+def class_images(n_per_class: int, seed: int, dtype=torch.float64, size: int = 8):
+    """A learnable toy set: class c is a bright blob in channel c on a noisy background."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(N_CLASSES).repeat_interleave(n_per_class)
+    x = 0.3 * torch.rand(len(y), 3, size, size, generator=g, dtype=dtype)
+    for i, c in enumerate(y.tolist()):
+        x[i, c, 2:6, 2:6] += 0.6
+    return x.clamp(0, 1), y
+
+
+def start_state(model):
+    params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    return params, buffers
+
+
+def pixel_grad(model, ex_x, ex_y, val_x, val_y, steps, lr, checkpoint, val_bn="batch",
+               segment=0):
+    params, buffers = start_state(model)
+    x = ex_x.clone().requires_grad_()
+    loss = unrolled_meta_loss(model, params, buffers, x, ex_y, val_x, val_y, steps, lr,
+                              checkpoint, val_bn, segment)
+    (g,) = torch.autograd.grad(loss, x)
+    return g
+
+
+@pytest.mark.parametrize("val_bn", ["batch", "running"])
+def test_pixel_gradient_matches_finite_differences(val_bn):
+    model = tiny_net()
+    ex_x, ex_y = class_images(2, seed=1)
+    val_x, val_y = class_images(4, seed=2)
+    steps, lr = 3, 0.5  # large α2 so the unrolled steps matter
+    g = pixel_grad(model, ex_x, ex_y, val_x, val_y, steps, lr, checkpoint=True, val_bn=val_bn)
+    assert g.abs().sum() > 0
+
+    def f(x):
+        params, buffers = start_state(model)
+        return unrolled_meta_loss(model, params, buffers, x, ex_y, val_x, val_y, steps, lr,
+                                  False, val_bn).item()
+
+    gen = torch.Generator().manual_seed(3)
+    eps = 1e-6
+    directions = [torch.randn(ex_x.shape, generator=gen, dtype=ex_x.dtype) for _ in range(2)]
+    for _ in range(3):  # single pixel coordinates
+        d = torch.zeros_like(ex_x).flatten()
+        d[torch.randint(d.numel(), (1,), generator=gen)] = 1.0
+        directions.append(d.view_as(ex_x))
+    for d in directions:
+        fd = (f(ex_x + eps * d) - f(ex_x - eps * d)) / (2 * eps)
+        an = (g * d).sum().item()
+        assert an == pytest.approx(fd, rel=1e-4, abs=1e-8), (an, fd)
+
+
+def test_gradient_needs_the_unrolled_steps():
+    # With T=0, Θ' = Θ does not depend on the exemplars: the pixel gradient is exactly zero.
+    model = tiny_net()
+    ex_x, ex_y = class_images(2, seed=1)
+    val_x, val_y = class_images(4, seed=2)
+    params, buffers = start_state(model)
+    x = ex_x.clone().requires_grad_()
+    loss = unrolled_meta_loss(model, params, buffers, x, ex_y, val_x, val_y, 0, 0.5, True)
+    (g,) = torch.autograd.grad(loss, x, allow_unused=True, materialize_grads=True)
+    assert torch.count_nonzero(g) == 0
+    assert pixel_grad(model, ex_x, ex_y, val_x, val_y, 1, 0.5, True).abs().sum() > 0
+
+
+@pytest.mark.parametrize("segment", [1, 0, 4])  # per-step; two-level auto (3+3); uneven (4+2)
+def test_checkpointed_equals_plain_unrolling(segment):
+    model = tiny_net(torch.float32)
+    ex_x, ex_y = class_images(3, seed=4, dtype=torch.float32)
+    val_x, val_y = class_images(5, seed=5, dtype=torch.float32)
+    plain = pixel_grad(model, ex_x, ex_y, val_x, val_y, 6, 0.3, checkpoint=False)
+    ckpt = pixel_grad(model, ex_x, ex_y, val_x, val_y, 6, 0.3, checkpoint=True, segment=segment)
+    rel = (plain - ckpt).norm() / plain.norm()
+    assert rel < 1e-5, rel
+
+
+def test_meta_loss_decreases():
+    model = tiny_net()
+    ex_x, ex_y = class_images(2, seed=6)
+    ex_x = torch.rand(ex_x.shape, generator=torch.Generator().manual_seed(7), dtype=ex_x.dtype)
+    val_x, val_y = class_images(8, seed=8)
+    settings = MnemonicsSettings(inner_steps=3, inner_lr=0.5, epochs=12, lr=20.0,
+                                 lr_halve_every=100, checkpoint=True)
+    losses = []
+    out = optimise_exemplars(model, ex_x, ex_y, lambda epoch: [(val_x, val_y)], settings,
+                             progress=lambda info: losses.append(info["loss"]))
+    assert len(losses) == settings.epochs
+
+    def meta(x):
+        params, buffers = start_state(model)
+        return unrolled_meta_loss(model, params, buffers, x, ex_y, val_x, val_y, 3, 0.5).item()
+
+    before, after = meta(ex_x), meta(out)
+    assert after < 0.9 * before, (before, after, losses)
+    assert losses[-1] < losses[0]
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}, \
+        [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+
+
+def assert_untouched(model, snap, training):
+    state, grads = snap
+    for k, v in model.state_dict().items():  # weights, running_mean/var, num_batches_tracked
+        assert torch.equal(v, state[k]), k
+    for p, g in zip(model.parameters(), grads):
+        assert (p.grad is None and g is None) or torch.equal(p.grad, g)
+    assert all(m.training == training for m in model.modules())
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_model_is_left_untouched(training):
+    model = tiny_net()
+    # warm the BN statistics and give some parameters a .grad, the rest none
+    with torch.no_grad():
+        model.train()(class_images(4, seed=9)[0])
+    for p in list(model.parameters())[:3]:
+        p.grad = torch.randn_like(p)
+    model.train(training)
+    snap = snapshot(model)
+    rng = torch.get_rng_state()
+    ex_x, ex_y = class_images(2, seed=10)
+    val_x, val_y = class_images(3, seed=11)
+    for ck in (True, False):
+        settings = MnemonicsSettings(inner_steps=2, inner_lr=0.1, epochs=2, lr=1.0, checkpoint=ck)
+        optimise_exemplars(model, ex_x, ex_y, lambda e: [(val_x, val_y)], settings)
+        assert_untouched(model, snap, training)
+        adjust_exemplars(model, ex_x, ex_y, settings)
+        assert_untouched(model, snap, training)
+    assert torch.equal(torch.get_rng_state(), rng)  # the global RNG is never drawn from
+
+
+def test_deterministic_given_generator():
+    model = tiny_net()
+    ex_x, ex_y = class_images(4, seed=12)
+    settings = MnemonicsSettings(inner_steps=2, inner_lr=0.3, epochs=3, lr=5.0, folds=2,
+                                 val_batch_size=4, steps_per_epoch=0, inner_batch_size=6)
+    outs = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)  # must not matter
+        gen = torch.Generator().manual_seed(42)
+        adj = adjust_exemplars(model, ex_x, ex_y, settings, generator=gen)
+        gen = torch.Generator().manual_seed(42)
+        val = class_images(3, seed=13)
+        opt = optimise_exemplars(model, ex_x, ex_y, lambda e: [val], settings, generator=gen)
+        outs.append((adj, opt))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    other = adjust_exemplars(model, ex_x, ex_y, settings, generator=torch.Generator().manual_seed(7))
+    assert not torch.equal(other, outs[0][0])  # the generator does drive the fold split
+
+
+def test_adjust_changes_every_fold_and_keeps_order():
+    model = tiny_net()
+    ex_x, ex_y = class_images(6, seed=14)
+    settings = MnemonicsSettings(inner_steps=2, inner_lr=0.3, epochs=2, adjust_lr=2.0, folds=3,
+                                 val_batch_size=8)
+    out = adjust_exemplars(model, ex_x, ex_y, settings, generator=torch.Generator().manual_seed(1))
+    assert out.shape == ex_x.shape and out.dtype == ex_x.dtype and out.device == ex_x.device
+    assert out.min() >= 0 and out.max() <= 1
+    ids = fold_ids(ex_y, 3, torch.Generator().manual_seed(1))  # the split adjust_exemplars used
+    for f in range(3):
+        fold = ids == f
+        assert fold.sum() == 6  # 2 per class per fold
+        assert torch.bincount(ex_y[fold], minlength=N_CLASSES).tolist() == [2, 2, 2]
+        changed = (out[fold] - ex_x[fold]).flatten(1).abs().amax(1)
+        assert (changed > 0).all(), f"fold {f} has unchanged exemplars"
+    # order: every adjusted exemplar is still nearest to its own original
+    dist = torch.cdist(out.flatten(1), ex_x.flatten(1))
+    assert torch.equal(dist.argmin(1), torch.arange(len(ex_x)))
+
+
+def test_settings_are_plain_and_validated():
+    s = MnemonicsSettings()
+    for f in dataclasses.fields(s):
+        assert type(getattr(s, f.name)) in (int, float, bool, str), f.name
+    assert (s.inner_lr, s.epochs, s.lr, s.adjust_lr, s.lr_halve_every, s.folds) == \
+        (0.01, 50, 0.01, 0.01, 10, 2)
+    with pytest.raises(ValueError):
+        MnemonicsSettings(folds=1)
+    with pytest.raises(ValueError):
+        MnemonicsSettings(val_bn="eval")
+
+
+# ------------------------------------------------------------------------------------ sharding
+
+def test_class_groups_follow_protocol_order():
+    order = [7, 3, 9, 1, 4, 8, 2]
+    assert class_groups(order, 3) == [[7, 3, 9], [1, 4, 8], [2]]
+    assert class_groups(order, 10) == [order]
+    assert class_groups([], 2) == []
+    with pytest.raises(ValueError):
+        class_groups(order, 0)
+
+
+def test_assign_groups_lpt_balanced_and_deterministic():
+    groups = [[0], [1], [2], [3], [4], [5]]
+    costs = [5.0, 4.0, 3.0, 3.0, 2.0, 1.0]
+    # LPT: g0(5)->r0, g1(4)->r1, g2(3)->r2, g3(3)->r2 (least loaded), g4(2)->r1, g5(1)->r0
+    assignment = assign_groups(groups, costs, 3)
+    assert assignment == [[0, 5], [1, 4], [2, 3]]
+    loads = [sum(costs[i] for i in r) for r in assignment]
+    assert max(loads) - min(loads) <= max(costs)
+    assert sorted(i for r in assignment for i in r) == list(range(6))
+    assert assign_groups(groups, costs, 3) == assignment
+    # ties are broken by group index then rank; more ranks than groups leaves ranks empty
+    assert assign_groups([[0], [1]], [1.0, 1.0], 3) == [[0], [1], []]
+    # default cost = group size
+    assert assign_groups([[0, 1, 2], [3], [4, 5]], None, 2) == [[0], [1, 2]]
+    with pytest.raises(ValueError):
+        assign_groups(groups, costs[:2], 2)
+    with pytest.raises(ValueError):
+        assign_groups(groups, costs, 0)
+
+
+def test_groups_do_not_depend_on_world_size():
+    order = list(range(20))
+    groups = class_groups(order, 4)
+    for world in (1, 2, 3, 8):
+        assignment = assign_groups(groups, None, world)
+        assert len(assignment) == world
+        assert sorted(i for r in assignment for i in r) == list(range(len(groups)))
+        assert class_groups(order, 4) == groups

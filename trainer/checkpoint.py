@@ -1,0 +1,114 @@
+"""Sealed phase directories and the run directory's config guard.
+
+RUN/phases/pNN/ holds model.pt, memory.pt, state.pt (strategy, metrics, plan) and DONE. A phase is
+written into a temporary directory, DONE is written last (listing every file and its size), then the
+directory is renamed into place: a crash never leaves a pNN that looks complete. On resume the newest
+pNN whose DONE matches its files is used; a damaged one is skipped with a warning.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+
+from mnemo.errors import UserError
+
+log = logging.getLogger(__name__)
+GUARDED_SECTIONS = ("protocol", "strategy", "model")
+
+
+def phase_dir(run_dir: Path, phase: int) -> Path:
+    return run_dir / "phases" / f"p{phase:02d}"
+
+
+def _save(obj, path: Path) -> None:
+    tmp = Path(str(path) + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def seal_phase(run_dir: Path, phase: int, model_sd: dict, memory_sd: dict, state: dict) -> Path:
+    final = phase_dir(run_dir, phase)
+    tmp = final.parent / f".{final.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    _save(model_sd, tmp / "model.pt")
+    _save(memory_sd, tmp / "memory.pt")
+    _save(state, tmp / "state.pt")
+    files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+    with open(tmp / "DONE", "w") as f:
+        json.dump({"phase": phase, "files": files}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def _valid(d: Path) -> str | None:
+    """None when the sealed phase is complete, else what is wrong."""
+    done = d / "DONE"
+    if not done.is_file():
+        return "no DONE marker"
+    try:
+        files = json.loads(done.read_text())["files"]
+    except (ValueError, KeyError):
+        return "unreadable DONE marker"
+    for name, size in files.items():
+        p = d / name
+        if not p.is_file():
+            return f"{name} is missing"
+        if p.stat().st_size != size:
+            return f"{name} has {p.stat().st_size} bytes, DONE says {size}"
+    return None
+
+
+def latest_sealed(run_dir: Path) -> int | None:
+    root = run_dir / "phases"
+    if not root.is_dir():
+        return None
+    phases = sorted((int(p.name[1:]) for p in root.iterdir() if p.is_dir() and p.name[:1] == "p"
+                     and p.name[1:].isdigit()), reverse=True)
+    for ph in phases:
+        problem = _valid(phase_dir(run_dir, ph))
+        if problem is None:
+            return ph
+        log.warning("phase directory %s is damaged (%s); falling back to the previous phase",
+                    phase_dir(run_dir, ph), problem)
+    return None
+
+
+def load_phase(run_dir: Path, phase: int) -> tuple[dict, dict, dict]:
+    d = phase_dir(run_dir, phase)
+    load = lambda name: torch.load(d / name, map_location="cpu", weights_only=False)  # noqa: E731
+    return load("model.pt"), load("memory.pt"), load("state.pt")
+
+
+def _diff(a, b, prefix: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}")
+        return out
+    return [] if a == b else [f"{prefix} ({a!r} -> {b!r})"]
+
+
+def guard_config(run_dir: Path, cfg_dict: dict) -> None:
+    """Refuse to resume a run with a different protocol, strategy or model."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    old = yaml.safe_load(path.read_text()) or {}
+    diffs = []
+    for section in GUARDED_SECTIONS:
+        diffs += _diff(old.get(section), cfg_dict.get(section), section)
+    if diffs:
+        raise UserError(f"run directory {run_dir} was started with a different configuration: "
+                        f"{'; '.join(diffs)}. Use a new --run-dir, or restore these keys to resume")

@@ -1,0 +1,169 @@
+"""The run configuration: typed sections, strict YAML, `key=value` overrides.
+
+Names other tools rely on (DESIGN.md): data.shards, protocol.base_classes, protocol.phases,
+protocol.class_order_seed, strategy.name, exemplars.selection, exemplars.adjust_old,
+exemplars.per_class, exemplars.budget, train.epochs, train.batch_size, seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from exemplars.mnemonics import MnemonicsSettings
+from mnemo.errors import UserError
+from trainer.config_schema import apply_overrides, build, read_yaml_tree, to_dict
+
+DATA_PRESETS = ("glyphs", "cifar", "imagenet")
+LOADERS = ("torch", "dali", "auto")
+ARCHS = ("resnet32", "resnet20", "resnet18")
+SELECTIONS = ("random", "herding", "mnemonics")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class DataConfig:
+    shards: str = "data/glyphs"          # directory holding manifest.json
+    preset: str = "glyphs"               # augmentation/eval transforms: glyphs | cifar | imagenet
+    image_size: int = 32                 # model input side in pixels
+    loader: str = "torch"                # torch | dali | auto
+    cache_max_gb: float = 8.0            # the torch loader keeps a phase's decoded images in memory
+    workers: int = 2                     # decode threads/processes
+
+
+@dataclass
+class ProtocolConfig:
+    base_classes: int = 50               # B: classes in phase 0
+    phases: int = 5                      # N: incremental phases after phase 0
+    class_order_seed: int = 1993         # NumPy RandomState seed of the class order
+    num_classes: Optional[int] = None    # use only the first K classes of the order (ImageNet-Subset: 100)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet32"               # resnet32 | resnet20 (CIFAR-style, 32 px) | resnet18 (timm, 224 px)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 160                    # model-level epochs per phase (Eq. 5-6)
+    base_epochs: Optional[int] = None    # epochs of phase 0 (default: epochs)
+    batch_size: int = 128                # global batch (all ranks together)
+    lr: float = 0.1                      # alpha_1
+    lr_milestones: list[int] = field(default_factory=lambda: [80, 120])   # as fractions of 160 epochs
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    kd_lambda: float = 0.5               # lambda of Eq. 5: lambda*CE + (1-lambda)*KD
+    kd_temperature: float = 2.0          # tau of Eq. 1
+    finetune_epochs: int = 20            # balanced fine-tune on exemplars only (Algorithm 1 step 18)
+    finetune_lr: float = 0.01            # alpha_2, as the paper uses for this step
+    log_every: int = 50                  # progress line every N steps
+    warmup_epochs: int = 0
+
+
+@dataclass
+class EngineConfig:
+    zero_stage: int = 0                  # DeepSpeed ZeRO stage (0 or 1)
+    precision: str = "auto"              # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    micro_batch_size: Optional[int] = None   # per-rank micro batch; default: global batch / world
+
+
+@dataclass
+class StrategyConfig:
+    name: str = "lwf"
+
+
+@dataclass
+class ExemplarConfig:
+    selection: str = "herding"           # random | herding | mnemonics
+    per_class: int = 20                  # fixed number per class (when budget is null)
+    budget: Optional[int] = None         # fixed total memory, shared by all seen classes
+    adjust_old: bool = False             # Eq. 10 adjustment of old exemplars
+    group_size: int = 10                 # classes optimised together (the unit spread over ranks)
+    mnemonics: MnemonicsSettings = field(default_factory=MnemonicsSettings)
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256
+    nme: bool = True                     # also report nearest-mean-of-exemplars accuracy
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    exemplars: ExemplarConfig = field(default_factory=ExemplarConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def _check_choice(key: str, value: str, choices: tuple) -> None:
+    if value not in choices:
+        raise UserError(f"config key '{key}': '{value}' is not one of {', '.join(choices)}")
+
+
+def validate(cfg: Config) -> Config:
+    """Value checks beyond types (the strategy name is checked against the registry later)."""
+    _check_choice("data.preset", cfg.data.preset, DATA_PRESETS)
+    _check_choice("data.loader", cfg.data.loader, LOADERS)
+    _check_choice("model.arch", cfg.model.arch, ARCHS)
+    _check_choice("exemplars.selection", cfg.exemplars.selection, SELECTIONS)
+    _check_choice("engine.precision", cfg.engine.precision, PRECISIONS)
+    positive = {
+        "protocol.base_classes": cfg.protocol.base_classes,
+        "train.epochs": cfg.train.epochs,
+        "train.batch_size": cfg.train.batch_size,
+        "data.image_size": cfg.data.image_size,
+        "eval.batch_size": cfg.eval.batch_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"config key '{key}' must be positive, got {value}")
+    if cfg.protocol.phases < 0:
+        raise UserError(f"config key 'protocol.phases' must be >= 0, got {cfg.protocol.phases}")
+    if cfg.exemplars.per_class < 0:
+        raise UserError("config key 'exemplars.per_class' must be >= 0")
+    if cfg.exemplars.budget is not None and cfg.exemplars.budget < 0:
+        raise UserError("config key 'exemplars.budget' must be >= 0 or null")
+    if cfg.exemplars.group_size < 1:
+        raise UserError("config key 'exemplars.group_size' must be >= 1")
+    if cfg.engine.zero_stage not in (0, 1, 2):
+        raise UserError(f"config key 'engine.zero_stage' must be 0, 1 or 2, got {cfg.engine.zero_stage}")
+    if not 0.0 <= cfg.train.kd_lambda <= 1.0:
+        raise UserError(f"config key 'train.kd_lambda' must be in [0, 1], got {cfg.train.kd_lambda}")
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    data = read_yaml_tree(Path(path)) if path else {}
+    data = apply_overrides(data, list(overrides))
+    return validate(build(Config, data))
+
+
+def config_from_dict(data: dict) -> Config:
+    return validate(build(Config, data))
+
+
+def dump_config(cfg: Config, path: Path, extra: dict | None = None) -> None:
+    data = to_dict(cfg)
+    if extra:
+        data = {**extra, **data}
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)
+
+
+def replace(cfg: Config, **sections) -> Config:
+    return dataclasses.replace(cfg, **sections)

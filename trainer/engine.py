@@ -1,0 +1,75 @@
+"""The Engine: a real DeepSpeed engine around the model; the only module that imports deepspeed.
+
+Algorithms return losses; the engine owns backward, the optimizer step, precision and gradient
+accumulation. It is rebuilt per stage (the head grows every phase, and the paper restarts SGD with
+a fresh learning-rate schedule each phase). Learning rates are set from outside as a pure function
+of (phase, stage, epoch), so no scheduler state exists.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from trainer.distributed import DistInfo
+
+log = logging.getLogger(__name__)
+
+
+def _quiet_deepspeed():
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    import deepspeed
+    from deepspeed.utils import logger as ds_logger
+
+    ds_logger.setLevel(logging.WARNING)
+    return deepspeed
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision != "fp32" and device.type != "cuda":
+        log.warning("precision %s needs a GPU; using fp32 on CPU", precision)
+        return "fp32"
+    return precision
+
+
+class Engine:
+    def __init__(self, model: torch.nn.Module, dist: DistInfo, global_batch: int, lr: float, momentum: float,
+                 weight_decay: float, zero_stage: int = 0, precision: str = "auto",
+                 micro_batch_size: int | None = None):
+        deepspeed = _quiet_deepspeed()
+        per_rank = max(1, global_batch // dist.world)
+        micro = micro_batch_size or per_rank
+        accum = max(1, per_rank // micro)
+        self.precision = resolve_precision(precision, dist.device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        config = {
+            "train_micro_batch_size_per_gpu": micro,
+            "gradient_accumulation_steps": accum,
+            "train_batch_size": micro * accum * dist.world,
+            "zero_optimization": {"stage": zero_stage},
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 10**9,
+            "wall_clock_breakdown": False,
+            "bf16": {"enabled": self.precision == "bf16"},
+            "fp16": {"enabled": self.precision == "fp16"},
+        }
+        self.accum = accum
+        self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config,
+                                                            dist_init_required=False)
+        self.device = dist.device
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.ds.module
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.ds.backward(loss)
+        self.ds.step()

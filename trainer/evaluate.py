@@ -1,0 +1,72 @@
+"""Evaluation after each phase: CNN and NME top-1 on all seen classes, split by the phase each class
+arrived in (a row of the accuracy matrix), on D_0^test, and old vs new classes."""
+from __future__ import annotations
+
+import torch
+
+from data_pipeline.protocol import PhasePlan
+from trainer import distributed
+from trainer.features import extract_features
+
+
+def _pct(correct: torch.Tensor) -> float | None:
+    return round(100.0 * correct.float().mean().item(), 4) if len(correct) else None
+
+
+@torch.no_grad()
+def predict_all(strategy, model, images: torch.Tensor, device, batch_size: int) -> torch.Tensor:
+    model.eval()
+    preds = []
+    for i in range(0, len(images), batch_size):
+        x = images[i: i + batch_size].to(device).float().div_(255)
+        preds.append(strategy.predict(model, x).argmax(1).cpu())
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)
+
+
+def class_means(model, memory, labels, device, flip: bool, batch_size: int) -> torch.Tensor:
+    """NME prototypes: mean of L2-normalised exemplar features per class, renormalised."""
+    means = []
+    for label in labels:
+        f = extract_features(model, memory.get(label).float(), device, batch_size, flip=flip)
+        means.append(torch.nn.functional.normalize(f.mean(0), dim=0))
+    return torch.stack(means)
+
+
+@torch.no_grad()
+def predict_nme(model, images, means: torch.Tensor, device, batch_size: int) -> torch.Tensor:
+    f = extract_features(model, images, device, batch_size)
+    return (f @ means.T).argmax(1)
+
+
+def evaluate(model, strategy, images: torch.Tensor, labels: torch.Tensor, plan: PhasePlan, phase: int, memory,
+             device, batch_size: int, nme: bool, flip: bool, dist_info) -> dict:
+    """Each rank predicts a strided slice; predictions are gathered so every rank returns the same dict."""
+    rank, world = dist_info.rank, dist_info.world
+    idx = torch.arange(len(labels))[rank::world]
+    mine = {"idx": idx, "cnn": predict_all(strategy, model, images[idx], device, batch_size)}
+    seen = plan.seen_labels(phase)
+    use_nme = nme and memory is not None and all(l in memory.bank and len(memory.get(l)) for l in seen)
+    if use_nme:
+        means = class_means(model, memory, seen, device, flip, batch_size)
+        mine["nme"] = predict_nme(model, images[idx], means, device, batch_size)
+    parts = distributed.all_gather_object(mine)
+    order = torch.cat([p["idx"] for p in parts])
+    result = {}
+    for kind in ("cnn", "nme") if use_nme else ("cnn",):
+        pred = torch.empty(len(labels), dtype=torch.int64)
+        pred[order] = torch.cat([p[kind] for p in parts])
+        correct = pred == labels
+        suffix = "" if kind == "cnn" else "_nme"
+        result[f"accuracy{suffix}"] = _pct(correct)
+        base = labels < plan.phase_sizes[0]
+        result[f"accuracy_base{suffix}"] = _pct(correct[base])
+        old = labels < len(plan.old_labels(phase))
+        result[f"accuracy_old{suffix}"] = _pct(correct[old])
+        result[f"accuracy_new{suffix}"] = _pct(correct[~old])
+        row = []
+        for j in range(phase + 1):
+            group = torch.isin(labels, torch.tensor(plan.new_labels(j)))
+            row.append(_pct(correct[group]))
+        result[f"acc_row{suffix}"] = row
+    model.train()
+    return result

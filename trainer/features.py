@@ -1,0 +1,22 @@
+"""Feature extraction (eval mode, no augmentation): deterministic, rank-independent."""
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def extract_features(model, images: torch.Tensor, device: torch.device, batch_size: int = 256,
+                     flip: bool = False) -> torch.Tensor:
+    """L2-normalised features of float/uint8 images; `flip` averages with the mirrored image (iCaRL)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i: i + batch_size].to(device)
+        x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+        f = torch.nn.functional.normalize(model.features(x), dim=1)
+        if flip:
+            f = torch.nn.functional.normalize(f + torch.nn.functional.normalize(model.features(x.flip(-1)), dim=1), dim=1)
+        out.append(f.float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)

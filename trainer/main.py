@@ -1,0 +1,204 @@
+"""The phase driver: `run(cfg, run_dir)` is the single entry point every launcher calls.
+
+It always resumes: the newest intact sealed phase of `run_dir` is loaded and training continues
+with the next phase. Per phase (Algorithm 1 of the mnemonics paper): grow the model, train it on
+D_i ∪ E_{0:i-1} (model level), update the exemplar memory (exemplar level), fine-tune on the
+balanced exemplars, evaluate on all seen classes, seal the phase, rewrite metrics.json.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from data_pipeline.augment import FLIP
+from data_pipeline.manifest import load_manifest
+from data_pipeline.phase_batches import PhaseBatches
+from data_pipeline.protocol import make_plan
+from data_pipeline.shard_reader import read_classes
+from exemplars.memory import ExemplarMemory
+from mnemo.errors import UserError
+from trainer import checkpoint, distributed
+from trainer.config import Config, dump_config
+from trainer.engine import Engine
+from trainer.evaluate import evaluate
+from trainer.events import EventLog
+from trainer.exemplar_update import update_memory
+from trainer.loop import run_stage
+from trainer.metrics import MetricsLog
+from trainer.models.net import IncrementalNet
+from trainer.schedule import scaled_milestones, step_lr
+from trainer.strategies import registry
+from trainer.strategies.base import PhaseContext
+
+log = logging.getLogger("mnemo")
+
+
+def setup_logging(rank: int) -> None:
+    level = logging.INFO if rank == 0 else logging.WARNING
+    root = logging.getLogger()
+    if not any(getattr(h, "_mnemo", False) for h in root.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s" if rank == 0 else
+                                         f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", "%H:%M:%S"))
+        h._mnemo = True
+        root.addHandler(h)
+    root.setLevel(level)
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _labels_of(plan, class_ids: torch.Tensor) -> torch.Tensor:
+    lut = torch.full((max(plan.order) + 1,), -1, dtype=torch.int64)
+    lut[torch.tensor(plan.order)] = torch.arange(len(plan.order))
+    return lut[class_ids]
+
+
+def _stage_setup(stage: str, cfg: Config, phase: int):
+    t = cfg.train
+    if stage == "train":
+        epochs = t.base_epochs if (phase == 0 and t.base_epochs) else t.epochs
+        ms = scaled_milestones(t.lr_milestones, t.epochs, epochs)
+        return epochs, t.lr, lambda e: step_lr(t.lr, e, ms, t.lr_gamma, t.warmup_epochs)
+    if stage == "balanced_finetune":
+        return t.finetune_epochs, t.finetune_lr, lambda e: t.finetune_lr
+    raise UserError(f"strategy '{cfg.strategy.name}' asks for stage '{stage}', which the driver does not know")
+
+
+def run(cfg: Config, run_dir: str | Path) -> dict:
+    run_dir = Path(run_dir)
+    dist_info = distributed.init()
+    setup_logging(dist_info.rank)
+    device = dist_info.device
+    manifest = load_manifest(cfg.data.shards)
+    p = cfg.protocol
+    plan = make_plan(manifest.num_classes, p.base_classes, p.phases, p.class_order_seed, p.num_classes)
+    strategy = registry.get(cfg.strategy.name)(cfg)
+    if cfg.data.loader == "dali":
+        raise UserError("data.loader=dali is not available yet in this version; use data.loader=torch")
+
+    cfg_dict = cfg.to_dict()
+    if dist_info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.guard_config(run_dir, cfg_dict)
+        dump_config(cfg, run_dir / "config.yaml", extra={"git_sha": git_sha(), "world_size": dist_info.world})
+    distributed.barrier()
+    checkpoint.guard_config(run_dir, cfg_dict)        # every rank refuses, not only rank 0
+
+    torch.manual_seed(cfg.seed)
+    model = IncrementalNet(cfg.model.arch, cfg.data.preset).to(device)
+    memory = ExemplarMemory()
+    metrics = MetricsLog(plan.num_phases)
+    events = EventLog(run_dir / "events.jsonl" if dist_info.is_main else None)
+    start = 0
+    sealed = checkpoint.latest_sealed(run_dir)
+    if sealed is not None:
+        model_sd, memory_sd, state = checkpoint.load_phase(run_dir, sealed)
+        model.head.grow(state["num_classes"])
+        model.load_state_dict(model_sd)
+        memory.load_state_dict(memory_sd)
+        strategy.load_state_dict(state["strategy"])
+        metrics.load_state_dict(state["metrics"])
+        start = sealed + 1
+        log.info("resuming %s after sealed phase %d", run_dir, sealed)
+    if start >= plan.num_phases:
+        log.info("run %s is already complete", run_dir)
+    events.write(event="start", phase=start, world=dist_info.world, device=str(device))
+
+    flip = FLIP[cfg.data.preset]
+    read = lambda split, labels: read_classes(manifest, split, plan.class_ids(labels), cfg.data.preset,  # noqa: E731
+                                              cfg.data.image_size, cfg.data.workers, cfg.data.cache_max_gb)
+    test = read("test", plan.seen_labels(start - 1) if start else [])
+    test_labels = _labels_of(plan, test.class_ids)
+    for phase in range(start, plan.num_phases):
+        t_phase = time.perf_counter()
+        ctx = PhaseContext(phase=phase, plan=plan, model=model, cfg=cfg, device=device, memory=memory)
+        strategy.before_phase(ctx)
+        model.to(device)
+        log.info("phase %d/%d: %d new classes, %d seen, strategy %s, exemplars %s", phase, plan.num_phases - 1,
+                 len(ctx.new_labels), len(ctx.seen_labels), strategy.name,
+                 cfg.exemplars.selection if strategy.uses_exemplars else "none")
+        real = read("train", strategy.train_labels(ctx))
+        real_labels = _labels_of(plan, real.class_ids)
+        timings: dict[str, float] = {}
+        exemplar_info = None
+
+        def exemplar_level():
+            new_mask = torch.isin(real_labels, torch.tensor(ctx.new_labels))
+            t0 = time.perf_counter()
+            info = update_memory(model, memory, ctx.new_labels, ctx.old_labels, real.images[new_mask],
+                                 real_labels[new_mask], cfg, phase, dist_info, events)
+            timings["exemplars_s"] = time.perf_counter() - t0
+            return info
+
+        for stage in strategy.stages(ctx):
+            if stage == "balanced_finetune":
+                if strategy.uses_exemplars and exemplar_info is None:
+                    exemplar_info = exemplar_level()
+                ex_x, ex_y = memory.tensors(ctx.seen_labels)
+                if ex_x is None:
+                    continue
+                batches = PhaseBatches(None, None, ex_x, ex_y, cfg.train.batch_size, dist_info.rank,
+                                       dist_info.world, cfg.seed * 100 + phase, cfg.data.preset, cfg.data.image_size)
+            else:
+                ex_x, ex_y = memory.tensors(ctx.old_labels) if strategy.uses_exemplars else (None, None)
+                batches = PhaseBatches(real.images, real_labels, ex_x, ex_y, cfg.train.batch_size, dist_info.rank,
+                                       dist_info.world, cfg.seed * 100 + phase, cfg.data.preset, cfg.data.image_size)
+            epochs, lr0, lr_at = _stage_setup(stage, cfg, phase)
+            if epochs <= 0:
+                continue
+            engine = Engine(model, dist_info, cfg.train.batch_size, lr0, cfg.train.momentum, cfg.train.weight_decay,
+                            cfg.engine.zero_stage, cfg.engine.precision, cfg.engine.micro_batch_size)
+            figures = run_stage(engine, strategy, batches, epochs, lr_at, stage, phase, events, dist_info.world,
+                                cfg.train.log_every)
+            timings[f"{stage}_s"] = figures["seconds"]
+            timings[f"{stage}_img_s"] = figures["img_s"]
+            model = engine.module
+            ctx.model = model
+            del engine
+        if strategy.uses_exemplars and exemplar_info is None:
+            exemplar_info = exemplar_level()
+        strategy.after_phase(ctx)
+
+        t_eval = time.perf_counter()
+        new_test = read("test", ctx.new_labels)
+        test.images = torch.cat([test.images, new_test.images])
+        test.class_ids = torch.cat([test.class_ids, new_test.class_ids])
+        test_labels = torch.cat([test_labels, _labels_of(plan, new_test.class_ids)])
+        result = evaluate(model, strategy, test.images, test_labels, plan, phase,
+                          memory if strategy.uses_exemplars else None, device, cfg.eval.batch_size, cfg.eval.nme,
+                          flip, dist_info)
+        timings["eval_s"] = time.perf_counter() - t_eval
+        record = {"phase": phase, "classes_seen": len(ctx.seen_labels),
+                  **{k: v for k, v in result.items() if not k.startswith("acc_row")},
+                  "exemplars_per_class": exemplar_info["per_class"] if exemplar_info else 0,
+                  "exemplars_total": len(memory),
+                  "wall_s": round(time.perf_counter() - t_phase, 2),
+                  "timings": {k: round(v, 3) for k, v in timings.items()}}
+        metrics.add(record, result["acc_row"], result.get("acc_row_nme"))
+        log.info("phase %d: CNN acc %.2f%%%s (base %.2f%%, old %s, new %.2f%%) in %.0fs", phase, result["accuracy"],
+                 f", NME acc {result['accuracy_nme']:.2f}%" if result.get("accuracy_nme") is not None else "",
+                 result["accuracy_base"], "-" if result["accuracy_old"] is None else f"{result['accuracy_old']:.2f}%",
+                 result["accuracy_new"], record["wall_s"])
+        events.write(event="phase", **{k: v for k, v in record.items() if k != "timings"}, **record["timings"])
+        if dist_info.is_main:
+            checkpoint.seal_phase(run_dir, phase, model.state_dict(), memory.state_dict(),
+                                  {"num_classes": model.num_classes, "strategy": strategy.state_dict(),
+                                   "metrics": metrics.state_dict(), "plan": list(plan.order)})
+            metrics.write(run_dir / "metrics.json")
+        distributed.barrier()
+    if dist_info.is_main:
+        metrics.write(run_dir / "metrics.json")
+        log.info("results for %s\n%s", run_dir, metrics.table())
+    events.write(event="end")
+    return metrics.summary()

@@ -1,0 +1,21 @@
+"""Fine-tuning: CE on the new classes' data only, no exemplars, no distillation (the lower bound)."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from trainer.strategies.base import Batch, Strategy
+from trainer.strategies.registry import register
+
+
+@register
+class Finetune(Strategy):
+    name = "finetune"
+    uses_exemplars = False
+
+    def before_phase(self, ctx) -> None:
+        super().before_phase(ctx)
+        self.teacher = None          # no distillation: do not keep a copy
+
+    def loss(self, model, batch: Batch, stage: str):
+        ce = F.cross_entropy(model(batch.x)[:, : self.num_seen], batch.y)
+        return {"loss": ce, "ce": ce}
