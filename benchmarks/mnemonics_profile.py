@@ -9,8 +9,10 @@ meta-backward through all T steps into the pixels, and the pixel update.
 
 Memory: every configuration runs in a fresh subprocess.
   cpu : peak RSS (resource.getrusage ru_maxrss) minus the RSS measured just before the outer step,
-        after the model, the tensors and a warm-up (lazy imports) exist. The allocator may keep
-        freed pages, so this is the extra resident memory the step needed, not an exact tensor sum.
+        after the model, the tensors and a warm-up (lazy imports) exist. The subprocess runs with
+        glibc MALLOC_MMAP_THRESHOLD_=65536: every allocation >= 64 KiB is its own mmap, returned
+        to the OS when freed, so RSS follows the live tensors (otherwise freed heap pages stay
+        resident and the figure depends on allocator history). Small allocations are included.
   cuda: torch.cuda.max_memory_allocated() minus memory_allocated() before the step.
 """
 
@@ -28,7 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MEMORY_METHOD = {
     "cpu": "fresh subprocess per configuration; peak RSS (getrusage ru_maxrss) minus RSS just "
-           "before the outer step (after model/tensor creation and a warm-up)",
+           "before the outer step (after model/tensor creation and a warm-up); glibc "
+           "MALLOC_MMAP_THRESHOLD_=65536 so freed tensors leave RSS at once",
     "cuda": "fresh subprocess per configuration; torch.cuda.max_memory_allocated minus "
             "memory_allocated before the outer step",
 }
@@ -48,6 +51,8 @@ def _measure_one(cfg: dict) -> dict:
     from exemplars.mnemonics import MnemonicsSettings, optimise_exemplars, unrolled_meta_loss
 
     device = torch.device(cfg["device"])
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     k, size = cfg["classes"], cfg["size"]
@@ -75,7 +80,8 @@ def _measure_one(cfg: dict) -> dict:
     else:
         base = _rss_mb()
     settings = MnemonicsSettings(inner_steps=cfg["inner_steps"], checkpoint=cfg["checkpoint"],
-                                 epochs=cfg["repeats"], steps_per_epoch=1)
+                                 checkpoint_segment=cfg["segment"], epochs=cfg["repeats"],
+                                 steps_per_epoch=1)
     stamps = [time.perf_counter()]
 
     def progress(info: dict) -> None:  # loss.item() inside synchronises CUDA before this runs
@@ -87,8 +93,9 @@ def _measure_one(cfg: dict) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base  # KiB on Linux
     step_times = [b - a for a, b in zip(stamps, stamps[1:])]
-    return {**{k_: cfg[k_] for k_ in ("size", "inner_steps", "checkpoint", "classes",
+    return {**{k_: cfg[k_] for k_ in ("size", "inner_steps", "checkpoint", "segment", "classes",
                                       "per_class", "val_batch")},
+            "threads": torch.get_num_threads(),
             "peak_mb": round(peak, 1), "base_mb": round(base, 1),
             "step_s": round(min(step_times), 3), "step_s_all": [round(t, 3) for t in step_times]}
 
@@ -110,10 +117,15 @@ def _run_isolated(cfg: dict, timeout: float | None) -> dict:
 
 
 def profile_mnemonics(steps=(1, 5, 25, 50), sizes=(32, 224), checkpoint=(True, False),
-                      classes: int = 2, per_class: dict | None = None,
+                      segments=(0, 1), classes: int = 2, per_class: dict | None = None,
                       val_batch: dict | None = None, repeats: int = 1, device: str | None = None,
-                      timeout: float | None = None, log=None) -> dict:
+                      threads: int | None = None, timeout: float | None = None,
+                      log=None) -> dict:
     """Measure every (image size, T, checkpoint) combination, each in a fresh subprocess.
+
+    With checkpointing on, each value of `segments` is measured (MnemonicsSettings.
+    checkpoint_segment: 0 = two-level, ceil(sqrt(T)) steps per segment, the default; 1 = per-step
+    checkpointing only). `threads` sets torch.set_num_threads in the subprocess (None: default).
 
     per_class / val_batch map image size -> exemplars per class / real images per batch
     (defaults: 32 px: 10 / 32; 224 px: 1 / 4, small enough for CPU: without checkpointing the
@@ -125,30 +137,36 @@ def profile_mnemonics(steps=(1, 5, 25, 50), sizes=(32, 224), checkpoint=(True, F
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     per_class = {32: 10, 224: 1, **(per_class or {})}
     val_batch = {32: 32, 224: 4, **(val_batch or {})}
+    modes = [(True, seg) for seg in segments if True in checkpoint]
+    modes += [(False, 0)] if False in checkpoint else []
     results = []
     for size in sizes:
         for t in steps:
-            for ck in checkpoint:
+            for ck, seg in modes:
                 cfg = {"device": device, "size": size, "inner_steps": t, "checkpoint": ck,
-                       "classes": classes, "per_class": per_class.get(size, 2),
-                       "val_batch": val_batch.get(size, 8), "repeats": repeats}
+                       "segment": seg, "classes": classes, "per_class": per_class.get(size, 2),
+                       "val_batch": val_batch.get(size, 8), "repeats": repeats,
+                       "threads": threads}
                 results.append(_run_isolated(cfg, timeout))
                 if log:
                     log(json.dumps(results[-1]))
     out = {"model": "timm resnet18", "device": device, "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "memory_method": MEMORY_METHOD[device.split(":")[0]],
+           "threads": threads or torch.get_num_threads(), "memory_method": MEMORY_METHOD[device.split(":")[0]],
            "time_method": "wall time of one outer step (fastest of `repeats`), measured in the "
                           "same subprocess after a warm-up",
            "results": results, "acceptance": {}}
-    for size in sizes:  # target: ckpt T=50 <= 2x ckpt T=5, and >= 3x lower than plain T=50
-        peak = {(r["inner_steps"], r["checkpoint"]): r.get("peak_mb") for r in results
-                if r["size"] == size}
-        c5, c50, p50 = peak.get((5, True)), peak.get((50, True)), peak.get((50, False))
-        if c5 and c50 and p50:
-            out["acceptance"][str(size)] = {
-                "ckpt_T50_over_ckpt_T5": round(c50 / c5, 2),
-                "plain_T50_over_ckpt_T50": round(p50 / c50, 2),
-                "pass": c50 <= 2 * c5 and p50 >= 3 * c50}
+    # target: checkpointed T=50 <= 2x checkpointed T=5, and >= 3x lower than plain T=50
+    for size in sizes:
+        peak = {(r["inner_steps"], r["checkpoint"], r["segment"]): r.get("peak_mb")
+                for r in results if r["size"] == size}
+        p50 = peak.get((50, False, 0))
+        for seg in segments:
+            c5, c50 = peak.get((5, True, seg)), peak.get((50, True, seg))
+            if c5 and c50 and p50:
+                out["acceptance"][f"{size}px_segment{seg}"] = {
+                    "ckpt_T50_over_ckpt_T5": round(c50 / c5, 2),
+                    "plain_T50_over_ckpt_T50": round(p50 / c50, 2),
+                    "pass": c50 <= 2 * c5 and p50 >= 3 * c50}
     return out
 
 
@@ -158,6 +176,9 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 5, 25, 50])
     ap.add_argument("--sizes", type=int, nargs="+", default=[32, 224])
     ap.add_argument("--checkpoint", choices=["both", "on", "off"], default="both")
+    ap.add_argument("--segments", type=int, nargs="+", default=[0, 1],
+                    help="checkpoint_segment values to measure with checkpointing on")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per measurement")
     ap.add_argument("--classes", type=int, default=2)
     ap.add_argument("--per-class", type=json.loads, default=None,
                     help='JSON {"size": exemplars per class}, e.g. \'{"224": 2}\'')
@@ -173,9 +194,10 @@ def main(argv=None) -> None:
     ck = {"both": (True, False), "on": (True,), "off": (False,)}[args.checkpoint]
     as_int = lambda d: {int(k): v for k, v in d.items()} if d else None  # noqa: E731
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.verbose else None
-    print(json.dumps(profile_mnemonics(tuple(args.steps), tuple(args.sizes), ck, args.classes,
-                                       as_int(args.per_class), as_int(args.val_batch),
-                                       args.repeats, args.device, args.timeout, log)))
+    print(json.dumps(profile_mnemonics(
+        tuple(args.steps), tuple(args.sizes), ck, tuple(args.segments), args.classes,
+        as_int(args.per_class), as_int(args.val_batch), args.repeats, args.device, args.threads,
+        args.timeout, log)))
 
 
 if __name__ == "__main__":

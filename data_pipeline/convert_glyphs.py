@@ -20,8 +20,11 @@ def convert_glyphs(out: Path, size: int = 32, test_fraction: float = 0.2, seed: 
                    progress=print) -> Manifest:
     if not 0 < test_fraction < 1:
         raise UserError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
-    gs = render_glyph_set(size=size, test_fraction=test_fraction, seed=seed)
-    if not gs.train:
+    try:
+        gs = render_glyph_set(size=size, test_fraction=test_fraction, seed=seed)
+    except FileNotFoundError:
+        gs = None
+    if gs is None or not gs.train:
         raise UserError("no usable fonts found: install fonts-aenigma, fonts-urw-base35 and the DejaVu fonts "
                         "(scripts/setup.sh does)")
     classes = [{"id": i, "name": n, "key": n} for i, n in enumerate(gs.class_names)]

@@ -11,12 +11,16 @@ the T unrolled steps is a gradient through gradients: every inner step is comput
 `torch.autograd.grad(create_graph=True)` on a functional copy of the parameters
 (`torch.func.functional_call`), so the meta-loss is an ordinary differentiable function of E.
 Each inner step can be wrapped in non-reentrant activation checkpointing, which keeps the saved
-activations of only one inner step alive at a time (memory ~flat in T, time ~1.5-2x).
+activations of only one inner step alive at a time; a second level (`_Segment`) also keeps only
+~2*sqrt(T) of the T intermediate parameter sets alive, so memory grows ~sqrt(T) in parameter-sized
+copies and not at all in activations (see `unroll`).
 
 BatchNorm (see `_bn_mode`): inside Θ' every BatchNorm layer normalises with the statistics of the
 batch it sees (train mode) and writes its running-statistics update into throw-away clones of the
 buffers; every other module (dropout, drop-path, ...) runs in eval mode so that nothing draws on the
 global RNG. The model's own parameters, buffers, `.grad` and train/eval flags are never changed.
+The model must be the bare module (no DDP/DeepSpeed wrapper) and must not contain SyncBatchNorm,
+which would all-reduce statistics across ranks that optimise different class groups.
 """
 
 from __future__ import annotations
@@ -63,7 +67,8 @@ class MnemonicsSettings:
     inner_steps: int = 50
     # α2: learning rate of the temporary model's plain (functional) SGD.
     inner_lr: float = 0.01
-    # Outer epochs of pixel optimisation (Eq. 9 and Eq. 10), paper: 50.
+    # Outer epochs of pixel optimisation (Eq. 9 and Eq. 10), paper: 50. An epoch is
+    # `steps_per_epoch` outer steps (pixel updates) on that epoch's real batches, see below.
     epochs: int = 50
     # β1: pixel learning rate for new-class exemplars (Eq. 9), paper: 0.01.
     lr: float = 0.01
@@ -124,6 +129,9 @@ _BN = nn.modules.batchnorm._BatchNorm
 def _bn_mode(model: nn.Module, bn_train: bool) -> Iterator[None]:
     """All modules in eval mode except BatchNorm layers, which get `bn_train`; flags restored after."""
     saved = [(m, m.training) for m in model.modules()]
+    if bn_train and any(isinstance(m, nn.SyncBatchNorm) for m, _ in saved):
+        raise ValueError("mnemonics: SyncBatchNorm would synchronise statistics across ranks; "
+                         "pass a model with plain BatchNorm")
     try:
         for m, _ in saved:
             m.training = bn_train if isinstance(m, _BN) else False

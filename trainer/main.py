@@ -33,7 +33,7 @@ from trainer.metrics import MetricsLog
 from trainer.models.net import IncrementalNet
 from trainer.schedule import scaled_milestones, step_lr
 from trainer.strategies import registry
-from trainer.strategies.base import PhaseContext
+from trainer.strategies.base import PhaseContext, StageData, StageSpec
 
 log = logging.getLogger("mnemo")
 
@@ -64,15 +64,23 @@ def _labels_of(plan, class_ids: torch.Tensor) -> torch.Tensor:
     return lut[class_ids]
 
 
-def _stage_setup(stage: str, cfg: Config, phase: int):
+def _default_stage_spec(stage: str, cfg: Config, phase: int) -> StageSpec:
     t = cfg.train
     if stage == "train":
         epochs = t.base_epochs if (phase == 0 and t.base_epochs) else t.epochs
         ms = scaled_milestones(t.lr_milestones, t.epochs, epochs)
-        return epochs, t.lr, lambda e: step_lr(t.lr, e, ms, t.lr_gamma, t.warmup_epochs)
+        return StageSpec(epochs, t.lr, lambda e: step_lr(t.lr, e, ms, t.lr_gamma, t.warmup_epochs))
     if stage == "balanced_finetune":
-        return t.finetune_epochs, t.finetune_lr, lambda e: t.finetune_lr
-    raise UserError(f"strategy '{cfg.strategy.name}' asks for stage '{stage}', which the driver does not know")
+        return StageSpec(t.finetune_epochs, t.finetune_lr, lambda e: t.finetune_lr)
+    raise UserError(f"strategy '{cfg.strategy.name}' asks for stage '{stage}' without a stage_spec")
+
+
+def _default_stage_data(stage: str, ctx: PhaseContext, strategy, images, labels, memory) -> StageData:
+    if stage == "balanced_finetune":
+        ex_x, ex_y = memory.tensors(ctx.seen_labels)
+        return StageData(None, None, ex_x, ex_y)
+    ex_x, ex_y = memory.tensors(ctx.old_labels) if strategy.uses_exemplars else (None, None)
+    return StageData(images, labels, ex_x, ex_y)
 
 
 def run(cfg: Config, run_dir: str | Path) -> dict:
@@ -142,32 +150,29 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
             return info
 
         for stage in strategy.stages(ctx):
-            if stage == "balanced_finetune":
-                if strategy.uses_exemplars and exemplar_info is None:
-                    exemplar_info = exemplar_level()
-                ex_x, ex_y = memory.tensors(ctx.seen_labels)
-                if ex_x is None:
-                    continue
-                batches = PhaseBatches(None, None, ex_x, ex_y, cfg.train.batch_size, dist_info.rank,
-                                       dist_info.world, cfg.seed * 100 + phase, cfg.data.preset, cfg.data.image_size)
-            else:
-                ex_x, ex_y = memory.tensors(ctx.old_labels) if strategy.uses_exemplars else (None, None)
-                batches = PhaseBatches(real.images, real_labels, ex_x, ex_y, cfg.train.batch_size, dist_info.rank,
-                                       dist_info.world, cfg.seed * 100 + phase, cfg.data.preset, cfg.data.image_size)
-            epochs, lr0, lr_at = _stage_setup(stage, cfg, phase)
-            if epochs <= 0:
+            if stage == "exemplars":
+                exemplar_info = exemplar_level()
                 continue
-            engine = Engine(model, dist_info, cfg.train.batch_size, lr0, cfg.train.momentum, cfg.train.weight_decay,
-                            cfg.engine.zero_stage, cfg.engine.precision, cfg.engine.micro_batch_size)
-            figures = run_stage(engine, strategy, batches, epochs, lr_at, stage, phase, events, dist_info.world,
-                                cfg.train.log_every)
+            data = _default_stage_data(stage, ctx, strategy, real.images, real_labels, memory)
+            data = strategy.stage_data(stage, ctx, data)
+            spec = strategy.stage_spec(stage, ctx) or _default_stage_spec(stage, cfg, phase)
+            if spec.epochs <= 0 or len(data) < dist_info.world:
+                continue
+            batches = PhaseBatches(data.real_images, data.real_labels, data.ex_images, data.ex_labels,
+                                   cfg.train.batch_size, dist_info.rank, dist_info.world, cfg.seed * 100 + phase,
+                                   cfg.data.preset, cfg.data.image_size)
+            strategy.before_stage(stage, ctx)
+            engine = Engine(model, dist_info, cfg.train.batch_size, spec.lr, cfg.train.momentum,
+                            cfg.train.weight_decay, cfg.engine.zero_stage, cfg.engine.precision,
+                            cfg.engine.micro_batch_size)
+            figures = run_stage(engine, strategy, batches, spec.epochs, spec.lr_at, stage, phase, events,
+                                dist_info.world, cfg.train.log_every)
             timings[f"{stage}_s"] = figures["seconds"]
             timings[f"{stage}_img_s"] = figures["img_s"]
             model = engine.module
             ctx.model = model
             del engine
-        if strategy.uses_exemplars and exemplar_info is None:
-            exemplar_info = exemplar_level()
+            strategy.after_stage(stage, ctx)
         strategy.after_phase(ctx)
 
         t_eval = time.perf_counter()

@@ -19,11 +19,21 @@ from exemplars.mnemonics import (
     adjust_exemplars,
     fold_ids,
     optimise_exemplars,
+    unroll,
     unrolled_meta_loss,
 )
 from exemplars.sharding import assign_groups, class_groups
 
 N_CLASSES = 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny tensors: one thread is fastest and avoids OpenMP spin-waits on a shared 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_net(dtype=torch.float64, seed=0) -> nn.Module:
@@ -111,6 +121,28 @@ def test_checkpointed_equals_plain_unrolling(segment):
     ckpt = pixel_grad(model, ex_x, ex_y, val_x, val_y, 6, 0.3, checkpoint=True, segment=segment)
     rel = (plain - ckpt).norm() / plain.norm()
     assert rel < 1e-5, rel
+
+
+def test_frozen_parameters_stay_fixed_and_gradient_still_flows():
+    model = tiny_net()
+    ex_x, ex_y = class_images(2, seed=1)
+    params, buffers = start_state(model)
+    params["0.weight"] = params["0.weight"].detach()  # frozen first conv
+    x = ex_x.clone().requires_grad_()
+    theta = unroll(model, params, buffers, x, ex_y, steps=4, lr=0.5, checkpoint=True)
+    assert theta["0.weight"] is params["0.weight"]
+    assert not torch.equal(theta["9.weight"], params["9.weight"])
+    (g,) = torch.autograd.grad(sum(t.sum() for t in theta.values()), x)
+    assert g.abs().sum() > 0
+
+
+def test_sync_batchnorm_is_refused():
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.SyncBatchNorm(2), nn.Flatten(),
+                          nn.Linear(2 * 6 * 6, N_CLASSES)).double()
+    ex_x, ex_y = class_images(2, seed=1)
+    with pytest.raises(ValueError, match="SyncBatchNorm"):
+        optimise_exemplars(model, ex_x, ex_y, lambda e: [(ex_x, ex_y)],
+                           MnemonicsSettings(inner_steps=1, epochs=1))
 
 
 def test_meta_loss_decreases():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -37,6 +37,26 @@ class PhaseContext:
     @property
     def seen_labels(self) -> list[int]:
         return self.plan.seen_labels(self.phase)
+
+
+@dataclass
+class StageSpec:
+    """How the driver runs a stage: epochs, starting lr, lr as a function of the epoch."""
+    epochs: int
+    lr: float
+    lr_at: Callable[[int], float]
+
+
+@dataclass
+class StageData:
+    """Training data of a stage: real images (uint8) and exemplar tensors (float), with labels."""
+    real_images: torch.Tensor | None
+    real_labels: torch.Tensor | None
+    ex_images: torch.Tensor | None
+    ex_labels: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in (self.real_labels, self.ex_labels) if t is not None)
 
 
 @dataclass
@@ -77,11 +97,30 @@ class Strategy:
         return ctx.new_labels
 
     def stages(self, ctx: PhaseContext) -> list[str]:
-        """Model-level stages; exemplars are updated after "train", before "balanced_finetune"."""
-        stages = ["train"]
-        if self.uses_exemplars and self.balanced_finetune and ctx.phase > 0:
+        """The phase's steps in order. "exemplars" marks where the driver updates the memory
+        (select/optimise new, adjust old, trim); the driver knows "train" (D ∪ E_old, train.*
+        hyperparameters) and "balanced_finetune" (exemplars of all seen classes, train.finetune_*);
+        any other stage needs `stage_spec` and `stage_data` from the strategy."""
+        if not self.uses_exemplars:
+            return ["train"]
+        stages = ["train", "exemplars"]
+        if self.balanced_finetune and ctx.phase > 0:
             stages.append("balanced_finetune")
         return stages
+
+    def stage_spec(self, stage: str, ctx: PhaseContext) -> StageSpec | None:
+        """Epochs and learning rates of `stage`; None = the driver's default for train/balanced_finetune."""
+        return None
+
+    def stage_data(self, stage: str, ctx: PhaseContext, data: StageData) -> StageData:
+        """Change a stage's data (e.g. BiC holds out a validation split); default: as the driver built it."""
+        return data
+
+    def before_stage(self, stage: str, ctx: PhaseContext) -> None:
+        """E.g. freeze everything but a bias layer; the engine optimises only requires_grad parameters."""
+
+    def after_stage(self, stage: str, ctx: PhaseContext) -> None:
+        """Undo what before_stage did."""
 
     def after_phase(self, ctx: PhaseContext) -> None:
         self.teacher = None          # free memory; rebuilt from the sealed model next phase
