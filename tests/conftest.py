@@ -6,6 +6,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# One thread per process: test runs are tiny, and 2 OpenMP threads per process thrash when several
+# processes (multi-rank tests, other jobs) share the 2 cores. Speed is measured in benchmarks/, not here.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "mnemo" / "torch_extensions"))
 
 

@@ -7,6 +7,7 @@ pNN whose DONE matches its files is used; a damaged one is skipped with a warnin
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import torch
 import yaml
 
 from mnemo.errors import UserError
+from trainer import faults
 
 log = logging.getLogger(__name__)
 GUARDED_SECTIONS = ("protocol", "strategy", "model")
@@ -39,6 +41,7 @@ def seal_phase(run_dir: Path, phase: int, model_sd: dict, memory_sd: dict, state
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     _save(model_sd, tmp / "model.pt")
+    faults.maybe_fail("seal", phase)
     _save(memory_sd, tmp / "memory.pt")
     _save(state, tmp / "state.pt")
     files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
@@ -50,6 +53,15 @@ def seal_phase(run_dir: Path, phase: int, model_sd: dict, memory_sd: dict, state
         shutil.rmtree(final)
     os.replace(tmp, final)
     return final
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over the model's parameters and buffers (to check that ranks hold identical weights)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _valid(d: Path) -> str | None:
@@ -68,6 +80,12 @@ def _valid(d: Path) -> str | None:
         if p.stat().st_size != size:
             return f"{name} has {p.stat().st_size} bytes, DONE says {size}"
     return None
+
+
+def phase_problem(run_dir: Path, phase: int) -> str | None:
+    """None when sealed phase `phase` of `run_dir` is intact, else what is wrong (for readers: mnemo report)."""
+    d = phase_dir(run_dir, phase)
+    return "its directory is missing" if not d.is_dir() else _valid(d)
 
 
 def latest_sealed(run_dir: Path) -> int | None:

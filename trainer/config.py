@@ -32,6 +32,7 @@ class DataConfig:
     loader: str = "torch"                # torch | dali | auto
     cache_max_gb: float = 8.0            # the torch loader keeps a phase's decoded images in memory
     workers: int = 2                     # decode threads/processes
+    exemplar_share: Optional[float] = None   # exemplars' share of each batch; null: as samples of D ∪ E
 
 
 @dataclass
@@ -62,7 +63,9 @@ class TrainConfig:
     finetune_epochs: int = 20            # balanced fine-tune on exemplars only (Algorithm 1 step 18)
     finetune_lr: float = 0.01            # alpha_2, as the paper uses for this step
     log_every: int = 50                  # progress line every N steps
+    checkpoint_every: int = 1            # engine checkpoint inside a phase every N epochs (0: off)
     warmup_epochs: int = 0
+    weight_transfer: bool = False        # incremental phases learn scale/shift over frozen conv weights
 
 
 @dataclass
@@ -72,9 +75,74 @@ class EngineConfig:
     micro_batch_size: Optional[int] = None   # per-rank micro batch; default: global batch / world
 
 
+def _choice(key: str, value: str, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{key} '{value}' is not one of {', '.join(choices)}")
+
+
+@dataclass
+class LwFSettings:
+    # softmax: the mnemonics paper's Eq. 5, lambda*CE + (1-lambda)*KD(tau) with train.kd_lambda/kd_temperature;
+    # sigmoid: LwF-MC as iCaRL implements it (per-class BCE, sigmoid targets from the teacher)
+    loss: str = "softmax"
+
+    def __post_init__(self):
+        _choice("loss", self.loss, ("softmax", "sigmoid"))
+
+
+@dataclass
+class ICaRLSettings:
+    # sigmoid: iCaRL's own loss (Algorithm 3); softmax: Eq. 5 (the iCaRL of the LUCIR/mnemonics code base)
+    loss: str = "sigmoid"
+
+    def __post_init__(self):
+        _choice("loss", self.loss, ("softmax", "sigmoid"))
+
+
+@dataclass
+class BiCSettings:
+    val_fraction: float = 0.1            # share of each old class's exemplars held out; as many per new class
+    kd_temperature: float = 2.0          # T of BiC's distillation (Eq. 3)
+    bias_epochs: int = 50                # second stage: the bias layer on the held-out split
+    bias_lr: float = 0.01
+    bias_lr_milestones: list[int] = field(default_factory=lambda: [30, 40])
+
+    def __post_init__(self):
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class LUCIRSettings:
+    lambda_base: float = 5.0             # less-forget weight; LUCIR: 5 on CIFAR-100, 10 on ImageNet
+    adaptive_lambda: bool = True         # lambda = lambda_base * sqrt(|old classes| / |new classes|)
+    margin: float = 0.5                  # m of the margin-ranking loss
+    hard_negatives: int = 2              # K: top-K new-class scores ranked against the ground truth
+    margin_weight: float = 1.0
+    imprint: bool = True                 # new-class weights from normalised class-mean features
+    cbf_epochs: int = 20                 # class-balanced fine-tuning (classifier only) on the exemplars
+    cbf_lr: float = 0.01
+    cbf_lr_milestones: list[int] = field(default_factory=lambda: [10])
+
+    def __post_init__(self):
+        if self.hard_negatives < 1:
+            raise ValueError(f"hard_negatives must be >= 1, got {self.hard_negatives}")
+
+
+@dataclass
+class LwMSettings:
+    beta: float = 1.0                    # weight of L_D (sigmoid distillation); see docs/strategies.md
+    gamma: float = 1.0                   # weight of L_AD (Grad-CAM attention distillation)
+
+
 @dataclass
 class StrategyConfig:
     name: str = "lwf"
+    lwf: LwFSettings = field(default_factory=LwFSettings)
+    icarl: ICaRLSettings = field(default_factory=ICaRLSettings)
+    bic: BiCSettings = field(default_factory=BiCSettings)
+    lucir: LUCIRSettings = field(default_factory=LUCIRSettings)
+    lwm: LwMSettings = field(default_factory=LwMSettings)
 
 
 @dataclass
@@ -94,6 +162,29 @@ class EvalConfig:
 
 
 @dataclass
+class LaunchConfig:
+    """Cluster resources for `mnemo launch` (launch/); `mnemo train` ignores this section."""
+    cluster: str = "slurm"               # slurm | local | debug (submitit executors)
+    mode: str = "chain"                  # chain: one job per phase (afterok) | requeue: one self-requeueing job
+    nodes: int = 1
+    gpus_per_node: int = 0               # 0: CPU-only jobs
+    tasks_per_node: Optional[int] = None  # processes per node (default: one per GPU, at least 1)
+    cpus_per_task: int = 8
+    mem_gb: Optional[float] = None       # per node
+    time_min: int = 240                  # time limit of each job, minutes
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None
+    sbatch: list[str] = field(default_factory=list)   # extra sbatch parameters: "key=value" or "flag"
+    setup: list[str] = field(default_factory=list)    # shell lines run before srun (module load ...)
+    signal_delay_s: int = 120            # SLURM signals the job this long before its time limit
+    max_requeues: int = 20               # time-outs after which a job stops requeueing itself
+    job_name: str = "mnemo"
+    python: Optional[str] = None         # python command inside the job (default: the launching interpreter)
+
+
+@dataclass
 class Config:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -104,6 +195,7 @@ class Config:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     exemplars: ExemplarConfig = field(default_factory=ExemplarConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -137,6 +229,9 @@ def validate(cfg: Config) -> Config:
         raise UserError("config key 'exemplars.per_class' must be >= 0")
     if cfg.exemplars.budget is not None and cfg.exemplars.budget < 0:
         raise UserError("config key 'exemplars.budget' must be >= 0 or null")
+    share = cfg.data.exemplar_share
+    if share is not None and not 0.0 < share < 1.0:
+        raise UserError(f"config key 'data.exemplar_share' must be in (0, 1) or null, got {share}")
     if cfg.exemplars.group_size < 1:
         raise UserError("config key 'exemplars.group_size' must be >= 1")
     if cfg.engine.zero_stage not in (0, 1, 2):

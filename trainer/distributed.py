@@ -80,6 +80,21 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def average_buffers(model: torch.nn.Module) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over ranks, in place.
+
+    DeepSpeed keeps parameters in sync but not buffers: each rank's BatchNorm sees only its own part of
+    the global batch, so running statistics drift apart. Averaging them after every epoch (timm's
+    distribute_bn with reduce) gives every rank the same model, close to 1-process statistics.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            buf.div_(dist.get_world_size())
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

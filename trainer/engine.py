@@ -70,6 +70,20 @@ class Engine:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def step(self, loss: torch.Tensor) -> None:
+    def save_checkpoint(self, directory, tag: str) -> None:
+        self.ds.save_checkpoint(str(directory), tag=tag)
+
+    def load_checkpoint(self, directory, tag: str) -> None:
+        path, _ = self.ds.load_checkpoint(str(directory), tag=tag, load_optimizer_states=True,
+                                          load_lr_scheduler_states=False)
+        if path is None:
+            raise RuntimeError(f"DeepSpeed could not load checkpoint {tag} from {directory}")
+
+    def step(self, loss: torch.Tensor, mark=None) -> None:
+        """Backward, then the optimizer step; `mark(part)` (trainer.step_timer) is told when each ends."""
         self.ds.backward(loss)
+        if mark is not None:
+            mark("backward")
         self.ds.step()
+        if mark is not None:
+            mark("optimizer")

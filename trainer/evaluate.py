@@ -14,13 +14,17 @@ def _pct(correct: torch.Tensor) -> float | None:
 
 
 @torch.no_grad()
-def predict_all(strategy, model, images: torch.Tensor, device, batch_size: int) -> torch.Tensor:
+def predict_all(strategy, model, images: torch.Tensor, device, batch_size: int, topk: int = 1) -> torch.Tensor:
+    """Top-1 predictions (N,), or with topk > 1 the best min(topk, classes) classes (N, k), best first."""
     model.eval()
     preds = []
     for i in range(0, len(images), batch_size):
         x = images[i: i + batch_size].to(device).float().div_(255)
-        preds.append(strategy.predict(model, x).argmax(1).cpu())
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)
+        scores = strategy.predict(model, x)
+        preds.append((scores.argmax(1) if topk == 1 else scores.topk(min(topk, scores.shape[1]), 1).indices).cpu())
+    if preds:
+        return torch.cat(preds)
+    return torch.empty((0,) if topk == 1 else (0, topk), dtype=torch.int64)
 
 
 def class_means(model, memory, labels, device, flip: bool, batch_size: int) -> torch.Tensor:
@@ -43,7 +47,8 @@ def evaluate(model, strategy, images: torch.Tensor, labels: torch.Tensor, plan: 
     """Each rank predicts a strided slice; predictions are gathered so every rank returns the same dict."""
     rank, world = dist_info.rank, dist_info.world
     idx = torch.arange(len(labels))[rank::world]
-    mine = {"idx": idx, "cnn": predict_all(strategy, model, images[idx], device, batch_size)}
+    top = predict_all(strategy, model, images[idx], device, batch_size, topk=5)
+    mine = {"idx": idx, "cnn": top[:, 0], "top5": (top == labels[idx, None]).any(1)}
     seen = plan.seen_labels(phase)
     use_nme = nme and memory is not None and all(l in memory.bank and len(memory.get(l)) for l in seen)
     if use_nme:
@@ -68,5 +73,8 @@ def evaluate(model, strategy, images: torch.Tensor, labels: torch.Tensor, plan: 
             group = torch.isin(labels, torch.tensor(plan.new_labels(j)))
             row.append(_pct(correct[group]))
         result[f"acc_row{suffix}"] = row
+    hit = torch.empty(len(labels), dtype=torch.bool)
+    hit[order] = torch.cat([p["top5"] for p in parts])
+    result["accuracy_top5"] = _pct(hit)                  # CNN top-5 (LwM's iILSVRC-small protocol)
     model.train()
     return result

@@ -16,7 +16,7 @@ from exemplars.memory import ExemplarMemory, quota
 from exemplars.mnemonics import adjust_exemplars, optimise_exemplars
 from exemplars.selection import herding_order, random_order
 from exemplars.sharding import assign_groups, class_groups
-from trainer import distributed
+from trainer import distributed, faults
 from trainer.features import extract_features
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labe
     new = _spread(new_groups, lambda g: sum(min(m, counts[l]) for l in g) + sum(counts[l] for l in g) / 100,
                   dist_info, lambda g: _select_group(model, g, images, labels, m, cfg, phase, dist_info.device))
     t_select = time.perf_counter() - t0
+    faults.maybe_fail("exemplars", phase)
     t_adjust = 0.0
     old_present = [l for l in old_labels if l in memory.bank and len(memory.get(l)) > 1]
     if ex.adjust_old and old_present:

@@ -17,12 +17,12 @@ import torch
 
 from data_pipeline.augment import FLIP
 from data_pipeline.manifest import load_manifest
-from data_pipeline.phase_batches import PhaseBatches
+from data_pipeline.loaders import resolve_loader, train_batches
 from data_pipeline.protocol import make_plan
 from data_pipeline.shard_reader import read_classes
 from exemplars.memory import ExemplarMemory
 from mnemo.errors import UserError
-from trainer import checkpoint, distributed
+from trainer import checkpoint, distributed, faults, stage_checkpoint
 from trainer.config import Config, dump_config
 from trainer.engine import Engine
 from trainer.evaluate import evaluate
@@ -30,7 +30,8 @@ from trainer.events import EventLog
 from trainer.exemplar_update import update_memory
 from trainer.loop import run_stage
 from trainer.metrics import MetricsLog
-from trainer.models.net import IncrementalNet
+from trainer.models import weight_transfer
+from trainer.run_profile import write_profile
 from trainer.schedule import scaled_milestones, step_lr
 from trainer.strategies import registry
 from trainer.strategies.base import PhaseContext, StageData, StageSpec
@@ -83,7 +84,8 @@ def _default_stage_data(stage: str, ctx: PhaseContext, strategy, images, labels,
     return StageData(images, labels, ex_x, ex_y)
 
 
-def run(cfg: Config, run_dir: str | Path) -> dict:
+def run(cfg: Config, run_dir: str | Path, stop_after_phase: int | None = None) -> dict:
+    """Train (resuming) up to the last phase, or only up to `stop_after_phase` (one job per phase)."""
     run_dir = Path(run_dir)
     dist_info = distributed.init()
     setup_logging(dist_info.rank)
@@ -92,8 +94,9 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
     p = cfg.protocol
     plan = make_plan(manifest.num_classes, p.base_classes, p.phases, p.class_order_seed, p.num_classes)
     strategy = registry.get(cfg.strategy.name)(cfg)
-    if cfg.data.loader == "dali":
-        raise UserError("data.loader=dali is not available yet in this version; use data.loader=torch")
+    # data.loader (issue 5): dali | torch | auto; data_pipeline/loaders.py picks and builds the loader
+    log.info("data.loader=%s: training stages use the %s loader", cfg.data.loader,
+             resolve_loader(cfg.data.loader, device))
 
     cfg_dict = cfg.to_dict()
     if dist_info.is_main:
@@ -104,7 +107,7 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
     checkpoint.guard_config(run_dir, cfg_dict)        # every rank refuses, not only rank 0
 
     torch.manual_seed(cfg.seed)
-    model = IncrementalNet(cfg.model.arch, cfg.data.preset).to(device)
+    model = strategy.build_model(cfg).to(device)
     memory = ExemplarMemory()
     metrics = MetricsLog(plan.num_phases)
     events = EventLog(run_dir / "events.jsonl" if dist_info.is_main else None)
@@ -112,7 +115,8 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
     sealed = checkpoint.latest_sealed(run_dir)
     if sealed is not None:
         model_sd, memory_sd, state = checkpoint.load_phase(run_dir, sealed)
-        model.head.grow(state["num_classes"])
+        for n in plan.phase_sizes[: sealed + 1]:          # per phase, as trained (BiC/LUCIR keep per-phase parts)
+            model.head.grow(n)
         model.load_state_dict(model_sd)
         memory.load_state_dict(memory_sd)
         strategy.load_state_dict(state["strategy"])
@@ -123,87 +127,133 @@ def run(cfg: Config, run_dir: str | Path) -> dict:
         log.info("run %s is already complete", run_dir)
     events.write(event="start", phase=start, world=dist_info.world, device=str(device))
 
-    flip = FLIP[cfg.data.preset]
     read = lambda split, labels: read_classes(manifest, split, plan.class_ids(labels), cfg.data.preset,  # noqa: E731
                                               cfg.data.image_size, cfg.data.workers, cfg.data.cache_max_gb)
     test = read("test", plan.seen_labels(start - 1) if start else [])
     test_labels = _labels_of(plan, test.class_ids)
-    for phase in range(start, plan.num_phases):
-        t_phase = time.perf_counter()
-        ctx = PhaseContext(phase=phase, plan=plan, model=model, cfg=cfg, device=device, memory=memory)
-        strategy.before_phase(ctx)
-        model.to(device)
-        log.info("phase %d/%d: %d new classes, %d seen, strategy %s, exemplars %s", phase, plan.num_phases - 1,
-                 len(ctx.new_labels), len(ctx.seen_labels), strategy.name,
-                 cfg.exemplars.selection if strategy.uses_exemplars else "none")
-        real = read("train", strategy.train_labels(ctx))
-        real_labels = _labels_of(plan, real.class_ids)
-        timings: dict[str, float] = {}
-        exemplar_info = None
-
-        def exemplar_level():
-            new_mask = torch.isin(real_labels, torch.tensor(ctx.new_labels))
-            t0 = time.perf_counter()
-            info = update_memory(model, memory, ctx.new_labels, ctx.old_labels, real.images[new_mask],
-                                 real_labels[new_mask], cfg, phase, dist_info, events)
-            timings["exemplars_s"] = time.perf_counter() - t0
-            return info
-
-        for stage in strategy.stages(ctx):
-            if stage == "exemplars":
-                exemplar_info = exemplar_level()
-                continue
-            data = _default_stage_data(stage, ctx, strategy, real.images, real_labels, memory)
-            data = strategy.stage_data(stage, ctx, data)
-            spec = strategy.stage_spec(stage, ctx) or _default_stage_spec(stage, cfg, phase)
-            if spec.epochs <= 0 or len(data) < dist_info.world:
-                continue
-            batches = PhaseBatches(data.real_images, data.real_labels, data.ex_images, data.ex_labels,
-                                   cfg.train.batch_size, dist_info.rank, dist_info.world, cfg.seed * 100 + phase,
-                                   cfg.data.preset, cfg.data.image_size)
-            strategy.before_stage(stage, ctx)
-            engine = Engine(model, dist_info, cfg.train.batch_size, spec.lr, cfg.train.momentum,
-                            cfg.train.weight_decay, cfg.engine.zero_stage, cfg.engine.precision,
-                            cfg.engine.micro_batch_size)
-            figures = run_stage(engine, strategy, batches, spec.epochs, spec.lr_at, stage, phase, events,
-                                dist_info.world, cfg.train.log_every)
-            timings[f"{stage}_s"] = figures["seconds"]
-            timings[f"{stage}_img_s"] = figures["img_s"]
-            model = engine.module
-            ctx.model = model
-            del engine
-            strategy.after_stage(stage, ctx)
-        strategy.after_phase(ctx)
-
-        t_eval = time.perf_counter()
-        new_test = read("test", ctx.new_labels)
-        test.images = torch.cat([test.images, new_test.images])
-        test.class_ids = torch.cat([test.class_ids, new_test.class_ids])
-        test_labels = torch.cat([test_labels, _labels_of(plan, new_test.class_ids)])
-        result = evaluate(model, strategy, test.images, test_labels, plan, phase,
-                          memory if strategy.uses_exemplars else None, device, cfg.eval.batch_size, cfg.eval.nme,
-                          flip, dist_info)
-        timings["eval_s"] = time.perf_counter() - t_eval
-        record = {"phase": phase, "classes_seen": len(ctx.seen_labels),
-                  **{k: v for k, v in result.items() if not k.startswith("acc_row")},
-                  "exemplars_per_class": exemplar_info["per_class"] if exemplar_info else 0,
-                  "exemplars_total": len(memory),
-                  "wall_s": round(time.perf_counter() - t_phase, 2),
-                  "timings": {k: round(v, 3) for k, v in timings.items()}}
-        metrics.add(record, result["acc_row"], result.get("acc_row_nme"))
-        log.info("phase %d: CNN acc %.2f%%%s (base %.2f%%, old %s, new %.2f%%) in %.0fs", phase, result["accuracy"],
-                 f", NME acc {result['accuracy_nme']:.2f}%" if result.get("accuracy_nme") is not None else "",
-                 result["accuracy_base"], "-" if result["accuracy_old"] is None else f"{result['accuracy_old']:.2f}%",
-                 result["accuracy_new"], record["wall_s"])
-        events.write(event="phase", **{k: v for k, v in record.items() if k != "timings"}, **record["timings"])
-        if dist_info.is_main:
-            checkpoint.seal_phase(run_dir, phase, model.state_dict(), memory.state_dict(),
-                                  {"num_classes": model.num_classes, "strategy": strategy.state_dict(),
-                                   "metrics": metrics.state_dict(), "plan": list(plan.order)})
-            metrics.write(run_dir / "metrics.json")
-        distributed.barrier()
+    last = plan.num_phases if stop_after_phase is None else min(plan.num_phases, stop_after_phase + 1)
+    for phase in range(start, last):
+        model, test, test_labels = _run_phase(phase, cfg, run_dir, plan, manifest, strategy, model, memory, metrics,
+                                              events, dist_info, read, test, test_labels)
     if dist_info.is_main:
         metrics.write(run_dir / "metrics.json")
         log.info("results for %s\n%s", run_dir, metrics.table())
     events.write(event="end")
     return metrics.summary()
+
+
+def _run_phase(phase, cfg, run_dir, plan, manifest, strategy, model, memory, metrics, events, dist_info, read,
+               test, test_labels):
+    """One phase of Algorithm 1, resuming from RUN/ckpt/ when it holds a checkpoint of this phase."""
+    device = dist_info.device
+    t_phase = time.perf_counter()
+    ctx = PhaseContext(phase=phase, plan=plan, model=model, cfg=cfg, device=device, memory=memory)
+    strategy.before_phase(ctx)
+    model.to(device)
+    if cfg.train.weight_transfer and phase > 0:      # scale/shift over frozen Θ_{i-1} convs, folded at phase end
+        weight_transfer.apply(model.backbone)
+    log.info("phase %d/%d: %d new classes, %d seen, strategy %s, exemplars %s", phase, plan.num_phases - 1,
+             len(ctx.new_labels), len(ctx.seen_labels), strategy.name,
+             cfg.exemplars.selection if strategy.uses_exemplars else "none")
+    real = read("train", strategy.train_labels(ctx))
+    real_labels = _labels_of(plan, real.class_ids)
+    timings: dict[str, float] = {}
+    exemplar_info = None
+    resume = stage_checkpoint.load(run_dir, phase)
+    if resume is not None:
+        memory.load_state_dict(resume.extra["memory"])
+        strategy.load_state_dict(resume.extra["strategy"])
+        timings.update(resume.extra["timings"])
+        exemplar_info = resume.extra["exemplar_info"]
+        if resume.epoch is None:
+            model.load_state_dict(resume.extra["model"])
+        log.info("phase %d: resuming from %s (stage %s, %s)", phase, run_dir / "ckpt", resume.stage,
+                 "complete" if resume.epoch is None else f"after epoch {resume.epoch + 1}")
+
+    def extra(with_model: bool) -> dict:
+        out = {"memory": memory.state_dict(), "strategy": strategy.state_dict(), "timings": dict(timings),
+               "exemplar_info": exemplar_info}
+        if with_model:
+            out["model"] = model.state_dict()
+        return out
+
+    for k, stage in enumerate(strategy.stages(ctx)):
+        if resume is not None and (k < resume.stage_index or (k == resume.stage_index and resume.epoch is None)):
+            continue                                   # finished before the crash
+        if stage == "exemplars":
+            new_mask = torch.isin(real_labels, torch.tensor(ctx.new_labels))
+            t0 = time.perf_counter()
+            exemplar_info = update_memory(model, memory, ctx.new_labels, ctx.old_labels, real.images[new_mask],
+                                          real_labels[new_mask], cfg, phase, dist_info, events)
+            timings["exemplars_s"] = time.perf_counter() - t0
+            stage_checkpoint.save_stage_done(run_dir, dist_info, phase, k, stage, extra(True))
+            continue
+        data = _default_stage_data(stage, ctx, strategy, real.images, real_labels, memory)
+        data = strategy.stage_data(stage, ctx, data)
+        spec = strategy.stage_spec(stage, ctx) or _default_stage_spec(stage, cfg, phase)
+        if spec.epochs <= 0 or len(data) < dist_info.world:
+            continue
+        # data.loader (issue 5): DALI from the shards or in-memory torch batches, one epoch plan for both
+        batches = train_batches(resolve_loader(cfg.data.loader, dist_info.device), cfg, data, real, manifest,
+                                plan, dist_info, cfg.seed * 100 + phase)
+        strategy.before_stage(stage, ctx)
+        engine = Engine(model, dist_info, cfg.train.batch_size, spec.lr, cfg.train.momentum,
+                        cfg.train.weight_decay if spec.weight_decay is None else spec.weight_decay,
+                        cfg.engine.zero_stage, cfg.engine.precision,
+                        cfg.engine.micro_batch_size)
+        start_epoch = 0
+        if resume is not None and k == resume.stage_index and resume.epoch is not None:
+            engine.load_checkpoint(stage_checkpoint.engine_dir(run_dir), resume.engine_tag)
+            start_epoch = resume.epoch + 1
+        every = cfg.train.checkpoint_every
+
+        def on_epoch_end(epoch, k=k, stage=stage, engine=engine, epochs=spec.epochs):
+            if every and (epoch + 1) % every == 0 and epoch + 1 < epochs:
+                stage_checkpoint.save_in_stage(run_dir, dist_info, engine, phase, k, stage, epoch, extra(False))
+            faults.maybe_fail(stage, phase, epoch)
+
+        figures = run_stage(engine, strategy, batches, spec.epochs, spec.lr_at, stage, phase, events,
+                            dist_info.world, cfg.train.log_every, start_epoch, on_epoch_end)
+        timings[f"{stage}_s"] = timings.get(f"{stage}_s", 0.0) + figures["seconds"]
+        timings[f"{stage}_img_s"] = figures["img_s"]
+        model = engine.module
+        ctx.model = model
+        del engine
+        strategy.after_stage(stage, ctx)
+        stage_checkpoint.save_stage_done(run_dir, dist_info, phase, k, stage, extra(True))
+    weight_transfer.fold(model.backbone)             # plain weights again (no-op without weight transfer)
+    strategy.after_phase(ctx)
+
+    t_eval = time.perf_counter()
+    new_test = read("test", ctx.new_labels)
+    test.images = torch.cat([test.images, new_test.images])
+    test.class_ids = torch.cat([test.class_ids, new_test.class_ids])
+    test_labels = torch.cat([test_labels, _labels_of(plan, new_test.class_ids)])
+    result = evaluate(model, strategy, test.images, test_labels, plan, phase,
+                      memory if strategy.uses_exemplars else None, device, cfg.eval.batch_size, cfg.eval.nme,
+                      FLIP[cfg.data.preset], dist_info)
+    timings["eval_s"] = time.perf_counter() - t_eval
+    digests = distributed.all_gather_object(checkpoint.weights_digest(model))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"phase {phase}: ranks hold different weights ({digests}); data-parallel sync is broken")
+    record = {"phase": phase, "classes_seen": len(ctx.seen_labels),
+              **{k: v for k, v in result.items() if not k.startswith("acc_row")},
+              "exemplars_per_class": exemplar_info["per_class"] if exemplar_info else 0,
+              "exemplars_total": len(memory),
+              "wall_s": round(time.perf_counter() - t_phase, 2),
+              "timings": {k: round(v, 3) for k, v in timings.items()}}
+    metrics.add(record, result["acc_row"], result.get("acc_row_nme"))
+    log.info("phase %d: CNN acc %.2f%%%s (base %.2f%%, old %s, new %.2f%%) in %.0fs", phase, result["accuracy"],
+             f", NME acc {result['accuracy_nme']:.2f}%" if result.get("accuracy_nme") is not None else "",
+             result["accuracy_base"], "-" if result["accuracy_old"] is None else f"{result['accuracy_old']:.2f}%",
+             result["accuracy_new"], record["wall_s"])
+    events.write(event="phase", **{k: v for k, v in record.items() if k != "timings"}, **record["timings"],
+                 weights_digest=digests[0], ranks=len(digests))
+    if dist_info.is_main:
+        checkpoint.seal_phase(run_dir, phase, model.state_dict(), memory.state_dict(),
+                              {"num_classes": model.num_classes, "strategy": strategy.state_dict(),
+                               "metrics": metrics.state_dict(), "plan": list(plan.order)})
+        metrics.write(run_dir / "metrics.json")
+        write_profile(run_dir)                  # RUN/profile.json: per-phase time split and stage throughput
+    stage_checkpoint.clear(run_dir, dist_info)
+    return model, test, test_labels

@@ -43,6 +43,7 @@ class MetricsLog:
             "forgetting": forgetting(self.phases),
             "average_accuracy_nme": average_accuracy(self.phases, "accuracy_nme"),
             "forgetting_nme": forgetting(self.phases, "accuracy_base_nme"),
+            "average_accuracy_top5": average_accuracy(self.phases, "accuracy_top5"),
             "phases": self.phases,
             "acc_matrix": self.acc_matrix,
         }

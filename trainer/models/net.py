@@ -33,12 +33,14 @@ class Normalize(nn.Module):
 class TimmBackbone(nn.Module):
     """timm ResNet-18 without its classifier; `forward_maps` gives the last stage's maps."""
 
-    def __init__(self, name: str = "resnet18"):
+    def __init__(self, name: str = "resnet18", last_relu: bool = True):
         super().__init__()
         import timm
 
         self.net = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
         self.out_dim = self.net.num_features
+        if not last_relu:                      # LUCIR: features of the last block before its ReLU
+            self.net.layer4[-1].act2 = nn.Identity()
 
     def forward_maps(self, x):
         return self.net.forward_features(x)
@@ -47,21 +49,22 @@ class TimmBackbone(nn.Module):
         return self.forward_maps(x).mean((2, 3))
 
 
-def build_backbone(arch: str) -> nn.Module:
+def build_backbone(arch: str, last_relu: bool = True) -> nn.Module:
+    """`last_relu=False` drops the ReLU after the last residual block (LUCIR's cosine classifier)."""
     if arch == "resnet32":
-        return CifarResNet(32)
+        return CifarResNet(32, last_relu=last_relu)
     if arch == "resnet20":
-        return CifarResNet(20)
+        return CifarResNet(20, last_relu=last_relu)
     if arch == "resnet18":
-        return TimmBackbone("resnet18")
+        return TimmBackbone("resnet18", last_relu=last_relu)
     raise UserError(f"unknown model.arch '{arch}' (known: resnet32, resnet20, resnet18)")
 
 
 class IncrementalNet(nn.Module):
-    def __init__(self, arch: str, preset: str, head: nn.Module | None = None):
+    def __init__(self, arch: str, preset: str, head: nn.Module | None = None, last_relu: bool = True):
         super().__init__()
         self.normalize = Normalize(*MEAN_STD[preset])
-        self.backbone = build_backbone(arch)
+        self.backbone = build_backbone(arch, last_relu)
         self.head = head if head is not None else LinearHead(self.backbone.out_dim)
 
     @property

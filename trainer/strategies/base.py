@@ -41,10 +41,12 @@ class PhaseContext:
 
 @dataclass
 class StageSpec:
-    """How the driver runs a stage: epochs, starting lr, lr as a function of the epoch."""
+    """How the driver runs a stage: epochs, starting lr, lr as a function of the epoch, and the weight
+    decay when it differs from train.weight_decay (e.g. BiC's bias layer: none)."""
     epochs: int
     lr: float
     lr_at: Callable[[int], float]
+    weight_decay: float | None = None
 
 
 @dataclass
@@ -82,6 +84,15 @@ class Strategy:
         self.teacher: nn.Module | None = None
         self.num_old = 0
         self.num_seen = 0
+
+    # -- model -------------------------------------------------------------------------------
+    def build_model(self, cfg) -> nn.Module:
+        """The network this method trains (a fresh one, no classes yet). LUCIR: cosine head without
+        the last ReLU; BiC: bias-correction layers around the head. The driver grows its head once per
+        phase (also when rebuilding a sealed phase), so per-phase head parts line up on resume."""
+        from trainer.models.net import IncrementalNet
+
+        return IncrementalNet(cfg.model.arch, cfg.data.preset)
 
     # -- phase hooks -------------------------------------------------------------------------
     def before_phase(self, ctx: PhaseContext) -> None:

@@ -1,0 +1,29 @@
+"""Fault injection for crash-safety tests: `MNEMO_FAULT=point:phase[:epoch]` SIGKILLs this process.
+
+Points: `train` (after the given epoch of the phase's "train" stage), `exemplars` (in the middle of
+the exemplar level, after new exemplars are chosen), `seal` (after model.pt is written, before DONE).
+With `MNEMO_FAULT_ONCE=FILE` the fault fires only if FILE does not exist yet (it is created first),
+so the resumed process runs through. Unset in normal use: then every call is a no-op.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+
+def maybe_fail(point: str, phase: int, epoch: int | None = None) -> None:
+    spec = os.environ.get("MNEMO_FAULT")
+    if not spec:
+        return
+    parts = spec.split(":")
+    if parts[0] != point or int(parts[1]) != phase:
+        return
+    if len(parts) > 2 and (epoch is None or int(parts[2]) != epoch):
+        return
+    once = os.environ.get("MNEMO_FAULT_ONCE")
+    if once:
+        if Path(once).exists():
+            return
+        Path(once).touch()
+    os.kill(os.getpid(), signal.SIGKILL)
