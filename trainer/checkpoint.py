@@ -109,16 +109,24 @@ def load_phase(run_dir: Path, phase: int) -> tuple[dict, dict, dict]:
     return load("model.pt"), load("memory.pt"), load("state.pt")
 
 
-def _diff(a, b, prefix: str) -> list[str]:
+_MISSING = object()
+
+
+def _diff(a, b, default, prefix: str) -> list[str]:
+    """Differences between the stored (a) and new (b) config; a key the stored config lacks (written
+    by an older mnemo) counts as its default value."""
+    if a is _MISSING:
+        a = default
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
+        default = default if isinstance(default, dict) else {}
         for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}.{k}")
+            out += _diff(a.get(k, _MISSING), b.get(k), default.get(k), f"{prefix}.{k}")
         return out
     return [] if a == b else [f"{prefix} ({a!r} -> {b!r})"]
 
 
-def guard_config(run_dir: Path, cfg_dict: dict) -> None:
+def guard_config(run_dir: Path, cfg_dict: dict, defaults: dict | None = None) -> None:
     """Refuse to resume a run with a different protocol, strategy or model."""
     path = run_dir / "config.yaml"
     if not path.is_file():
@@ -126,7 +134,7 @@ def guard_config(run_dir: Path, cfg_dict: dict) -> None:
     old = yaml.safe_load(path.read_text()) or {}
     diffs = []
     for section in GUARDED_SECTIONS:
-        diffs += _diff(old.get(section), cfg_dict.get(section), section)
+        diffs += _diff(old.get(section, _MISSING), cfg_dict.get(section), (defaults or {}).get(section), section)
     if diffs:
         raise UserError(f"run directory {run_dir} was started with a different configuration: "
                         f"{'; '.join(diffs)}. Use a new --run-dir, or restore these keys to resume")

@@ -21,7 +21,7 @@ DATA_PRESETS = ("glyphs", "cifar", "imagenet")
 LOADERS = ("torch", "dali", "auto")
 ARCHS = ("resnet32", "resnet20", "resnet18")
 SELECTIONS = ("random", "herding", "mnemonics")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16")    # bf16 = autocast on GPU (no loss scaling needed)
 
 
 @dataclass
@@ -71,7 +71,7 @@ class TrainConfig:
 @dataclass
 class EngineConfig:
     zero_stage: int = 0                  # DeepSpeed ZeRO stage (0 or 1)
-    precision: str = "auto"              # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    precision: str = "auto"              # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     micro_batch_size: Optional[int] = None   # per-rank micro batch; default: global batch / world
 
 

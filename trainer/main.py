@@ -101,10 +101,10 @@ def run(cfg: Config, run_dir: str | Path, stop_after_phase: int | None = None) -
     cfg_dict = cfg.to_dict()
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.guard_config(run_dir, cfg_dict)
+        checkpoint.guard_config(run_dir, cfg_dict, Config().to_dict())
         dump_config(cfg, run_dir / "config.yaml", extra={"git_sha": git_sha(), "world_size": dist_info.world})
     distributed.barrier()
-    checkpoint.guard_config(run_dir, cfg_dict)        # every rank refuses, not only rank 0
+    checkpoint.guard_config(run_dir, cfg_dict, Config().to_dict())        # every rank refuses, not only rank 0
 
     torch.manual_seed(cfg.seed)
     model = strategy.build_model(cfg).to(device)

@@ -25,3 +25,25 @@ def test_kd_has_zero_gradient_when_student_equals_teacher():
     assert g.abs().max() < 1e-6
     other = kd_loss(torch.randn(6, 5, requires_grad=True), logits.detach(), 2.0)
     assert other > loss
+
+
+def test_config_guard_names_changed_keys_and_accepts_keys_added_later(tmp_path):
+    import yaml
+
+    from mnemo.errors import UserError
+    from trainer.checkpoint import guard_config
+    from trainer.config import Config
+
+    defaults = Config().to_dict()
+    old = Config().to_dict()
+    del old["strategy"]["lwm"]                         # written by an older version without this key
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    guard_config(tmp_path, Config().to_dict(), defaults)          # same run: accepted
+    new = Config().to_dict()
+    new["protocol"]["phases"] = 10
+    new["strategy"]["lwm"]["beta"] = 5.0
+    try:
+        guard_config(tmp_path, new, defaults)
+        raise AssertionError("should refuse")
+    except UserError as e:
+        assert "protocol.phases (5 -> 10)" in str(e) and "strategy.lwm.beta (1.0 -> 5.0)" in str(e)

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Choose LwM's β (weight of L_D) and γ (weight of L_AD) on a validation split; LwM's paper gives no
+# values. The split is carved out of the glyph TRAIN split (`mnemo holdout`), so the test fonts are
+# never seen while choosing. Every (β, γ) pair runs the glyph protocol exemplar-free (LwM's setting);
+# the pair with the highest validation Ā wins (ties: lower F). γ=0 is LwF-MC (the sigmoid KD alone),
+# the reference LwM must beat.
+#
+#   bash scripts/experiments/lwm_select.sh
+#   BETAS="0.5 1 2" GAMMAS="0 0.5 1 2 4" PER_CLASS=10 bash scripts/experiments/lwm_select.sh
+#
+# Writes runs/lwm_select/b<β>_g<γ>/ and runs/lwm_select/table.md; prints the chosen pair. Put it into
+# strategy.lwm.beta/gamma (trainer/config.py defaults and the lwm_* recipes) and docs/strategies.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/mnemo/torch_extensions}
+MNEMO=${MNEMO:-.venv/bin/mnemo}
+OUT=${OUT:-runs/lwm_select}
+SRC=${SRC:-data/glyphs}
+VAL=${VAL:-data/glyphs_val}
+PER_CLASS=${PER_CLASS:-10}
+RECIPE=${RECIPE:-configs/glyphs.yaml}
+BETAS=${BETAS:-"0.5 1 2"}
+GAMMAS=${GAMMAS:-"0 0.5 1 2"}
+EXTRA=${EXTRA:-}
+[ -f "$SRC/manifest.json" ] || $MNEMO shards glyphs --out "$SRC"
+[ -f "$VAL/manifest.json" ] || $MNEMO holdout --src "$SRC" --out "$VAL" --per-class "$PER_CLASS"
+mkdir -p "$OUT"
+for b in $BETAS; do
+  for g in $GAMMAS; do
+    name="b${b}_g${g}"
+    echo "=== $name"
+    # shellcheck disable=SC2086
+    $MNEMO train --config "$RECIPE" --run-dir "$OUT/$name" "data.shards=$VAL" strategy.name=lwm \
+      exemplars.per_class=0 "strategy.lwm.beta=$b" "strategy.lwm.gamma=$g" $EXTRA >"$OUT/$name.log" 2>&1 \
+      || { echo "FAILED: $name (log: $OUT/$name.log)"; exit 1; }
+    grep "average incremental accuracy" "$OUT/$name.log" | tail -1
+  done
+done
+.venv/bin/python benchmarks/collect_table.py "$OUT" --out "$OUT/table.md"
+cat "$OUT/table.md"
+.venv/bin/python - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+runs = [(json.loads((d / "metrics.json").read_text()), d.name) for d in sorted(Path(sys.argv[1]).glob("b*_g*"))
+        if (d / "metrics.json").is_file()]
+best = max(runs, key=lambda r: (r[0]["average_accuracy"], -r[0]["forgetting"]))
+print(f"chosen on the validation split: {best[1]} (validation Ā {best[0]['average_accuracy']:.2f} %, "
+      f"F {best[0]['forgetting']:.2f} %)")
+PY

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Table 1 of the mnemonics paper at glyph scale: every baseline without ("herding") and with mnemonics
+# ("ours": mnemonics exemplars + old-exemplar adjustment (Eq. 10) + weight transfer, as the paper's
+# "w/ ours" rows), plus the bounds and LwM exemplar-free, one seed.
+#
+#   bash scripts/experiments/table1_glyphs.sh            # all runs, then runs/table1/table.md
+#   ONLY="lucir_herding lucir_ours" bash scripts/experiments/table1_glyphs.sh
+#
+# Protocols: configs/glyphs.yaml (B=32, N=5) for every method; LUCIR also on configs/glyphs_b12_25.yaml
+# (B=12, N=25). Each run writes runs/table1/<name>/ (resumable: rerunning skips finished runs and
+# continues unfinished ones). Extra overrides for every run: EXTRA="key=value ..."; the mnemonics
+# exemplar-level settings for "ours": MNEMONICS="..." (default below: the ImageNet preset's cheap
+# T=5 x 10 epochs, since the paper's T=50 x 50 epochs is far too slow for a CPU run).
+# The table (Ā, F, runtime from metrics.json wall_s): python benchmarks/collect_table.py runs/table1
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/mnemo/torch_extensions}
+MNEMO=${MNEMO:-.venv/bin/mnemo}
+OUT=${OUT:-runs/table1}
+SEED=${SEED:-0}
+EXTRA=${EXTRA:-}
+MNEMONICS=${MNEMONICS:-"exemplars.mnemonics.inner_steps=5 exemplars.mnemonics.epochs=10 exemplars.mnemonics.lr_halve_every=4"}
+HERDING="exemplars.selection=herding"
+OURS="exemplars.selection=mnemonics exemplars.adjust_old=true train.weight_transfer=true $MNEMONICS"
+[ -f data/glyphs/manifest.json ] || $MNEMO shards glyphs --out data/glyphs
+
+# name | recipe | overrides
+RUNS=(
+  "lwf_herding|configs/glyphs.yaml|strategy.name=lwf $HERDING"
+  "lwf_ours|configs/glyphs.yaml|strategy.name=lwf $OURS"
+  "icarl_herding|configs/glyphs.yaml|strategy.name=icarl $HERDING"
+  "icarl_ours|configs/glyphs.yaml|strategy.name=icarl $OURS"
+  "bic_herding|configs/glyphs.yaml|strategy.name=bic $HERDING"
+  "bic_ours|configs/glyphs.yaml|strategy.name=bic $OURS"
+  "lucir_herding|configs/glyphs.yaml|strategy.name=lucir $HERDING"
+  "lucir_ours|configs/glyphs.yaml|strategy.name=lucir $OURS"
+  "lucir_b12_25_herding|configs/glyphs_b12_25.yaml|strategy.name=lucir $HERDING"
+  "lucir_b12_25_ours|configs/glyphs_b12_25.yaml|strategy.name=lucir $OURS"
+  "finetune|configs/glyphs.yaml|strategy.name=finetune"
+  "lwm_exemplar_free|configs/glyphs.yaml|strategy.name=lwm exemplars.per_class=0"
+  "joint|configs/glyphs.yaml|strategy.name=joint"
+)
+
+mkdir -p "$OUT"
+status=0
+for spec in "${RUNS[@]}"; do
+  IFS='|' read -r name recipe overrides <<<"$spec"
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
+  echo "=== $name: $MNEMO train --config $recipe --run-dir $OUT/$name seed=$SEED $overrides $EXTRA"
+  # shellcheck disable=SC2086  # overrides are word lists on purpose
+  if $MNEMO train --config "$recipe" --run-dir "$OUT/$name" "seed=$SEED" $overrides $EXTRA >"$OUT/$name.log" 2>&1; then
+    grep "average incremental accuracy" "$OUT/$name.log" | tail -1 || true
+  else
+    echo "FAILED: $name (log: $OUT/$name.log)"; status=1
+  fi
+done
+.venv/bin/python benchmarks/collect_table.py "$OUT" --out "$OUT/table.md"
+cat "$OUT/table.md"
+exit $status

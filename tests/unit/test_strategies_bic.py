@@ -1,0 +1,79 @@
+"""BiC: the bias stage trains exactly the newest layer's two parameters (through the real engine), on a
+class-balanced split held out of the training stage."""
+import pytest
+import torch
+
+from exemplars.memory import ExemplarMemory
+from strategy_kit import PLAN, batch, fill_memory, one_thread, perturb, start  # noqa: F401 (fixture)
+from trainer import distributed
+from trainer.engine import Engine
+from trainer.strategies.base import Batch, StageData
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _phase_data(ctx, per_class=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.tensor(ctx.new_labels).repeat_interleave(per_class)
+    x = torch.randint(0, 256, (len(y), 3, 16, 16), generator=g, dtype=torch.uint8)
+    ex_x, ex_y = ctx.memory.tensors(ctx.old_labels)
+    return StageData(x, y, ex_x, ex_y)
+
+
+def test_holdout_is_class_balanced_and_disjoint():
+    strategy, model, ctx = start("bic", 1, memory=fill_memory(ExemplarMemory(), PLAN.new_labels(0), per_class=10))
+    data = _phase_data(ctx)
+    train = strategy.stage_data("train", ctx, data)
+    val = strategy.stage_data("bias", ctx, data)
+    k = 1                                                   # round(0.1 * 10)
+    for c in ctx.old_labels:
+        assert int((val.ex_labels == c).sum()) == k and int((train.ex_labels == c).sum()) == 10 - k
+    for c in ctx.new_labels:
+        assert int((val.real_labels == c).sum()) == k and int((train.real_labels == c).sum()) == 10 - k
+    assert len(train) + len(val) == len(data)
+    seen = {tuple(t.flatten()[:16].tolist()) for t in train.real_images}
+    assert not any(tuple(t.flatten()[:16].tolist()) in seen for t in val.real_images)
+    again = strategy.stage_data("bias", ctx, data)          # deterministic (a resumed phase gets the same)
+    assert torch.equal(again.real_labels, val.real_labels) and torch.equal(again.ex_images, val.ex_images)
+
+
+def test_bias_stage_trains_only_its_two_parameters():
+    strategy, model, ctx = start("bic", 1, memory=fill_memory(ExemplarMemory(), PLAN.new_labels(0), per_class=10))
+    perturb(model, seed=3)
+    assert "bias" in strategy.stages(ctx)
+    strategy.before_stage("bias", ctx)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["head.alphas.1", "head.betas.1"]
+    assert all(p.numel() == 1 for p in model.parameters() if p.requires_grad)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    spec = strategy.stage_spec("bias", ctx)
+    assert spec.weight_decay == 0.0 and spec.epochs == strategy.cfg.strategy.bic.bias_epochs
+    engine = Engine(model, distributed.init(), 8, 0.5, 0.9, spec.weight_decay)
+    model.train()
+    for step in range(3):
+        b = batch(ctx.seen_labels, n=8, seed=step)
+        engine.step(strategy.loss(engine.module, Batch(b.x, b.y), "bias")["loss"])
+    after = engine.module.state_dict()
+    changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
+    assert changed == ["head.alphas.1", "head.betas.1"]       # BatchNorm statistics included: unchanged
+    strategy.after_stage("bias", ctx)
+    assert not model.head.alphas[1].requires_grad and model.backbone.conv1.weight.requires_grad
+    # each phase's logits go through that phase's layer: alpha_j * o + beta_j
+    model.eval()
+    with torch.no_grad():
+        f = model.features(b.x)
+        raw = model.head.inner(f)
+        out = model.head(f)
+    a, c = model.head.alphas[1].item(), model.head.betas[1].item()
+    torch.testing.assert_close(out[:, 4:6], raw[:, 4:6] * a + c)
+    torch.testing.assert_close(out[:, :4], raw[:, :4] * model.head.alphas[0] + model.head.betas[0])
+
+
+def test_train_stage_loss_weights_distillation_by_old_share():
+    strategy, model, ctx = start("bic", 1)
+    perturb(model, scale=0.2, seed=7)
+    model.eval()
+    out = strategy.loss(model, batch(ctx.seen_labels, n=8), "train")
+    lam = 4 / 6
+    torch.testing.assert_close(out["loss"], lam * out["kd"] + (1 - lam) * out["ce"])
+    assert not any(p.requires_grad for p in list(model.head.alphas) + list(model.head.betas))
