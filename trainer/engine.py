@@ -62,11 +62,13 @@ class Engine:
             # all keep fp32 parameters, and bf16 needs no loss scaling.
         }
         self.accum = accum
+        model.to(memory_format=torch.contiguous_format)   # DeepSpeed's broadcast views params as bytes
         self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config,
                                                             dist_init_required=False)
         self.device = dist.device
-        if self.device.type == "cuda":
-            self.ds.module.to(memory_format=torch.channels_last)
+        # channels_last: faster convolutions on GPU tensor cores and in oneDNN on CPU (ResNet-20 at
+        # 32 px on 2 cores: 270 -> 350 img/s, docs/benchmarks.md)
+        self.ds.module.to(memory_format=torch.channels_last)
         self.setup_s = time.perf_counter() - t0          # DeepSpeed set-up, reported in RUN/profile.json
 
     @property

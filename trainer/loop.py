@@ -39,7 +39,8 @@ def run_stage(engine: Engine, strategy: Strategy, batches, epochs: int, lr_at, s
             x, y = x.to(engine.device, non_blocking=True), y.to(engine.device, non_blocking=True)
             wait += time.perf_counter() - t_data
             timer.mark("data")
-            losses = strategy.loss(model, Batch(x, y), stage)
+            with engine.autocast():
+                losses = strategy.loss(model, Batch(x, y), stage)
             timer.mark("forward")
             loss = losses["loss"]
             if not torch.isfinite(loss):
@@ -74,5 +75,7 @@ def run_stage(engine: Engine, strategy: Strategy, batches, epochs: int, lr_at, s
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     total = time.perf_counter() - stage_start
+    events.write(event="stage", phase=phase, stage=stage, seconds=round(total, 3),
+                 engine_setup_s=round(getattr(engine, "setup_s", 0.0), 3))
     return {"seconds": total, "img_s": seen_images * world / total if total > 0 else math.nan,
             "final_loss": last.get("loss", math.nan), "profile": timer.summary()}

@@ -1,7 +1,8 @@
 """RUN/profile.json: where each phase's time went, derived from events.jsonl and metrics.json.
 
 Per phase: the wall time split into model-level training, exemplar work, the balanced fine-tune,
-evaluation and the rest (reading shards, building engines), and per training stage the img/s
+evaluation, building the DeepSpeed engines and the rest (reading shards, teacher copies), and per
+training stage the img/s
 (global and per rank), data-wait share, per-step milliseconds of data/forward/backward/optimizer
 (trainer.step_timer), and peak memory. Derived rather than accumulated in memory, so a resumed run
 (events.jsonl is appended to) gets the same file: for an epoch logged twice (a crash, then a rerun),
@@ -17,7 +18,6 @@ the later line wins.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 PARTS = ("data", "forward", "backward", "optimizer", "other")
@@ -37,11 +37,14 @@ def read_events(path: Path) -> list[dict]:
     return out
 
 
-def split_of(timings: dict, wall_s: float) -> dict[str, float]:
-    """{"train": s, "exemplars": s, "balanced_finetune": s, "eval": s, <other stages>: s, "other": s}."""
+def split_of(timings: dict, wall_s: float, engine_setup_s: float | None = None) -> dict[str, float]:
+    """{"train": s, "exemplars": s, "balanced_finetune": s, "eval": s, <other stages>: s,
+    "engine_setup": s (building DeepSpeed engines, when known), "other": s (the rest of the wall time)}."""
     parts = {k[:-2]: float(v) for k, v in timings.items() if k.endswith("_s") and not k.endswith("_img_s")}
     ordered = {k: round(parts.pop(k), 3) for k in SPLIT_ORDER if k in parts}
     ordered.update({k: round(v, 3) for k, v in sorted(parts.items())})
+    if engine_setup_s is not None:
+        ordered["engine_setup"] = round(engine_setup_s, 3)
     ordered["other"] = round(max(0.0, wall_s - sum(ordered.values())), 3)
     return ordered
 
@@ -49,7 +52,9 @@ def split_of(timings: dict, wall_s: float) -> dict[str, float]:
 def combine_epochs(epochs: list[dict]) -> dict:
     """One stage's figures from its epoch lines (each written by trainer.step_timer)."""
     images = sum(e.get("images", 0) for e in epochs)
-    seconds = sum(e.get("seconds", 0.0) for e in epochs)
+    # an epoch's global time is that of its slowest rank (images / img_s); "seconds" is rank 0's clock
+    seconds = sum(e["images"] / e["img_s"] if e.get("img_s") and e.get("images") else e.get("seconds", 0.0)
+                  for e in epochs)
     out = {"epochs": len(epochs), "images": images, "seconds": round(seconds, 3),
            "img_s": round(images / seconds, 1) if seconds > 0 else None,
            "data_wait_share": round(sum(e.get("data_wait_share", 0.0) * e.get("seconds", 0.0) for e in epochs)
@@ -85,6 +90,7 @@ def build_profile(run_dir: Path, metrics: dict | None = None, events: list[dict]
     epochs: dict[tuple, dict] = {}
     exemplars: dict[int, dict] = {}
     phase_events: dict[int, dict] = {}
+    setup: dict[tuple, float] = {}
     for e in events:
         kind = e.get("event")
         if kind == "epoch":
@@ -93,6 +99,8 @@ def build_profile(run_dir: Path, metrics: dict | None = None, events: list[dict]
             exemplars[e["phase"]] = {k: v for k, v in e.items() if k not in ("event", "phase", "time")}
         elif kind == "phase":
             phase_events[e["phase"]] = e
+        elif kind == "stage" and "engine_setup_s" in e:
+            setup[(e["phase"], e["stage"])] = e["engine_setup_s"]
     records = metrics.get("phases") or [
         {"phase": p, "wall_s": e.get("wall_s", 0.0),
          "timings": {k: v for k, v in e.items() if k.endswith("_s") and k != "wall_s"}}
@@ -105,7 +113,9 @@ def build_profile(run_dir: Path, metrics: dict | None = None, events: list[dict]
             if p == ph:
                 stages.setdefault(stage, []).append(e)
         phases.append({"phase": ph, "classes_seen": rec.get("classes_seen"), "wall_s": rec.get("wall_s", 0.0),
-                       "split_s": split_of(rec.get("timings", {}), rec.get("wall_s", 0.0)),
+                       "split_s": split_of(rec.get("timings", {}), rec.get("wall_s", 0.0),
+                                           sum(v for (p, _), v in setup.items() if p == ph)
+                                           if any(p == ph for p, _ in setup) else None),
                        "stages": {s: combine_epochs(es) for s, es in stages.items()},
                        "exemplars": exemplars.get(ph)})
     totals_split: dict[str, float] = {}

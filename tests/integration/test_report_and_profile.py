@@ -1,0 +1,153 @@
+"""Throughput profiling and `mnemo report` on small real runs (digits), through the real CLI.
+
+Two runs, made once for the module: LwF with herding exemplars, made by `mnemo profile e2e` (which
+also checks that benchmark), and fine-tuning without exemplars, made by `mnemo train`.
+"""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from reporting.build import ReportOptions, build_report
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["data.image_size=16", "train.batch_size=32", "eval.batch_size=64", "exemplars.per_class=4",
+        "protocol.base_classes=4", "protocol.num_classes=6", "protocol.phases=1"]
+FIGURES = ("accuracy_curves.png", "tsne.png", "exemplars.png", "time_split.png", "throughput.png")
+
+
+def mnemo(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "mnemo.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout)
+
+
+def last_json(stdout: str) -> dict:
+    lines = [l for l in stdout.splitlines() if l.strip()]
+    assert len(lines) == 1, f"expected one JSON line on stdout, got: {stdout[-2000:]}"
+    return json.loads(lines[0])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, digits_shards):
+    root = tmp_path_factory.mktemp("report_runs")
+    herding, finetune = root / "herding", root / "finetune"
+    r = mnemo("profile", "e2e", "--shards", digits_shards, "--run-dir", herding, "--phases", "1", "--epochs", "1",
+              *TINY)
+    assert r.returncode == 0, r.stderr[-3000:]
+    e2e = last_json(r.stdout)
+    r = mnemo("train", "--config", "configs/glyphs.yaml", "--run-dir", finetune, f"data.shards={digits_shards}",
+              "train.epochs=1", "train.base_epochs=1", "strategy.name=finetune", *TINY)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return herding, finetune, e2e
+
+
+def check_figures(out: Path, names) -> str:
+    md = (out / "report.md").read_text()
+    for name in names:
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 200, name
+        assert f"]({name})" in md, f"{name} is not embedded in report.md"
+    return md
+
+
+def test_e2e_profile_reports_the_time_split(runs):
+    _, _, e2e = runs
+    assert e2e["target"] == "e2e" and e2e["phases"] == 2 and e2e["strategy"] == "lwf"
+    split = e2e["split_s"]
+    assert set(split) == {"train", "exemplars", "balanced_finetune", "eval", "engine_setup", "other"}
+    assert sum(split.values()) == pytest.approx(e2e["wall_s"], abs=0.05)
+    assert e2e["stages"]["train"]["img_s"] > 0 and e2e["stages"]["balanced_finetune"]["img_s"] > 0
+    assert [p["phase"] for p in e2e["per_phase"]] == [0, 1]
+
+
+def test_every_run_writes_step_split_and_profile_json(runs):
+    herding, _, _ = runs
+    epochs = [json.loads(l) for l in (herding / "events.jsonl").read_text().splitlines()]
+    epochs = [e for e in epochs if e["event"] == "epoch"]
+    assert {e["stage"] for e in epochs} == {"train", "balanced_finetune"}
+    for e in epochs:
+        parts_s = sum(e[f"{p}_ms"] for p in ("data", "forward", "backward", "optimizer", "other")) * e["steps"] / 1000
+        assert e["forward_ms"] > 0 and e["backward_ms"] > 0 and e["optimizer_ms"] > 0
+        assert parts_s <= e["seconds"] * 1.05 + 0.01
+        assert e["img_s_per_rank"] == [e["img_s"]] and len(e["peak_mem_mb_per_rank"]) == 1
+    prof = json.loads((herding / "profile.json").read_text())
+    assert [p["phase"] for p in prof["phases"]] == [0, 1]
+    p1 = prof["phases"][1]
+    assert set(p1["split_s"]) == {"train", "exemplars", "balanced_finetune", "eval", "engine_setup", "other"}
+    assert p1["stages"]["train"]["clock"] == "host" and p1["exemplars"]["selection"] == "herding"
+    metrics = json.loads((herding / "metrics.json").read_text())
+    assert p1["wall_s"] == metrics["phases"][1]["wall_s"]
+
+
+def test_report_of_one_run(runs):
+    herding, _, _ = runs
+    r = mnemo("report", herding, "--tsne-per-class", 15)            # one run: RUN/report by default
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = herding / "report"
+    md = check_figures(out, FIGURES)
+    m = json.loads((herding / "metrics.json").read_text())
+    assert f"{m['average_accuracy']:.2f}" in md and "| LwF w/ herding |" in md
+    assert "paper Table 2 layout" in md and "herding w/o adj." in md
+    assert "### Notes" not in md                                      # a complete run has nothing to flag
+
+
+def test_report_of_several_runs(runs, tmp_path):
+    herding, finetune, _ = runs
+    out = tmp_path / "cmp"
+    build_report([herding, finetune], out, ReportOptions(tsne_per_class=15, tsne_phases=[0, 1]))   # in-process
+    md = check_figures(out, FIGURES)
+    for name in ("`herding`", "`finetune`", "| Fine-tune |", "| LwF w/ herding |"):
+        assert name in md
+    assert md.count("### `finetune`") == 2                           # per-phase accuracy and time split
+
+
+def test_partial_damaged_and_unfinished_runs_are_noted_not_fatal(runs, tmp_path):
+    herding, finetune, _ = runs
+    partial, damaged, fresh = tmp_path / "partial", tmp_path / "damaged", tmp_path / "fresh"
+    shutil.copytree(herding, partial, ignore=shutil.ignore_patterns("report"))
+    m = json.loads((partial / "metrics.json").read_text())           # as after a crash in phase 1
+    m["phases"], m["acc_matrix"], m["status"], m["phases_done"] = m["phases"][:1], m["acc_matrix"][:1], "running", 1
+    (partial / "metrics.json").write_text(json.dumps(m))
+    shutil.rmtree(partial / "phases" / "p01")
+    shutil.copytree(finetune, damaged, ignore=shutil.ignore_patterns("report"))
+    (damaged / "phases" / "p01" / "DONE").unlink()
+    fresh.mkdir()
+    shutil.copy(herding / "config.yaml", fresh / "config.yaml")      # started, no phase finished
+    out = tmp_path / "out"
+    build_report([partial, damaged, fresh], out, ReportOptions(tsne_per_class=10))
+    md = check_figures(out, ("accuracy_curves.png", "tsne.png", "time_split.png"))
+    assert "`partial`: partial run: 1 of 2 phases finished (phase 1 not yet)" in md
+    assert "`damaged`: phase 1: sealed directory phases/p01 is unusable (no DONE marker)" in md
+    assert "`fresh`: no phase has finished (no metrics.json)" in md
+    assert "| 1 | – | not run |" in md                               # the partial run's missing phase
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda p: p, "does not exist"),
+    (lambda p: (p.mkdir(), p)[1], "is not a run directory (no config.yaml, metrics.json or phases/)"),
+])
+def test_a_path_that_is_not_a_run_is_a_one_line_error(tmp_path, make, needle):
+    path = make(tmp_path / "nope")
+    r = mnemo("report", path, "--out", tmp_path / "out", timeout=120)
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mnemo: error: ") and needle in lines[0], r.stderr
+
+
+def test_profile_train_prints_json_and_writes_a_trace(tmp_path):
+    r = mnemo("profile", "train", "--arch", "resnet32", "--size", 32, "--batch-size", 8, "--steps", 2, "--warmup", 1,
+              "--trace", tmp_path / "trace", "--trace-steps", 1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = last_json(r.stdout)
+    for key in ("img_s", "step_ms", "split_ms", "split_share", "peak_mem_mb", "precision", "memory_format",
+                "device", "threads", "batch_size", "image_size", "arch"):
+        assert key in out, key
+    assert out["arch"] == "resnet32" and out["image_size"] == 32 and out["img_s"] > 0
+    assert set(out["split_ms"]) == {"forward", "backward", "optimizer"} and all(v > 0 for v in out["split_ms"].values())
+    trace = json.loads(Path(out["trace"]).read_text())
+    names = {e.get("name") for e in trace["traceEvents"]}
+    assert "train_step" in names and any(str(n).startswith("aten::conv") for n in names)
