@@ -7,6 +7,9 @@ Layout of a shard directory (written by `mnemo shards ...`, read by every loader
 
 Each sample in a shard has `<key>.<encoding>` (png or jpg image bytes), `<key>.cls` (class id as
 text, for webdataset users) and `<key>.lbl` (class id as little-endian int32, for DALI readers).
+Beside each shard, `c<class:05d>-<k:04d>.idx` is its DALI webdataset index (wds2idx format,
+wds_index.py), named in the shard's `index` field (null in shard sets made before index files;
+`mnemo shards index DIR` adds them).
 
 manifest.json:
     {"format": "mnemo-shards", "version": 1, "dataset": str, "image_size": int | null,

@@ -1,40 +1,28 @@
-"""Training batches of one phase for one rank: real data D_i mixed with exemplar tensors E.
+"""Training batches of one phase for one rank: real data D_i (decoded in memory) mixed with exemplar
+tensors E, following the epoch plan of batch_plan.py.
 
-Exemplars are treated as ordinary samples of the union D_i ∪ E (the paper's Eq. 5): one permutation
+By default exemplars are ordinary samples of the union D_i ∪ E (the paper's Eq. 5): one permutation
 of the union per epoch, seeded by (seed, epoch), cut into global batches; rank r takes every
 world-th sample of each global batch. So every sample is seen exactly once per epoch across ranks,
 every rank runs the same number of steps (unequal steps hang data-parallel training), and a 1-rank
-and a 2-rank run see the same global batches.
+and a 2-rank run see the same global batches. `exemplar_share` fixes the exemplars' share of each
+batch instead (batch_plan.py). The DALI loader (dali_batches.py) follows the same plan.
 """
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
 import torch
 
 from data_pipeline.augment import augment_exemplars, augment_real
-
-
-def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + epoch * 9_176 + stream) % (2**63))
-    return g
-
-
-def rank_slices(total: int, global_batch: int, rank: int, world: int, perm: torch.Tensor) -> list[torch.Tensor]:
-    """This rank's share of each global batch of `perm` (a tail smaller than `world` joins the previous batch)."""
-    steps = max(1, math.ceil(total / global_batch))
-    bounds = [min(total, s * global_batch) for s in range(steps + 1)]
-    if steps > 1 and bounds[-1] - bounds[-2] < world:
-        bounds.pop(-2)
-    return [perm[bounds[s]: bounds[s + 1]][rank::world] for s in range(len(bounds) - 1)]
+from data_pipeline.batch_plan import epoch_generator, epoch_plan, rank_slices, steps_per_epoch  # noqa: F401
 
 
 class PhaseBatches:
     def __init__(self, real_images: torch.Tensor | None, real_labels: torch.Tensor | None,
                  ex_images: torch.Tensor | None, ex_labels: torch.Tensor | None, global_batch: int,
-                 rank: int, world: int, seed: int, preset: str, image_size: int, augment: bool = True):
+                 rank: int, world: int, seed: int, preset: str, image_size: int, augment: bool = True,
+                 exemplar_share: float | None = None):
         empty = torch.empty(0, dtype=torch.int64)
         self.real_images = real_images
         self.real_labels = real_labels if real_labels is not None else empty
@@ -46,20 +34,20 @@ class PhaseBatches:
             raise ValueError(f"phase has {self.total} training samples for {world} ranks")
         self.global_batch, self.rank, self.world = global_batch, rank, world
         self.seed, self.preset, self.image_size, self.augment = seed, preset, image_size, augment
+        self.exemplar_share = exemplar_share
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(rank_slices(self.total, self.global_batch, 0, self.world, torch.arange(self.total)))
+        return steps_per_epoch(self.n_real, self.n_ex, self.global_batch, self.world, self.exemplar_share)
 
     def __len__(self) -> int:
         return self.steps_per_epoch
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        perm = torch.randperm(self.total, generator=epoch_generator(self.seed, epoch))
+        plan = epoch_plan(self.n_real, self.n_ex, self.global_batch, self.rank, self.world, self.seed, epoch,
+                          self.exemplar_share)
         g = epoch_generator(self.seed, epoch, stream=1 + self.rank)
-        for idx in rank_slices(self.total, self.global_batch, self.rank, self.world, perm):
-            real_idx = idx[idx < self.n_real]
-            ex_idx = idx[idx >= self.n_real] - self.n_real
+        for real_idx, ex_idx in plan:
             parts, labels = [], []
             if len(real_idx):
                 x = self.real_images[real_idx].float().div_(255)

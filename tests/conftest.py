@@ -22,3 +22,16 @@ def digits_shards(tmp_path_factory):
     train, val = write_digits_tree(root / "tree")
     convert_imagefolder(train, val, root / "shards", size=32, progress=lambda *a: None)
     return root / "shards"
+
+
+@pytest.fixture(scope="session")
+def imagenet_fixture(tmp_path_factory):
+    """An ImageNet-shaped tree (1,000 synsets x 2 real JPEGs of varied sizes, flat val + Kaggle
+    ground truth, 1 image per class) converted by `mnemo shards imagenet` (issue 5)."""
+    from data_pipeline.convert_imagenet import convert_imagenet
+    from data_pipeline.fixtures import write_imagenet_tree
+
+    root = tmp_path_factory.mktemp("imagenet")
+    tree = write_imagenet_tree(root / "tree", classes=1000, train_per_class=2, val_per_class=1)
+    manifest = convert_imagenet(tree["train"], tree["val"], root / "shards", workers=0, progress=lambda *a: None)
+    return tree, manifest

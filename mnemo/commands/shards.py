@@ -57,4 +57,10 @@ def register(sub) -> None:
     c.add_argument("--out", required=True)
     v = ss.add_parser("verify", help="check every shard against its size and sha256 in manifest.json")
     v.add_argument("dir")
+    # issue 5: `shards imagenet` (data_pipeline/convert_imagenet.py) and `shards index` (wds_index.py)
+    from data_pipeline.convert_imagenet import register_cli as imagenet_cli
+    from data_pipeline.wds_index import register_cli as index_cli
+
+    imagenet_cli(ss)
+    index_cli(ss)
     s.set_defaults(func=_run)

@@ -1,0 +1,84 @@
+"""Which samples each rank takes at each step of an epoch: the one plan every loader follows.
+
+Indices 0..n_real-1 are the phase's real samples (D_i, decoded in memory or read from shards) and
+0..n_ex-1 the exemplar tensors (E). A plan is a list of steps, each `(real_idx, ex_idx)` for one rank;
+it depends only on (seed, epoch, sizes, rank, world), so every loader and every rank agrees on it.
+
+* Default (`exemplar_share=None`): exemplars are ordinary samples of the union D_i ∪ E (Eq. 5 of the
+  paper): one permutation of the union per epoch, cut into global batches; rank r takes every
+  world-th sample of each global batch. Every sample (real and exemplar) is seen exactly once per
+  epoch across ranks, and a 1-rank and a 2-rank run see the same global batches.
+* `exemplar_share=f` (0 < f < 1): every global batch holds round(f * batch) exemplars and the rest
+  real samples (over all ranks together: rank r takes every world-th sample of the global batch).
+  An epoch is one pass over the real samples (each exactly once across ranks); the exemplars are
+  drawn from successive permutations of E, so each is used equally often (±1).
+
+In both modes every rank runs the same number of steps (unequal steps hang data-parallel training)
+and gets at least one sample per step (given global batch >= world): a tail smaller than `world`
+joins the previous global batch.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + epoch * 9_176 + stream) % (2**63))
+    return g
+
+
+EXEMPLAR_STREAM = 1_000_000          # generator stream of the exemplar draws in share mode
+
+
+def rank_slices(total: int, global_batch: int, rank: int, world: int, perm: torch.Tensor) -> list[torch.Tensor]:
+    """This rank's share of each global batch of `perm` (a tail smaller than `world` joins the previous batch)."""
+    steps = max(1, math.ceil(total / global_batch))
+    bounds = [min(total, s * global_batch) for s in range(steps + 1)]
+    if steps > 1 and bounds[-1] - bounds[-2] < world:
+        bounds.pop(-2)
+    return [perm[bounds[s]: bounds[s + 1]][rank::world] for s in range(len(bounds) - 1)]
+
+
+def _split_share(global_batch: int, share: float) -> tuple[int, int]:
+    n_ex = min(global_batch - 1, max(1, round(share * global_batch)))
+    return global_batch - n_ex, n_ex
+
+
+def _share_mode(n_real: int, n_ex: int, share: float | None) -> bool:
+    return share is not None and n_real > 0 and n_ex > 0
+
+
+def steps_per_epoch(n_real: int, n_ex: int, global_batch: int, world: int, exemplar_share: float | None = None) -> int:
+    if _share_mode(n_real, n_ex, exemplar_share):
+        real_b, ex_b = _split_share(global_batch, exemplar_share)
+        steps = max(1, math.ceil(n_real / real_b))
+        tail = n_real - (steps - 1) * real_b
+        return steps - 1 if steps > 1 and tail + ex_b < world else steps
+    total = n_real + n_ex
+    return len(rank_slices(total, global_batch, 0, world, torch.arange(total)))
+
+
+def epoch_plan(n_real: int, n_ex: int, global_batch: int, rank: int, world: int, seed: int, epoch: int,
+               exemplar_share: float | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(real indices, exemplar indices)] of this rank, one entry per step."""
+    if n_real + n_ex < world:
+        raise ValueError(f"phase has {n_real + n_ex} training samples for {world} ranks")
+    if not _share_mode(n_real, n_ex, exemplar_share):
+        perm = torch.randperm(n_real + n_ex, generator=epoch_generator(seed, epoch))
+        return [(idx[idx < n_real], idx[idx >= n_real] - n_real)
+                for idx in rank_slices(n_real + n_ex, global_batch, rank, world, perm)]
+    real_b, ex_b = _split_share(global_batch, exemplar_share)
+    perm = torch.randperm(n_real, generator=epoch_generator(seed, epoch))
+    chunks = rank_slices(n_real, real_b, 0, 1, perm)                      # global real part of each batch
+    if len(chunks) > 1 and len(chunks[-1]) + ex_b < world:                # a tail too small to share
+        chunks[-2:] = [torch.cat(chunks[-2:])]
+    g = epoch_generator(seed, epoch, EXEMPLAR_STREAM)
+    draws = torch.cat([torch.randperm(n_ex, generator=g) for _ in range(math.ceil(len(chunks) * ex_b / n_ex))])
+    plan = []
+    for s, r in enumerate(chunks):
+        both = torch.cat([r, draws[s * ex_b: (s + 1) * ex_b] + n_real])[rank::world]
+        plan.append((both[both < n_real], both[both >= n_real] - n_real))
+    return plan

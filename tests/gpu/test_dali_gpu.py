@@ -1,0 +1,82 @@
+"""DALI on a GPU (issue 5): mixed (nvJPEG) decode, tensors on the device, DALI-fed vs synthetic
+ResNet-18 training img/s. Run through the device tool when a GPU is lent (`pytest tests/gpu -s`
+prints the figures); skipped elsewhere with the reason shown.
+"""
+import time
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine (CI never has one)")
+pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
+
+
+@pytest.fixture(scope="module")
+def shards_224(tmp_path_factory):
+    from data_pipeline.convert_imagenet import convert_imagenet
+    from data_pipeline.fixtures import write_imagenet_tree
+
+    root = tmp_path_factory.mktemp("gpu_imagenet")
+    tree = write_imagenet_tree(root / "tree", classes=20, train_per_class=100, val_per_class=10,
+                               min_side=256, max_side=400, quirks=False)
+    return convert_imagenet(tree["train"], tree["val"], root / "shards", workers=8, progress=lambda *a: None)
+
+
+def test_mixed_decode_matches_cpu_and_reports_throughput(shards_224):
+    from data_pipeline.dali_batches import dali_eval_batches
+
+    m = shards_224
+    cpu = torch.cat([x for x, _ in dali_eval_batches(m, "test", range(20), 50, "imagenet", 224)])
+    gpu = [x for x, _ in dali_eval_batches(m, "test", range(20), 50, "imagenet", 224, device_id=0)]
+    assert all(x.is_cuda for x in gpu)
+    gpu = torch.cat(gpu).cpu()
+    assert (gpu - cpu).abs().mean() < 0.01          # nvJPEG and libjpeg-turbo differ slightly
+    for device_id in (None, 0):
+        from data_pipeline.dali_batches import DaliPhaseBatches
+
+        b = DaliPhaseBatches(m, range(20), None, None, 256, 0, 1, seed=0, preset="imagenet", image_size=224,
+                             device_id=device_id, threads=8, dtype=torch.bfloat16, layout="channels_last")
+        n, t0 = 0, None
+        for step, (x, _) in enumerate(b.epoch(0)):
+            if step == 1:
+                torch.cuda.synchronize()
+                t0, n = time.perf_counter(), 0
+            n += len(x)
+        torch.cuda.synchronize()
+        print(f"\nDALI train pipeline ({'mixed' if device_id == 0 else 'cpu'} decode, 8 threads): "
+              f"{n / (time.perf_counter() - t0):.0f} img/s")
+
+
+def test_resnet18_fed_by_dali_vs_synthetic(shards_224):
+    from data_pipeline.dali_batches import DaliPhaseBatches
+    from trainer import distributed
+    from trainer.engine import Engine
+    from trainer.models.net import IncrementalNet
+
+    dist_info = distributed.init()
+    model = IncrementalNet("resnet18", "imagenet").cuda().to(memory_format=torch.channels_last)
+    model.head.grow(20)
+    engine = Engine(model, dist_info, 256, 0.1, 0.9, 5e-4, precision="bf16")
+    b = DaliPhaseBatches(shards_224, range(20), None, None, 256, 0, 1, seed=0, preset="imagenet", image_size=224,
+                         device_id=0, threads=8, layout="channels_last")
+
+    def train(batches):
+        n, t0 = 0, None
+        for step, (x, y) in enumerate(batches):
+            if step == 2:
+                torch.cuda.synchronize()
+                t0, n = time.perf_counter(), 0
+            with engine.autocast():
+                loss = torch.nn.functional.cross_entropy(engine.module(x), y.cuda())
+            engine.step(loss)
+            n += len(y)
+        torch.cuda.synchronize()
+        return n / (time.perf_counter() - t0)
+
+    synth_x = torch.rand(256, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
+    synth_y = torch.randint(0, 20, (256,))
+    synthetic = train((synth_x, synth_y) for _ in range(b.steps_per_epoch))
+    dali = train(b.epoch(0))
+    print(f"\nResNet-18 bf16 train: synthetic {synthetic:.0f} img/s, DALI-fed {dali:.0f} img/s "
+          f"(ratio {dali / synthetic:.2f}; < 1 means input-bound)")
+    assert dali > 0 and synthetic > 0

@@ -1,0 +1,56 @@
+"""`mnemo train ... data.loader=dali` end to end on the digits shards (DALI CPU pipelines), and how
+data.loader resolves (issue 5)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["train.epochs=1", "train.base_epochs=1", "train.finetune_epochs=1", "protocol.base_classes=6",
+        "protocol.phases=1", "exemplars.per_class=5", "data.image_size=16", "train.batch_size=32",
+        "eval.batch_size=64", "eval.nme=false"]
+
+
+def test_train_with_the_dali_loader(tmp_path, digits_shards):
+    pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "mnemo.cli", "train", "--config", "configs/glyphs.yaml",
+                        "--run-dir", str(run), f"data.shards={digits_shards}", *FAST, "data.loader=dali",
+                        "data.exemplar_share=0.25"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "data.loader=dali: training stages use the dali loader" in r.stderr
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["status"] == "complete" and [p["classes_seen"] for p in m["phases"]] == [6, 10]
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    train = [e for e in events if e["event"] == "epoch" and e["stage"] == "train"]
+    # phase 0: 6 classes x 40 images; phase 1: 4 x 40 real once each, in 7 batches of 24 real + 8 exemplars
+    assert [e["images"] for e in train] == [240, 160 + 7 * 8]
+    assert all(e["img_s"] > 0 for e in train)
+
+
+def test_loader_resolution(monkeypatch):
+    import torch
+
+    from data_pipeline import loaders
+    from mnemo.errors import UserError
+
+    assert loaders.resolve_loader("torch") == "torch"
+    monkeypatch.setattr(loaders, "dali_problem", lambda device_id=None: "ImportError: No module named 'nvidia'")
+    assert loaders.resolve_loader("auto") == "torch"
+    with pytest.raises(UserError, match="data.loader=dali but DALI does not work here .*ImportError"):
+        loaders.resolve_loader("dali", torch.device("cpu"))
+    monkeypatch.setattr(loaders, "dali_problem", lambda device_id=None: None)
+    assert loaders.resolve_loader("auto") == "dali"
+
+
+def test_only_dali_pipeline_imports_nvidia_dali():
+    import re
+
+    pattern = re.compile(r"^\s*(import nvidia|from nvidia)", re.M)
+    offenders = [str(p.relative_to(ROOT)) for d in ("data_pipeline", "trainer", "exemplars", "mnemo", "benchmarks",
+                                                    "launch", "reporting")
+                 for p in (ROOT / d).rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == ["data_pipeline/dali_pipeline.py"]

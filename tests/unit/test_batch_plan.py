@@ -1,0 +1,58 @@
+"""The epoch plan both loaders follow (issue 5): exactly once per epoch, equal steps, exemplar share."""
+import pytest
+import torch
+
+from data_pipeline.batch_plan import epoch_plan, steps_per_epoch
+from data_pipeline.phase_batches import PhaseBatches
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("n_real,n_ex,batch,share", [(50, 7, 8, 0.25), (13, 40, 4, 0.5), (64, 3, 20, 0.1),
+                                                     (31, 9, 10, 0.9)])
+def test_share_mode_real_once_exemplars_balanced_equal_steps(world, n_real, n_ex, batch, share):
+    for epoch in range(2):
+        real, ex, steps = [], [], set()
+        for rank in range(world):
+            plan = epoch_plan(n_real, n_ex, batch, rank, world, seed=5, epoch=epoch, exemplar_share=share)
+            assert len(plan) == steps_per_epoch(n_real, n_ex, batch, world, share)
+            steps.add(len(plan))
+            for r, e in plan:
+                assert len(r) + len(e) > 0
+                real += r.tolist()
+                ex += e.tolist()
+        assert len(steps) == 1
+        assert sorted(real) == list(range(n_real))
+        n_ex_b = min(batch - 1, max(1, round(share * batch)))
+        assert len(ex) == steps.pop() * n_ex_b                  # the share of every global batch
+        counts = torch.bincount(torch.tensor(ex), minlength=n_ex)
+        assert counts.max() - counts.min() <= 1
+
+
+def test_default_plan_is_the_union_and_matches_phase_batches():
+    ex = torch.zeros(6, 3, 4, 4)
+    real = torch.zeros(20, 3, 4, 4, dtype=torch.uint8)
+    pb = PhaseBatches(real, torch.arange(20), ex, torch.arange(20, 26), 8, 1, 2, seed=3, preset="glyphs",
+                      image_size=4, augment=False)
+    plan = epoch_plan(20, 6, 8, 1, 2, seed=3, epoch=2)
+    assert [y.tolist() for _, y in pb.epoch(2)] == [torch.cat([r, e + 20]).tolist() for r, e in plan]
+
+
+def test_phase_batches_share_mode():
+    ex = torch.zeros(4, 3, 4, 4)
+    real = torch.zeros(30, 3, 4, 4, dtype=torch.uint8)
+    pb = PhaseBatches(real, torch.arange(30), ex, torch.arange(30, 34), 10, 0, 1, seed=0, preset="glyphs",
+                      image_size=4, augment=False, exemplar_share=0.2)
+    ys = [y for _, y in pb.epoch(0)]
+    assert len(ys) == pb.steps_per_epoch == 4                 # 30 real / 8 per batch
+    assert all(int((y >= 30).sum()) == 2 for y in ys)
+    assert sorted(torch.cat(ys)[torch.cat(ys) < 30].tolist()) == list(range(30))
+
+
+def test_exemplar_share_config_key_is_validated():
+    from mnemo.errors import UserError
+    from trainer.config import load_config
+
+    assert load_config(None, ["data.exemplar_share=0.3"]).data.exemplar_share == 0.3
+    assert load_config(None, []).data.exemplar_share is None
+    with pytest.raises(UserError, match="data.exemplar_share"):
+        load_config(None, ["data.exemplar_share=1.5"])

@@ -1,0 +1,241 @@
+"""The DALI loader (CPU pipelines here): exact per-rank split, labels, exemplar mixing, eval transform
+against torchvision, phase-local shard access (issue 5)."""
+import io
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
+
+from data_pipeline.batch_plan import epoch_plan                       # noqa: E402
+from data_pipeline.dali_batches import DaliPhaseBatches, dali_eval_batches   # noqa: E402
+from data_pipeline.manifest import load_manifest                      # noqa: E402
+from data_pipeline.phase_batches import PhaseBatches                  # noqa: E402
+from data_pipeline.shard_writer import ShardSetWriter                 # noqa: E402
+
+PER_CLASS = 7
+CLASSES = 6
+
+
+def _constant_png(value: int, side: int) -> bytes:
+    from PIL import Image
+
+    img = Image.new("RGB", (side, side + value % 5), (value % 256, value // 256, 90))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def id_shards(tmp_path_factory):
+    """Shards whose images are constant colours encoding a sample id (R + 256 G): any crop, resize or
+    flip keeps the colour, so the loader's output says which sample it is."""
+    root = tmp_path_factory.mktemp("idshards")
+    w = ShardSetWriter(root, "ids", [{"id": c, "name": f"c{c}", "key": f"c{c}"} for c in range(CLASSES)], None, "png",
+                       max_shard_bytes=4000)          # several shards per class
+    for c in range(CLASSES):
+        w.write_class("train", c, [(f"s{c}_{k:02d}", _constant_png(c * 100 + k, 20 + k)) for k in range(PER_CLASS)])
+    return w.finish()
+
+
+def _ids(x: torch.Tensor) -> list[int]:
+    x = x.float()
+    centre = x[:, :, x.shape[2] // 2, x.shape[3] // 2] * 255
+    return (centre[:, 0].round() + 256 * centre[:, 1].round()).long().tolist()
+
+
+def _exemplars(n: int, side: int):
+    ids = torch.arange(n) + 10_000
+    x = torch.zeros(n, 3, side, side)
+    x[:, 0] = (ids % 256).float().view(-1, 1, 1) / 255
+    x[:, 1] = (ids // 256).float().view(-1, 1, 1) / 255
+    return x, ids
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("preset,share", [("imagenet", None), ("cifar", None), ("imagenet", 0.25)])
+def test_every_sample_once_per_epoch_equal_steps(id_shards, world, preset, share):
+    classes = [1, 3, 4]
+    ex_x, ex_ids = _exemplars(5, 16)
+    real_ids = sorted(c * 100 + k for c in classes for k in range(PER_CLASS))
+    for epoch in (0, 1):
+        seen_real, seen_ex, steps = [], [], set()
+        for rank in range(world):
+            b = DaliPhaseBatches(id_shards, classes, ex_x, ex_ids, 8, rank, world, seed=3, preset=preset,
+                                 image_size=16, exemplar_share=share)
+            got = list(b.epoch(epoch))
+            assert len(got) == b.steps_per_epoch
+            steps.add(len(got))
+            for x, y in got:
+                assert x.shape[1:] == (3, 16, 16) and x.dtype == torch.float32 and len(y) > 0
+                ids = _ids(x)
+                for i, label in zip(ids, y.tolist()):
+                    if i >= 10_000:
+                        assert label == i                     # exemplar label travels with its pixels
+                        seen_ex.append(i)
+                    else:
+                        assert label == i // 100              # class id of the sample's shard
+                        seen_real.append(i)
+        assert len(steps) == 1, "every rank must run the same number of steps"
+        assert sorted(seen_real) == real_ids                  # each real sample exactly once
+        if share is None:
+            assert sorted(seen_ex) == ex_ids.tolist()         # union: each exemplar exactly once
+        else:
+            counts = np.bincount(np.array(seen_ex) - 10_000, minlength=5)
+            assert counts.max() - counts.min() <= 1 and counts.sum() == steps.pop() * 2
+
+
+def test_same_plan_as_the_in_memory_loader_and_deterministic(id_shards):
+    """Both loaders index samples in (class, key) order and follow one epoch plan: same labels per step."""
+    classes = [0, 2, 5]
+    ex_x, ex_ids = _exemplars(4, 16)
+    dali = DaliPhaseBatches(id_shards, classes, ex_x, ex_ids, 6, 1, 2, seed=9, preset="imagenet", image_size=16)
+    n_real = len(classes) * PER_CLASS
+    real_labels = torch.tensor([c for c in classes for _ in range(PER_CLASS)])
+    mem = PhaseBatches(torch.zeros(n_real, 3, 18, 18, dtype=torch.uint8), real_labels, ex_x, ex_ids, 6, 1, 2,
+                       seed=9, preset="imagenet", image_size=16)
+    a = [(x, y) for x, y in dali.epoch(4)]
+    assert [y.tolist() for _, y in a] == [y.tolist() for _, y in mem.epoch(4)]
+    again = list(DaliPhaseBatches(id_shards, classes, ex_x, ex_ids, 6, 1, 2, seed=9, preset="imagenet",
+                                  image_size=16).epoch(4))
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, again))
+    other = [y.tolist() for _, y in dali.epoch(5)]
+    assert other != [y.tolist() for _, y in a]
+
+
+def test_a_phase_reads_only_its_classes_shards(id_shards, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(id_shards.root, copy)
+    m = load_manifest(copy)
+    mine = [2, 4]
+    for s in m.shards("train"):
+        if s.class_id not in mine:          # same size, garbage content: reading it would fail loudly
+            for f in (m.path(s), m.root / s.index):
+                f.write_bytes(b"\xff" * f.stat().st_size)
+    opened, seen = set(), []
+    for rank in range(2):
+        b = DaliPhaseBatches(m, mine, None, None, 5, rank, 2, seed=0, preset="imagenet", image_size=16)
+        ids = _ids(torch.cat([x for x, _ in b.epoch(0)]))
+        assert ids == _planned_ids(b, 0)
+        seen += ids
+        opened |= b.opened_shards
+    assert sorted(seen) == [c * 100 + k for c in mine for k in range(PER_CLASS)]
+    assert opened == {str(m.path(s)) for s in m.shards("train", mine)}
+    assert len(opened) >= 4                                   # several shards per class were read
+
+
+def _planned_ids(b, epoch):
+    """Sample ids of a rank's real samples in plan order (id = class * 100 + position in class)."""
+    ids, pos = [], {}
+    for c in b.samples.class_id.tolist():
+        ids.append(c * 100 + pos.get(c, 0))
+        pos[c] = pos.get(c, 0) + 1
+    return [ids[i] for r, _ in b.plan(epoch) for i in r.tolist()]
+
+
+@pytest.mark.parametrize("layout,dtype", [("NCHW", torch.bfloat16), ("NHWC", torch.float16),
+                                          ("channels_last", torch.float32)])
+def test_layouts_and_dtypes_for_the_model(id_shards, layout, dtype):
+    ex_x, ex_ids = _exemplars(3, 16)
+    b = DaliPhaseBatches(id_shards, [1], ex_x, ex_ids, 10, 0, 1, seed=0, preset="imagenet", image_size=16,
+                         layout=layout, dtype=dtype)
+    for x, _ in b.epoch(0):
+        assert x.dtype == dtype
+        if layout == "NHWC":
+            assert x.shape[1:] == (16, 16, 3)
+        else:
+            assert x.shape[1:] == (3, 16, 16)
+            if layout == "channels_last":
+                assert x.is_contiguous(memory_format=torch.channels_last)
+        assert 0.0 <= float(x.float().min()) and float(x.float().max()) <= 1.0
+
+
+def test_labels_map_to_the_manifest_classes(imagenet_fixture):
+    """Loader labels = the manifest class of each sample's shard = the int32 label stored in the sample."""
+    import webdataset as wds
+
+    from data_pipeline.protocol import make_plan
+
+    tree, m = imagenet_fixture
+    plan = make_plan(m.num_classes, 500, 25)
+    label_of = plan.label_of()
+    cids = plan.class_ids(plan.new_labels(7))
+    b = DaliPhaseBatches(m, cids, None, None, 16, 0, 1, seed=1, preset="imagenet", image_size=32, label_of=label_of)
+    stored = {}
+    for s in m.shards("train", cids):
+        for sample in wds.WebDataset(str(m.path(s)), shardshuffle=False, empty_check=False):
+            stored[sample["__key__"]] = struct.unpack("<i", sample["lbl"])[0]
+    assert len(stored) == len(b.samples) == 2 * len(cids)
+    for key, cid, label in zip(b.samples.keys, b.samples.class_id.tolist(), b.labels.tolist()):
+        assert stored[key] == cid and label == label_of[cid]
+        assert key.startswith(m.classes[cid]["key"])          # train keys are <synset>_<k>
+    got = torch.cat([y for _, y in b.epoch(0)])
+    assert sorted(got.tolist()) == sorted(label_of[c] for c in cids for _ in range(2))
+
+
+def _jpeg(w: int, h: int, seed: int) -> bytes:
+    from data_pipeline.fixtures import _crop, _sample_images
+
+    buf = io.BytesIO()
+    _crop(_sample_images(), np.random.default_rng(seed), w, h).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_dali_eval_matches_the_torchvision_eval_transform(tmp_path):
+    """Resize(256) + CenterCrop(224) + ToTensor. Tolerance: mean |diff| <= 0.002 and max |diff| <= 0.05 per
+    image (decoders and resamplers differ by a few 8-bit levels). Sizes are chosen with even crop
+    margins: on odd margins DALI centres the crop half a pixel away from torchvision (which rounds half to even)."""
+    from PIL import Image
+    from torchvision import transforms
+
+    sizes, rng = [], np.random.default_rng(0)
+    while len(sizes) < 6:                      # ImageNet-like sizes whose centre-crop margins are even
+        short, long_ = sorted(int(v) for v in rng.integers(256, 700, 2))
+        scaled = 256 * long_ / short
+        if abs(scaled - round(scaled)) < 0.2 and int(scaled) == round(scaled) and (int(scaled) - 224) % 2 == 0:
+            sizes.append((long_, short) if len(sizes) % 2 else (short, long_))
+    w = ShardSetWriter(tmp_path, "eval", [{"id": 0, "name": "a", "key": "a"}], None, "jpg")
+    payloads = [_jpeg(a, b, i) for i, (a, b) in enumerate(sizes)]
+    w.write_class("test", 0, [(f"k{i}", p) for i, p in enumerate(payloads)])
+    m = w.finish()
+    x = torch.cat([x for x, _ in dali_eval_batches(m, "test", [0], 4, "imagenet", 224)])
+    tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+    ref = torch.stack([tf(Image.open(io.BytesIO(p)).convert("RGB")) for p in payloads])
+    diff = (x - ref).abs()
+    assert x.shape == ref.shape == (len(sizes), 3, 224, 224)
+    assert diff.mean((1, 2, 3)).max() <= 0.002, diff.mean((1, 2, 3))
+    assert diff.amax((1, 2, 3)).max() <= 0.05, diff.amax((1, 2, 3))
+
+
+def test_dali_reads_the_index_files_with_its_own_webdataset_reader(imagenet_fixture):
+    from data_pipeline.dali_pipeline import read_webdataset_labels
+
+    _, m = imagenet_fixture
+    shards = m.shards("test", range(10))
+    labels = read_webdataset_labels([str(m.path(s)) for s in shards], [str(m.root / s.index) for s in shards])
+    assert labels == [s.class_id for s in shards for _ in range(s.samples)]
+
+
+def test_plan_is_shared_by_both_loaders_for_exemplar_only_stages():
+    plan = epoch_plan(0, 9, 4, 0, 2, seed=1, epoch=0)
+    assert all(len(r) == 0 and len(e) > 0 for r, e in plan)
+
+
+def test_loader_profile_prints_one_json_object(imagenet_fixture, capsys):
+    import json
+
+    from benchmarks.loader_profile import main
+
+    _, m = imagenet_fixture
+    assert main(["--shards", str(m.root), "--images", "24", "--size", "32", "--threads", "1", "--batch-size", "8",
+                 "--fallback-workers", "0", "--skip-inmemory"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 24 and out["threads"] == 1
+    for side in ("dali_cpu", "torch_fallback"):
+        assert out[side]["train_img_s"] > 0 and out[side]["eval_img_s"] > 0
+        assert out[side]["images_timed"] == 16                  # the first batch of 8 is not timed
+    assert out["dali_speedup_train"] > 0
