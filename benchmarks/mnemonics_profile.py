@@ -1,4 +1,4 @@
-"""Peak memory and time of one mnemonics outer step (Eq. 8-9) vs. unrolled steps T and checkpointing.
+"""Peak memory and time of one mnemonics outer step (Eq. 8-9) vs. unrolled steps T, checkpointing.
 
     python -m benchmarks.mnemonics_profile [--sizes 32 224] [--steps 1 5 25 50] [--device cpu]
 
@@ -43,7 +43,7 @@ def _rss_mb() -> float:
 
 
 def _measure_one(cfg: dict) -> dict:
-    """Run in a fresh process: build the model and data, then time one (or `repeats`) outer steps."""
+    """In a fresh process: build the model and data, then run `repeats` outer steps."""
     import torch
     import timm
     from torch import nn
@@ -151,7 +151,8 @@ def profile_mnemonics(steps=(1, 5, 25, 50), sizes=(32, 224), checkpoint=(True, F
                 if log:
                     log(json.dumps(results[-1]))
     out = {"model": "timm resnet18", "device": device, "torch": torch.__version__,
-           "threads": threads or torch.get_num_threads(), "memory_method": MEMORY_METHOD[device.split(":")[0]],
+           "threads": threads or torch.get_num_threads(),
+           "memory_method": MEMORY_METHOD[device.split(":")[0]],
            "time_method": "wall time of one outer step (fastest of `repeats`), measured in the "
                           "same subprocess after a warm-up",
            "results": results, "acceptance": {}}

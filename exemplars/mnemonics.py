@@ -60,9 +60,9 @@ class MnemonicsSettings:
     Plain types only: this is embedded as the ``exemplars.mnemonics`` section of the YAML config.
     """
 
-    # T: unrolled full-batch SGD steps of the temporary model Θ' on the exemplars (Eq. 8). The paper
-    # trains Θ' "in 50 epochs" with gradient descent; one full-batch step over a class group's
-    # exemplars is one epoch, so T=50 is the paper's setting. Cost per outer step is ~linear in T;
+    # T: unrolled full-batch SGD steps of the temporary model Θ' on the exemplars (Eq. 8). The
+    # paper trains Θ' "in 50 epochs" with gradient descent; one full-batch step over a class
+    # group's exemplars is one epoch, so T=50 is the paper's setting. Cost per outer step is ~linear in T;
     # memory is ~flat in T with `checkpoint`. Small-scale/CPU recipes should lower it (e.g. 5).
     inner_steps: int = 50
     # α2: learning rate of the temporary model's plain (functional) SGD.
@@ -127,7 +127,7 @@ _BN = nn.modules.batchnorm._BatchNorm
 
 @contextlib.contextmanager
 def _bn_mode(model: nn.Module, bn_train: bool) -> Iterator[None]:
-    """All modules in eval mode except BatchNorm layers, which get `bn_train`; flags restored after."""
+    """Every module in eval mode except BatchNorm layers, which get `bn_train`; flags restored."""
     saved = [(m, m.training) for m in model.modules()]
     if bn_train and any(isinstance(m, nn.SyncBatchNorm) for m, _ in saved):
         raise ValueError("mnemonics: SyncBatchNorm would synchronise statistics across ranks; "
@@ -274,7 +274,7 @@ def unrolled_meta_loss(model: nn.Module, params: Mapping[str, Tensor],
                        buffers: Mapping[str, Tensor], ex_x: Tensor, ex_y: Tensor, val_x: Tensor,
                        val_y: Tensor, steps: int, lr: float, checkpoint: bool = True,
                        val_bn: str = "batch", segment: int = 0) -> Tensor:
-    """L_c(Θ'(E); D) for one real batch: unroll T steps on (ex_x, ex_y), evaluate on (val_x, val_y).
+    """L_c(Θ'(E); D) for one real batch: unroll T steps on (ex_x, ex_y), then CE on (val_x, val_y).
 
     Differentiable w.r.t. ex_x; ``torch.autograd.grad(loss, ex_x)`` is ∇_E of Eq. 9.
     """
@@ -309,7 +309,8 @@ def _optimise(model: nn.Module, exemplars: Tensor, labels: Tensor, val_batches: 
     for epoch in range(settings.epochs):
         lr = base_lr * 0.5 ** (epoch // settings.lr_halve_every)
         batches = iter(val_batches(epoch))
-        steps = itertools.count() if settings.steps_per_epoch == 0 else range(settings.steps_per_epoch)
+        per_epoch = settings.steps_per_epoch
+        steps = itertools.count() if per_epoch == 0 else range(per_epoch)
         for step in steps:
             real = [(vx.to(x.device), vy.to(x.device, torch.long))
                     for vx, vy in itertools.islice(batches, settings.val_batches)]
@@ -334,7 +335,8 @@ def optimise_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
                        val_batches: ValBatches, settings: MnemonicsSettings,
                        generator: torch.Generator | None = None,
                        progress: Progress | None = None) -> Tensor:
-    """Train new-class mnemonics exemplars (Eq. 8-9); returns them detached, same shape/dtype/device.
+    """Train new-class mnemonics exemplars (Eq. 8-9); returns them detached (same shape, dtype,
+    device).
 
     model       maps float images in [0,1] (N,C,H,W) to logits over the seen classes; not modified.
     exemplars   initial pixels (Algorithm 1 step 10: a random real subset), values in [0,1].

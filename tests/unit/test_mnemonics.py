@@ -1,4 +1,4 @@
-"""Mnemonics exemplar optimisation (exemplars/mnemonics.py) and rank sharding (exemplars/sharding.py).
+"""Mnemonics exemplar optimisation (exemplars/mnemonics.py) and rank sharding (sharding.py).
 
 A tiny conv net with BatchNorm stands in for the classifier; double precision where a comparison
 needs it. Proves: the pixel gradient flows through the unrolled steps (finite differences), the
@@ -218,7 +218,8 @@ def test_deterministic_given_generator():
         opt = optimise_exemplars(model, ex_x, ex_y, lambda e: [val], settings, generator=gen)
         outs.append((adj, opt))
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
-    other = adjust_exemplars(model, ex_x, ex_y, settings, generator=torch.Generator().manual_seed(7))
+    other = adjust_exemplars(model, ex_x, ex_y, settings,
+                             generator=torch.Generator().manual_seed(7))
     assert not torch.equal(other, outs[0][0])  # the generator does drive the fold split
 
 
