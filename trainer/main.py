@@ -123,6 +123,9 @@ def run(cfg: Config, run_dir: str | Path, stop_after_phase: int | None = None) -
         metrics.load_state_dict(state["metrics"])
         start = sealed + 1
         log.info("resuming %s after sealed phase %d", run_dir, sealed)
+    # The engine trains the model channels_last; keep that layout from the start, so a resumed run's
+    # teacher copy has the same layout (and bit-identical outputs) as an uninterrupted run's.
+    model.to(memory_format=torch.channels_last)
     if start >= plan.num_phases:
         log.info("run %s is already complete", run_dir)
     events.write(event="start", phase=start, world=dist_info.world, device=str(device))
