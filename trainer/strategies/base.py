@@ -78,6 +78,7 @@ class Strategy:
     name: ClassVar[str] = "base"
     uses_exemplars: ClassVar[bool] = True        # rehearse E_{0:i-1} and keep a memory
     balanced_finetune: ClassVar[bool] = True     # Algorithm 1 step 18
+    uses_teacher: ClassVar[bool] = True          # keep Θ_{i-1} frozen for distillation
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -96,10 +97,10 @@ class Strategy:
 
     # -- phase hooks -------------------------------------------------------------------------
     def before_phase(self, ctx: PhaseContext) -> None:
-        """Default: keep Θ_{i-1} as a frozen teacher, then append the new classes to the head."""
+        """Default: keep Θ_{i-1} as a frozen teacher (if the method distils), then append the new classes."""
         self.num_old = len(ctx.old_labels)
         self.num_seen = len(ctx.seen_labels)
-        self.teacher = frozen_copy(ctx.model) if ctx.phase > 0 else None
+        self.teacher = frozen_copy(ctx.model) if ctx.phase > 0 and self.uses_teacher else None
         g = torch.Generator().manual_seed(self.cfg.seed * 7919 + ctx.phase)
         ctx.model.head.grow(len(ctx.new_labels), generator=g)
 

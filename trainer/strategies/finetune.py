@@ -11,10 +11,7 @@ from trainer.strategies.registry import register
 class Finetune(Strategy):
     name = "finetune"
     uses_exemplars = False
-
-    def before_phase(self, ctx) -> None:
-        super().before_phase(ctx)
-        self.teacher = None          # no distillation: do not keep a copy
+    uses_teacher = False             # no distillation: no copy of the previous model
 
     def loss(self, model, batch: Batch, stage: str):
         ce = F.cross_entropy(model(batch.x)[:, : self.num_seen], batch.y)
