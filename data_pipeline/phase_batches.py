@@ -15,7 +15,7 @@ from typing import Iterator
 import torch
 
 from data_pipeline.augment import augment_exemplars, augment_real
-from data_pipeline.batch_plan import epoch_generator, epoch_plan, rank_slices, steps_per_epoch  # noqa: F401
+from data_pipeline.batch_plan import epoch_generator, epoch_plan, steps_per_epoch
 
 
 class PhaseBatches:
