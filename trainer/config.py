@@ -66,6 +66,7 @@ class TrainConfig:
     checkpoint_every: int = 1            # engine checkpoint inside a phase every N epochs (0: off)
     warmup_epochs: int = 0
     weight_transfer: bool = False        # incremental phases learn scale/shift over frozen conv weights
+    base_from: Optional[str] = None      # run dir whose trained phase-0 model is reused (trainer/base_model.py)
 
 
 @dataclass

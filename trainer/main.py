@@ -22,7 +22,7 @@ from data_pipeline.protocol import make_plan
 from data_pipeline.shard_reader import read_classes
 from exemplars.memory import ExemplarMemory
 from mnemo.errors import UserError
-from trainer import checkpoint, distributed, faults, stage_checkpoint
+from trainer import base_model, checkpoint, distributed, faults, stage_checkpoint
 from trainer.config import Config, dump_config
 from trainer.engine import Engine
 from trainer.evaluate import evaluate
@@ -99,6 +99,7 @@ def run(cfg: Config, run_dir: str | Path, stop_after_phase: int | None = None) -
              resolve_loader(cfg.data.loader, device))
 
     cfg_dict = cfg.to_dict()
+    base = base_model.check(cfg_dict, Config().to_dict())                 # train.base_from: reuse a phase 0
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint.guard_config(run_dir, cfg_dict, Config().to_dict())
@@ -137,7 +138,7 @@ def run(cfg: Config, run_dir: str | Path, stop_after_phase: int | None = None) -
     last = plan.num_phases if stop_after_phase is None else min(plan.num_phases, stop_after_phase + 1)
     for phase in range(start, last):
         model, test, test_labels = _run_phase(phase, cfg, run_dir, plan, manifest, strategy, model, memory, metrics,
-                                              events, dist_info, read, test, test_labels)
+                                              events, dist_info, read, test, test_labels, base)
     if dist_info.is_main:
         metrics.write(run_dir / "metrics.json")
         log.info("results for %s\n%s", run_dir, metrics.table())
@@ -146,7 +147,7 @@ def run(cfg: Config, run_dir: str | Path, stop_after_phase: int | None = None) -
 
 
 def _run_phase(phase, cfg, run_dir, plan, manifest, strategy, model, memory, metrics, events, dist_info, read,
-               test, test_labels):
+               test, test_labels, base=None):
     """One phase of Algorithm 1, resuming from RUN/ckpt/ when it holds a checkpoint of this phase."""
     device = dist_info.device
     t_phase = time.perf_counter()
@@ -189,6 +190,12 @@ def _run_phase(phase, cfg, run_dir, plan, manifest, strategy, model, memory, met
             exemplar_info = update_memory(model, memory, ctx.new_labels, ctx.old_labels, real.images[new_mask],
                                           real_labels[new_mask], cfg, phase, dist_info, events)
             timings["exemplars_s"] = time.perf_counter() - t0
+            stage_checkpoint.save_stage_done(run_dir, dist_info, phase, k, stage, extra(True))
+            continue
+        if stage == "train" and phase == 0 and base is not None:
+            base_model.load_into(model, base)         # phase-0 training is shared with the base run
+            log.info("phase 0: reusing the trained model of %s (train.base_from)", base)
+            events.write(event="base_from", run=str(base))
             stage_checkpoint.save_stage_done(run_dir, dist_info, phase, k, stage, extra(True))
             continue
         data = _default_stage_data(stage, ctx, strategy, real.images, real_labels, memory)

@@ -91,3 +91,44 @@ def test_bounds_and_memory_modes(tmp_path, digits_shards, extra, expect_nme, tot
     assert m["phases"][-1]["exemplars_total"] == total
     if total:
         assert [p["exemplars_per_class"] for p in m["phases"]] == [5, 3]     # 30 // 6, then 30 // 10
+
+
+def _strip(phases):
+    out = []
+    for p in phases:
+        p = dict(p)
+        p.pop("wall_s"), p.pop("timings")
+        out.append(p)
+    return out
+
+
+def test_base_from_reuses_phase_0_and_reproduces_the_base_run(herding_run, digits_shards, tmp_path):
+    """train.base_from: the same config started from the base run's phase 0 equals the base run
+    (later phases never depend on RNG state left by earlier ones); phase-0 training is skipped."""
+    run, _ = herding_run
+    before = json.loads((run / "metrics.json").read_text())
+    r = train(tmp_path / "shared", digits_shards, f"train.base_from={run}")
+    assert "reusing the trained model" in r.stderr
+    after = json.loads((tmp_path / "shared" / "metrics.json").read_text())
+    assert _strip(after["phases"]) == _strip(before["phases"])
+    assert "train_s" not in after["phases"][0]["timings"] and "train_s" in before["phases"][0]["timings"]
+    # a different exemplar level may share the base: phase 0's network accuracy is the base's
+    r = train(tmp_path / "random", digits_shards, f"train.base_from={run}", "exemplars.selection=random")
+    other = json.loads((tmp_path / "random" / "metrics.json").read_text())
+    assert other["phases"][0]["accuracy"] == before["phases"][0]["accuracy"]
+    import torch
+    bank = lambda d: torch.load(d / "phases" / "p00" / "memory.pt", weights_only=False)["bank"]  # noqa: E731
+    a, b = bank(run), bank(tmp_path / "random")
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_base_from_refuses_a_base_trained_differently(herding_run, digits_shards, tmp_path):
+    run, _ = herding_run
+    cmd = [sys.executable, "-m", "mnemo.cli", "train", "--config", "configs/glyphs.yaml", "--run-dir",
+           str(tmp_path / "x"), f"data.shards={digits_shards}", *FAST]
+    r = subprocess.run(cmd + [f"train.base_from={run}", "seed=3"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 2 and "seed (0 there, 3 here)" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()
+    r = subprocess.run(cmd + [f"train.base_from={tmp_path / 'nowhere'}"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+    assert r.returncode == 2 and "its phase 0 is not usable" in r.stderr
