@@ -2,15 +2,20 @@
 
     python benchmarks/collect_table.py runs/table1            # every run dir under runs/table1
     python benchmarks/collect_table.py RUN1 RUN2 --out table.md
+    python benchmarks/collect_table.py runs/table2 --seeds     # Table-2 style: mean ± std over seeds
 
 One row per run dir (a directory holding metrics.json and config.yaml): method, exemplar selection,
 weight transfer, protocol (B, N), Ā and F (CNN; %), NME Ā where the run had exemplars, top-5 Ā, and
-the runtime, the sum of the phases' wall_s from metrics.json. Incomplete runs are marked.
+the runtime, the sum of the phases' wall_s from metrics.json. Incomplete runs are marked. Runs
+started from another run's phase 0 (`train.base_from`) are marked: their runtime leaves out the
+shared phase-0 training. With --seeds, runs that differ only in `seed` become one row with the mean
+± sample standard deviation of Ā and F and the number of seeds.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -50,8 +55,36 @@ def row(run: Path) -> dict:
         "A": m.get("average_accuracy"), "F": m.get("forgetting"),
         "A_nme": m.get("average_accuracy_nme"), "A_top5": m.get("average_accuracy_top5"),
         "minutes": wall / 60, "done": f"{m.get('phases_done')}/{m.get('phases_total')}",
-        "complete": m.get("status") == "complete",
+        "complete": m.get("status") == "complete", "seed": cfg.get("seed"),
+        "shared_base": bool(cfg.get("train", {}).get("base_from")),
     }
+
+
+def _mean_std(values: list[float]) -> str:
+    if any(v is None for v in values):
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {sd:.2f}"
+
+
+def seed_table(rows: list[dict]) -> str:
+    """One row per configuration (method, exemplars, weight transfer, B, N): mean ± std over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["exemplars"], r["wt"], r["B"], r["N"]), []).append(r)
+    lines = ["| method | exemplars | weight transfer | B | N | Ā (%) | F (%) | Ā NME (%) | seeds | runtime per run (min) |",
+             "|" + "|".join(["---"] * 10) + "|"]
+    for (method, ex, wt, b, n), rs in groups.items():
+        seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"] or 0))
+        incomplete = sum(not r["complete"] for r in rs)
+        lines.append(f"| {method} | {ex} | {wt} | {b} | {n} | {_mean_std([r['A'] for r in rs])} | "
+                     f"{_mean_std([r['F'] for r in rs])} | {_mean_std([r['A_nme'] for r in rs])} | {seeds}"
+                     f"{f' ({incomplete} incomplete)' if incomplete else ''} | "
+                     f"{statistics.mean(r['minutes'] for r in rs):.1f}"
+                     f"{'*' if any(r['shared_base'] for r in rs) else ''} |")
+    lines += ["", "\\* some runs reuse another run's phase 0 (`train.base_from`); their runtime leaves out "
+              "phase-0 training."]
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -61,10 +94,13 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"| {r['run']} | {r['method']} | {r['exemplars']} | {r['wt']} | {r['B']} | {r['N']} | "
                      f"{_fmt(r['A'])} | {_fmt(r['F'])} | {_fmt(r['A_nme'])} | {_fmt(r['A_top5'])} | "
-                     f"{r['minutes']:.1f} | {r['done']}{'' if r['complete'] else ' (incomplete)'} |")
+                     f"{r['minutes']:.1f}{'*' if r['shared_base'] else ''} | "
+                     f"{r['done']}{'' if r['complete'] else ' (incomplete)'} |")
     total = sum(r["minutes"] for r in rows)
     lines.append("")
     lines.append(f"Total runtime of these runs: {total:.1f} min (sum of the phases' wall_s).")
+    if any(r["shared_base"] for r in rows):
+        lines.append("\\* reuses another run's phase 0 (`train.base_from`): phase-0 training is not in its runtime.")
     return "\n".join(lines)
 
 
@@ -72,11 +108,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("paths", nargs="+", help="run dirs, or directories holding run dirs")
     ap.add_argument("--out", help="write the Markdown here instead of stdout")
+    ap.add_argument("--seeds", action="store_true", help="one row per configuration: mean ± std over seeds")
     args = ap.parse_args(argv)
     rows = [row(r) for r in find_runs(args.paths)]
     if not rows:
         raise SystemExit("collect_table: no run directories with metrics.json found")
-    text = table(rows) + "\n"
+    text = (seed_table(rows) if args.seeds else table(rows)) + "\n"
     if args.out:
         Path(args.out).write_text(text)
     else:

@@ -35,6 +35,26 @@ def _val_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, g:
     return batches
 
 
+class _Trace:
+    """Progress of one class group's pixel optimisation: meta-loss first/last, outer steps, pixel change."""
+
+    def __init__(self, what: str, group: list[int], phase: int):
+        self.what, self.group, self.phase, self.losses = what, group, phase, []
+        self.t0 = time.perf_counter()
+
+    def __call__(self, rec: dict) -> None:
+        self.losses.append(rec["loss"])
+
+    def report(self, before: torch.Tensor, after: torch.Tensor) -> None:
+        if not self.losses:
+            return
+        delta = (after.float() - before.float().to(after.device)).abs().mul_(255)
+        log.info("phase %d mnemonics %s classes %s: meta-loss %.4f -> %.4f over %d outer steps, pixel change "
+                 "mean %.3f max %.1f (of 255), %.1fs", self.phase, self.what, self.group[0] if len(self.group) == 1
+                 else f"{self.group[0]}-{self.group[-1]}", self.losses[0], self.losses[-1], len(self.losses),
+                 delta.mean().item(), delta.max().item(), time.perf_counter() - self.t0)
+
+
 def _select_group(model, group: list[int], images: torch.Tensor, labels: torch.Tensor, m: int, cfg,
                   phase: int, device) -> dict[int, torch.Tensor]:
     sel = cfg.exemplars.selection
@@ -53,7 +73,10 @@ def _select_group(model, group: list[int], images: torch.Tensor, labels: torch.T
         mask = torch.isin(labels, torch.tensor(group))
         g = _generator(cfg.seed, phase, group[0], 1)
         val = _val_batches(images[mask], labels[mask], cfg.exemplars.mnemonics.val_batch_size, g)
-        x = optimise_exemplars(model, x, y, val, cfg.exemplars.mnemonics, generator=g).cpu()
+        trace = _Trace("select", group, phase)
+        x0, x = x, optimise_exemplars(model, x, y, val, cfg.exemplars.mnemonics, generator=g, progress=trace)
+        trace.report(x0, x)
+        x = x.cpu()
         start = 0
         for l in group:
             out[l] = x[start: start + len(out[l])]
@@ -65,7 +88,10 @@ def _adjust_group(model, group: list[int], memory: ExemplarMemory, cfg, phase: i
     x = torch.cat([memory.get(l).float() for l in group]).to(device)
     y = torch.cat([torch.full((len(memory.get(l)),), l, dtype=torch.int64) for l in group]).to(device)
     g = _generator(cfg.seed, phase, group[0], 2)
-    x = adjust_exemplars(model, x, y, cfg.exemplars.mnemonics, generator=g).cpu()
+    trace = _Trace("adjust", group, phase)
+    x0, x = x, adjust_exemplars(model, x, y, cfg.exemplars.mnemonics, generator=g, progress=trace)
+    trace.report(x0, x)
+    x = x.cpu()
     out, start = {}, 0
     for l in group:
         out[l] = x[start: start + len(memory.get(l))]

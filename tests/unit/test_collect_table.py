@@ -6,7 +6,7 @@ import yaml
 from benchmarks.collect_table import main
 
 
-def _run(root, name, strategy, selection, wt, acc, base, walls, per_class=20):
+def _run(root, name, strategy, selection, wt, acc, base, walls, per_class=20, seed=0, base_from=None):
     d = root / name
     d.mkdir()
     phases = [{"phase": i, "accuracy": a, "accuracy_base": b, "wall_s": w}
@@ -16,7 +16,7 @@ def _run(root, name, strategy, selection, wt, acc, base, walls, per_class=20):
     (d / "metrics.json").write_text(json.dumps(m))
     cfg = {"strategy": {"name": strategy},
            "exemplars": {"selection": selection, "adjust_old": wt, "per_class": per_class},
-           "train": {"weight_transfer": wt}, "protocol": {"base_classes": 32, "phases": len(phases) - 1}}
+           "train": {"weight_transfer": wt, "base_from": base_from}, "seed": seed, "protocol": {"base_classes": 32, "phases": len(phases) - 1}}
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
 
 
@@ -32,3 +32,17 @@ def test_collect_table(tmp_path, capsys):
     assert rows["lucir_ours"][2:4] == ["mnemonics+adj", "yes"] and rows["lucir_ours"][6:8] == ["75.00", "15.00"]
     assert rows["lwm_exemplar_free"][2] == "none"
     assert "Total runtime of these runs: 4.2 min" in "\n".join(out)
+
+
+def test_collect_table_over_seeds(tmp_path, capsys):
+    for seed, a in ((0, 60.0), (1, 64.0), (2, 62.0)):
+        _run(tmp_path, f"herding_s{seed}", "lwf", "herding", False, [80.0, a], [80.0, 50.0], [60.0, 60.0], seed=seed)
+        _run(tmp_path, f"random_s{seed}", "lwf", "random", False, [80.0, a - 4], [80.0, 40.0], [6.0, 60.0],
+             seed=seed, base_from=f"herding_s{seed}")
+    assert main([str(tmp_path), "--seeds"]) == 0
+    out = capsys.readouterr().out
+    rows = {c[1]: c for c in ([x.strip() for x in line.split("|")[1:-1]] for line in out.splitlines()
+                              if line.startswith("| lwf"))}
+    # Ā per seed: (80 + a) / 2 = 70, 72, 71 -> mean 71, sample std 1
+    assert rows["herding"][5:9] == ["71.00 ± 1.00", "30.00 ± 0.00", "–", "0,1,2"] and rows["herding"][9] == "2.0"
+    assert rows["random"][5] == "69.00 ± 1.00" and rows["random"][9] == "1.1*"

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Choose the mnemonics exemplar-level learning rates on a validation split, never the test fonts.
+# The split is carved out of the glyph TRAIN split (`mnemo holdout`); every setting runs the glyph
+# protocol with mnemonics exemplars (no adjustment) from one shared phase 0 trained on that split,
+# beside random (mnemonics' initialisation) and herding (the base run itself) as references.
+#
+#   bash scripts/experiments/mnemonics_select.sh
+#   SETTINGS="paper:lr=0.01 b10:lr=10" EXTRA="data.image_size=16" JOBS=2 bash scripts/experiments/mnemonics_select.sh
+#
+# A setting is NAME:key=value,key=value over exemplars.mnemonics (lr = β1, inner_lr = α2, ...).
+# Writes OUT/<name>/ and OUT/table.md; the highest validation Ā wins.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/mnemo/torch_extensions}
+MNEMO=${MNEMO:-.venv/bin/mnemo}
+OUT=${OUT:-runs/mnemonics_select}
+SRC=${SRC:-data/glyphs}
+VAL=${VAL:-data/glyphs_val}
+PER_CLASS=${PER_CLASS:-50}
+RECIPE=${RECIPE:-configs/glyphs.yaml}
+SEED=${SEED:-0}
+JOBS=${JOBS:-2}
+THREADS=${THREADS:-1}
+EXTRA=${EXTRA:-}
+SETTINGS=${SETTINGS:-"paper:lr=0.01 b1:lr=1 b10:lr=10 b100:lr=100 a0.1_b10:inner_lr=0.1,lr=10"}
+[ -f "$SRC/manifest.json" ] || $MNEMO shards glyphs --out "$SRC"
+[ -f "$VAL/manifest.json" ] || $MNEMO holdout --src "$SRC" --out "$VAL" --per-class "$PER_CLASS"
+mkdir -p "$OUT"
+
+run_one() {   # name selection [key=value ...]
+  local name=$1 sel=$2; shift 2
+  if grep -q '"status": "complete"' "$OUT/$name/metrics.json" 2>/dev/null; then echo "done already: $name"; return 0; fi
+  local base=()
+  [ "$name" != herding ] && base=("train.base_from=$OUT/herding")
+  # shellcheck disable=SC2206
+  local args=(train --config "$RECIPE" --run-dir "$OUT/$name" "data.shards=$VAL" "seed=$SEED"
+              "exemplars.selection=$sel" "${base[@]}" "$@" $EXTRA)
+  echo "=== $name: $MNEMO ${args[*]}"
+  OMP_NUM_THREADS=$THREADS $MNEMO "${args[@]}" >"$OUT/$name.log" 2>&1 || { echo "FAILED: $name ($OUT/$name.log)"; return 1; }
+  echo "$name: $(grep 'average incremental accuracy' "$OUT/$name.log" | tail -1 | sed 's/^[0-9:]* //')"
+}
+export -f run_one
+export MNEMO OUT VAL SEED RECIPE THREADS EXTRA
+
+THREADS=${BASE_THREADS:-2} run_one herding herding   # the shared phase 0 (and the herding reference), alone
+specs=()
+for s in $SETTINGS; do
+  name=${s%%:*}; kv=${s#*:}
+  specs+=("$name mnemonics $(echo "$kv" | tr ',' '\n' | sed 's/^/exemplars.mnemonics./' | tr '\n' ' ')")
+done
+specs+=("random random")
+printf '%s\n' "${specs[@]}" | xargs -P "$JOBS" -L1 bash -c 'run_one "$@"' _
+.venv/bin/python benchmarks/collect_table.py "$OUT" --out "$OUT/table.md"
+cat "$OUT/table.md"
+grep -h "mnemonics select" "$OUT"/*.log | sed 's/^[0-9:]* //' | head -40

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Table 2 of the mnemonics paper at glyph scale: exemplar selection (random / herding / mnemonics),
+# each without and with the adjustment of old exemplars (Eq. 10), over several seeds; LwF-style
+# training (configs/glyphs.yaml's strategy). Mean ± std of Ā and F per row.
+#
+#   bash scripts/experiments/table2_glyphs.sh
+#   SEEDS="0 1 2" VARIANTS="mnemonics herding random" ADJ="true false" JOBS=2 \
+#     EXTRA="data.image_size=16" RECIPE=configs/glyphs_b12_25.yaml OUT=runs/table2_b12 bash scripts/...
+#
+# Every seed trains phase 0 once (the "herding, no adjustment" run) and the other rows of that seed
+# start from its phase 0 (`train.base_from`): phase-0 training does not depend on the exemplar level.
+# Runs go JOBS at a time with OMP_NUM_THREADS=THREADS each (default 2 x 1 thread on a 2-core box);
+# every run writes OUT/<variant>_<adj|noadj>_s<seed>/ and is resumable (rerun: finished runs are
+# skipped). MNEMONICS: the exemplar-level settings (default: the cheap CPU preset of configs/glyphs.yaml).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/mnemo/torch_extensions}
+MNEMO=${MNEMO:-.venv/bin/mnemo}
+OUT=${OUT:-runs/table2}
+RECIPE=${RECIPE:-configs/glyphs.yaml}
+SEEDS=${SEEDS:-"0 1 2"}
+VARIANTS=${VARIANTS:-"mnemonics herding random"}   # (longest first: better packing over JOBS)
+ADJ=${ADJ:-"true false"}
+JOBS=${JOBS:-2}
+THREADS=${THREADS:-1}
+EXTRA=${EXTRA:-}
+MNEMONICS=${MNEMONICS:-}
+[ -f data/glyphs/manifest.json ] || $MNEMO shards glyphs --out data/glyphs
+mkdir -p "$OUT"
+
+run_one() {   # name seed selection adjust [base]
+  local name=$1 seed=$2 sel=$3 adj=$4 base=${5:-}
+  if grep -q '"status": "complete"' "$OUT/$name/metrics.json" 2>/dev/null; then echo "done already: $name"; return 0; fi
+  local args=(train --config "$RECIPE" --run-dir "$OUT/$name" "seed=$seed" "exemplars.selection=$sel"
+              "exemplars.adjust_old=$adj")
+  [ -n "$base" ] && args+=("train.base_from=$base")
+  # shellcheck disable=SC2206  # word lists on purpose
+  args+=($MNEMONICS $EXTRA)
+  echo "=== $name: $MNEMO ${args[*]}"
+  if OMP_NUM_THREADS=$THREADS $MNEMO "${args[@]}" >"$OUT/$name.log" 2>&1; then
+    echo "$name: $(grep 'average incremental accuracy' "$OUT/$name.log" | tail -1 | sed 's/^[0-9:]* //')"
+  else
+    echo "FAILED: $name (log: $OUT/$name.log)"; return 1
+  fi
+}
+export -f run_one
+export MNEMO OUT RECIPE THREADS EXTRA MNEMONICS
+
+# 1. one phase-0 training per seed (the herding, no-adjustment row)
+printf '%s\n' $SEEDS | xargs -P "$JOBS" -I{} bash -c 'run_one herding_noadj_s{} {} herding false'
+# 2. every other row of each seed from that seed's phase 0
+specs=()
+for adj in $ADJ; do
+  for sel in $VARIANTS; do
+    for seed in $SEEDS; do
+      tag=$([ "$adj" = true ] && echo adj || echo noadj)
+      [ "$sel-$adj" = herding-false ] && continue
+      specs+=("${sel}_${tag}_s$seed $seed $sel $adj $OUT/herding_noadj_s$seed")
+    done
+  done
+done
+status=0
+printf '%s\n' "${specs[@]}" | xargs -P "$JOBS" -L1 bash -c 'run_one "$@"' _ || status=1
+.venv/bin/python benchmarks/collect_table.py "$OUT" --seeds --out "$OUT/table.md"
+cat "$OUT/table.md"
+exit $status
