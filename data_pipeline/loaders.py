@@ -1,6 +1,6 @@
 """`data.loader: dali | torch | auto`: pick the training loader of a stage.
 
-* torch: PhaseBatches over the phase's images decoded in memory (shard_reader.read_classes).
+* torch: PhaseBatches over the phase's images decoded in memory (phase_images.PhaseImages.images).
 * dali: DaliPhaseBatches, reading the phase's shards directly (DALI on CPU here, nvJPEG on a GPU).
 * auto: dali when nvidia.dali imports and a probe pipeline decodes an image here, else torch.
 
@@ -57,13 +57,14 @@ def train_batches(loader: str, cfg, data, phase_real, manifest, plan, dist_info,
     """The batches of one training stage: an object with `steps_per_epoch` and `epoch(e)`.
 
     `loader`: resolve_loader's answer; `data`: the stage's StageData; `phase_real`: the phase's
-    real data as read by the driver (a DecodedSet: .images uint8, .class_ids). The DALI loader is used
-    when `data.real_images` is exactly that set; exemplar-only stages (balanced fine-tune) need no
-    decoding and keep PhaseBatches."""
+    real data as the driver read it (a lazily decoded PhaseImages). The DALI loader is used when
+    `data.real_images` is exactly that set, which then is never decoded in memory; exemplar-only stages
+    (balanced fine-tune) need no decoding and keep PhaseBatches."""
     from data_pipeline.phase_batches import PhaseBatches
+    from data_pipeline.phase_images import PhaseImages
 
     share = getattr(cfg.data, "exemplar_share", None)
-    if loader == "dali" and data.real_images is not None and data.real_images is phase_real.images:
+    if loader == "dali" and data.real_images is not None and data.real_images is phase_real:
         from data_pipeline.dali_batches import DaliPhaseBatches
 
         class_ids = sorted(set(phase_real.class_ids.tolist()))
@@ -71,6 +72,7 @@ def train_batches(loader: str, cfg, data, phase_real, manifest, plan, dist_info,
                                 dist_info.rank, dist_info.world, seed, cfg.data.preset, cfg.data.image_size,
                                 label_of=plan.label_of(), exemplar_share=share, threads=max(1, cfg.data.workers),
                                 device_id=_device_id(dist_info.device))
-    return PhaseBatches(data.real_images, data.real_labels, data.ex_images, data.ex_labels, cfg.train.batch_size,
+    real_images = data.real_images.images if isinstance(data.real_images, PhaseImages) else data.real_images
+    return PhaseBatches(real_images, data.real_labels, data.ex_images, data.ex_labels, cfg.train.batch_size,
                         dist_info.rank, dist_info.world, seed, cfg.data.preset, cfg.data.image_size,
                         exemplar_share=share)

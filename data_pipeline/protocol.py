@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from mnemo.errors import UserError
 
@@ -39,6 +40,12 @@ class PhasePlan:
 
     def label_of(self) -> dict[int, int]:
         return {cid: label for label, cid in enumerate(self.order)}
+
+    def labels_of(self, class_ids: torch.Tensor) -> torch.Tensor:
+        """Incremental labels of a tensor of dataset class ids (-1 for a class outside the protocol)."""
+        lut = torch.full((max(self.order) + 1,), -1, dtype=torch.int64)
+        lut[torch.tensor(self.order)] = torch.arange(len(self.order))
+        return lut[class_ids]
 
 
 def make_plan(num_classes_in_data: int, base_classes: int, phases: int, seed: int = 1993,

@@ -1,6 +1,7 @@
 """Decode the shards of chosen classes into one in-memory uint8 tensor (webdataset + PIL).
 
-Used by the torch fallback loader, evaluation, and feature extraction. The stored side is the model
+Used through phase_images.PhaseImages, which calls it per class (lazily) for the torch fallback
+loader, exemplar selection and evaluation. The stored side is the model
 input side for 32 px presets; for the imagenet preset the train images are kept at 256/224 of it so
 random-resized-crop has room, and eval images are resize(256/224 S) + centre crop S (the standard).
 """

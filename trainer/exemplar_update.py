@@ -55,9 +55,10 @@ class _Trace:
                  delta.mean().item(), delta.max().item(), time.perf_counter() - self.t0)
 
 
-def _select_group(model, group: list[int], images: torch.Tensor, labels: torch.Tensor, m: int, cfg,
-                  phase: int, device) -> dict[int, torch.Tensor]:
+def _select_group(model, group: list[int], group_images, m: int, cfg, phase: int, device) -> dict[int, torch.Tensor]:
+    """E_i for one class group; `group_images(group)` decodes just this group's real images."""
     sel = cfg.exemplars.selection
+    images, labels = group_images(group)
     out: dict[int, torch.Tensor] = {}
     for label in group:
         cls = images[labels == label]
@@ -70,9 +71,8 @@ def _select_group(model, group: list[int], images: torch.Tensor, labels: torch.T
     if sel == "mnemonics" and m > 0:
         x = torch.cat([out[l] for l in group]).to(device)
         y = torch.cat([torch.full((len(out[l]),), l, dtype=torch.int64) for l in group]).to(device)
-        mask = torch.isin(labels, torch.tensor(group))
         g = _generator(cfg.seed, phase, group[0], 1)
-        val = _val_batches(images[mask], labels[mask], cfg.exemplars.mnemonics.val_batch_size, g)
+        val = _val_batches(images, labels, cfg.exemplars.mnemonics.val_batch_size, g)
         trace = _Trace("select", group, phase)
         x0, x = x, optimise_exemplars(model, x, y, val, cfg.exemplars.mnemonics, generator=g, progress=trace)
         trace.report(x0, x)
@@ -111,18 +111,19 @@ def _spread(groups: list[list[int]], cost_of, dist_info, work) -> dict[int, torc
     return merged
 
 
-def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labels: list[int],
-                  images: torch.Tensor, labels: torch.Tensor, cfg, phase: int, dist_info, events) -> dict:
-    """Steps 10-17 of Algorithm 1 on `memory` (in place). `images`/`labels`: D_i (uint8, incremental labels)."""
+def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labels: list[int], group_images,
+                  counts: dict[int, int], cfg, phase: int, dist_info, events) -> dict:
+    """Steps 10-17 of Algorithm 1 on `memory` (in place). `group_images(labels) -> (images, labels)`: the
+    real D_i images (uint8) and incremental labels of a class group, decoded when asked (a rank decodes
+    only its own groups); `counts`: images per new class (for balancing groups over ranks)."""
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
     ex = cfg.exemplars
     m = quota(ex.per_class, ex.budget, len(old_labels) + len(new_labels))
     new_groups = class_groups(list(new_labels), ex.group_size)
-    counts = {l: int((labels == l).sum()) for l in new_labels}
     new = _spread(new_groups, lambda g: sum(min(m, counts[l]) for l in g) + sum(counts[l] for l in g) / 100,
-                  dist_info, lambda g: _select_group(model, g, images, labels, m, cfg, phase, dist_info.device))
+                  dist_info, lambda g: _select_group(model, g, group_images, m, cfg, phase, dist_info.device))
     t_select = time.perf_counter() - t0
     faults.maybe_fail("exemplars", phase)
     t_adjust = 0.0

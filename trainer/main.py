@@ -19,7 +19,7 @@ from data_pipeline.augment import FLIP
 from data_pipeline.manifest import load_manifest
 from data_pipeline.loaders import resolve_loader, train_batches
 from data_pipeline.protocol import make_plan
-from data_pipeline.shard_reader import read_classes
+from data_pipeline.phase_images import ClassCache, PhaseImages
 from exemplars.memory import ExemplarMemory
 from mnemo.errors import UserError
 from trainer import base_model, checkpoint, distributed, faults, stage_checkpoint
@@ -57,12 +57,6 @@ def git_sha() -> str:
                               capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def _labels_of(plan, class_ids: torch.Tensor) -> torch.Tensor:
-    lut = torch.full((max(plan.order) + 1,), -1, dtype=torch.int64)
-    lut[torch.tensor(plan.order)] = torch.arange(len(plan.order))
-    return lut[class_ids]
 
 
 def _default_stage_spec(stage: str, cfg: Config, phase: int) -> StageSpec:
@@ -131,14 +125,15 @@ def run(cfg: Config, run_dir: str | Path, stop_after_phase: int | None = None) -
         log.info("run %s is already complete", run_dir)
     events.write(event="start", phase=start, world=dist_info.world, device=str(device))
 
-    read = lambda split, labels: read_classes(manifest, split, plan.class_ids(labels), cfg.data.preset,  # noqa: E731
-                                              cfg.data.image_size, cfg.data.workers, cfg.data.cache_max_gb)
-    test = read("test", plan.seen_labels(start - 1) if start else [])
-    test_labels = _labels_of(plan, test.class_ids)
+    caches = {"train": ClassCache(), "test": ClassCache()}       # decoded classes, kept while they fit
+    read = lambda split, labels: PhaseImages(manifest, split, plan.class_ids(labels), cfg.data.preset,  # noqa: E731
+                                             cfg.data.image_size, cfg.data.workers, cfg.data.cache_max_gb,
+                                             caches[split])
     last = plan.num_phases if stop_after_phase is None else min(plan.num_phases, stop_after_phase + 1)
     for phase in range(start, last):
-        model, test, test_labels = _run_phase(phase, cfg, run_dir, plan, manifest, strategy, model, memory, metrics,
-                                              events, dist_info, read, test, test_labels, base)
+        caches["train"].images.clear()                # a phase's train classes are never read again
+        model = _run_phase(phase, cfg, run_dir, plan, manifest, strategy, model, memory, metrics, events,
+                           dist_info, read, base)
     if dist_info.is_main:
         metrics.write(run_dir / "metrics.json")
         log.info("results for %s\n%s", run_dir, metrics.table())
@@ -147,7 +142,7 @@ def run(cfg: Config, run_dir: str | Path, stop_after_phase: int | None = None) -
 
 
 def _run_phase(phase, cfg, run_dir, plan, manifest, strategy, model, memory, metrics, events, dist_info, read,
-               test, test_labels, base=None):
+               base=None):
     """One phase of Algorithm 1, resuming from RUN/ckpt/ when it holds a checkpoint of this phase."""
     device = dist_info.device
     t_phase = time.perf_counter()
@@ -159,8 +154,8 @@ def _run_phase(phase, cfg, run_dir, plan, manifest, strategy, model, memory, met
     log.info("phase %d/%d: %d new classes, %d seen, strategy %s, exemplars %s", phase, plan.num_phases - 1,
              len(ctx.new_labels), len(ctx.seen_labels), strategy.name,
              cfg.exemplars.selection if strategy.uses_exemplars else "none")
-    real = read("train", strategy.train_labels(ctx))
-    real_labels = _labels_of(plan, real.class_ids)
+    real = read("train", strategy.train_labels(ctx))     # decoded lazily, class by class (phase_images.py)
+    real_labels = plan.labels_of(real.class_ids)
     timings: dict[str, float] = {}
     exemplar_info = None
     resume = stage_checkpoint.load(run_dir, phase)
@@ -185,10 +180,14 @@ def _run_phase(phase, cfg, run_dir, plan, manifest, strategy, model, memory, met
         if resume is not None and (k < resume.stage_index or (k == resume.stage_index and resume.epoch is None)):
             continue                                   # finished before the crash
         if stage == "exemplars":
-            new_mask = torch.isin(real_labels, torch.tensor(ctx.new_labels))
+            def group_images(labels, real=real):        # one class group's D_i, decoded on demand
+                ids = plan.class_ids(labels)
+                return real.classes(ids), real_labels[real.span(ids)]
+
+            counts = {l: real.counts[plan.order[l]] for l in ctx.new_labels}
             t0 = time.perf_counter()
-            exemplar_info = update_memory(model, memory, ctx.new_labels, ctx.old_labels, real.images[new_mask],
-                                          real_labels[new_mask], cfg, phase, dist_info, events)
+            exemplar_info = update_memory(model, memory, ctx.new_labels, ctx.old_labels, group_images, counts,
+                                          cfg, phase, dist_info, events)
             timings["exemplars_s"] = time.perf_counter() - t0
             stage_checkpoint.save_stage_done(run_dir, dist_info, phase, k, stage, extra(True))
             continue
@@ -198,7 +197,7 @@ def _run_phase(phase, cfg, run_dir, plan, manifest, strategy, model, memory, met
             events.write(event="base_from", run=str(base))
             stage_checkpoint.save_stage_done(run_dir, dist_info, phase, k, stage, extra(True))
             continue
-        data = _default_stage_data(stage, ctx, strategy, real.images, real_labels, memory)
+        data = _default_stage_data(stage, ctx, strategy, real, real_labels, memory)
         data = strategy.stage_data(stage, ctx, data)
         spec = strategy.stage_spec(stage, ctx) or _default_stage_spec(stage, cfg, phase)
         if spec.epochs <= 0 or len(data) < dist_info.world:
@@ -235,11 +234,8 @@ def _run_phase(phase, cfg, run_dir, plan, manifest, strategy, model, memory, met
     strategy.after_phase(ctx)
 
     t_eval = time.perf_counter()
-    new_test = read("test", ctx.new_labels)
-    test.images = torch.cat([test.images, new_test.images])
-    test.class_ids = torch.cat([test.class_ids, new_test.class_ids])
-    test_labels = torch.cat([test_labels, _labels_of(plan, new_test.class_ids)])
-    result = evaluate(model, strategy, test.images, test_labels, plan, phase,
+    test = read("test", ctx.seen_labels)              # streamed in class chunks once over data.cache_max_gb
+    result = evaluate(model, strategy, test, plan.labels_of(test.class_ids), plan, phase,
                       memory if strategy.uses_exemplars else None, device, cfg.eval.batch_size, cfg.eval.nme,
                       FLIP[cfg.data.preset], dist_info)
     timings["eval_s"] = time.perf_counter() - t_eval
@@ -266,4 +262,4 @@ def _run_phase(phase, cfg, run_dir, plan, manifest, strategy, model, memory, met
         metrics.write(run_dir / "metrics.json")
         write_profile(run_dir)                  # RUN/profile.json: per-phase time split and stage throughput
     stage_checkpoint.clear(run_dir, dist_info)
-    return model, test, test_labels
+    return model

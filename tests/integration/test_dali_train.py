@@ -54,3 +54,26 @@ def test_only_dali_pipeline_imports_nvidia_dali():
                                                     "launch", "reporting")
                  for p in (ROOT / d).rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == ["data_pipeline/dali_pipeline.py"]
+
+
+def test_dali_runs_stream_a_phase_larger_than_the_cache(tmp_path, digits_shards):
+    """Over data.cache_max_gb, a DALI run never holds a phase in memory: training reads the shards,
+    exemplar selection and evaluation decode one class group / chunk at a time. The results equal a run
+    that caches everything; the torch loader refuses with the one-line cache message."""
+    pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
+
+    def train(name, *extra):
+        return subprocess.run([sys.executable, "-m", "mnemo.cli", "train", "--config", "configs/glyphs.yaml",
+                               "--run-dir", str(tmp_path / name), f"data.shards={digits_shards}", *FAST,
+                               "eval.nme=true", *extra], capture_output=True, text=True, cwd=ROOT, timeout=900)
+
+    tiny = "data.cache_max_gb=0.00001"          # ~10 KB: less than one class of 16 px digits
+    r = train("streamed", "data.loader=dali", tiny)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = train("cached", "data.loader=dali")
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("streamed", "cached"))
+    for key in ("accuracy", "accuracy_nme", "accuracy_base", "acc_row"):
+        assert [p.get(key) for p in a["phases"]] == [p.get(key) for p in b["phases"]], key
+    r = train("torch", "data.loader=torch", tiny)
+    assert r.returncode == 2 and "over data.cache_max_gb=1e-05" in r.stderr and "Traceback" not in r.stderr

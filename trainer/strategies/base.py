@@ -13,6 +13,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
+from data_pipeline.phase_images import PhaseImages
 from data_pipeline.protocol import PhasePlan
 
 
@@ -51,8 +52,11 @@ class StageSpec:
 
 @dataclass
 class StageData:
-    """Training data of a stage: real images (uint8) and exemplar tensors (float), with labels."""
-    real_images: torch.Tensor | None
+    """Training data of a stage: real images (uint8) and exemplar tensors (float), with labels.
+
+    `real_images` is a uint8 tensor, or the driver's lazily decoded PhaseImages (indexing it with a
+    mask or index tensor decodes only the classes selected; `.images` decodes all of it)."""
+    real_images: torch.Tensor | PhaseImages | None
     real_labels: torch.Tensor | None
     ex_images: torch.Tensor | None
     ex_labels: torch.Tensor | None
