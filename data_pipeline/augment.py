@@ -68,6 +68,14 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., top: top + size, left: left + size]
 
 
+def model_view(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A train image as the model sees it without augmentation: imagenet-preset train images are stored
+    at 256/224 of the input side (room for random-resized-crop), so they are centre-cropped to `size`
+    (the eval view). Exemplars, herding features and imprinted weights use this view, so exemplars have
+    the model's input size and mix with real batches. No-op when the side already is `size`."""
+    return x if x.shape[-1] == size else center_crop(x, size)
+
+
 def augment_real(x: torch.Tensor, preset: str, size: int, g: torch.Generator) -> torch.Tensor:
     """Training augmentation of a real batch (float [0,1])."""
     if preset == "imagenet":

@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from data_pipeline.augment import model_view
 from exemplars.memory import ExemplarMemory, quota
 from exemplars.mnemonics import adjust_exemplars, optimise_exemplars
 from exemplars.selection import herding_order, random_order
@@ -59,6 +60,7 @@ def _select_group(model, group: list[int], group_images, m: int, cfg, phase: int
     """E_i for one class group; `group_images(group)` decodes just this group's real images."""
     sel = cfg.exemplars.selection
     images, labels = group_images(group)
+    images = model_view(images, cfg.data.image_size)   # exemplars are stored at the model's input size
     out: dict[int, torch.Tensor] = {}
     for label in group:
         cls = images[labels == label]

@@ -77,3 +77,27 @@ def test_dali_runs_stream_a_phase_larger_than_the_cache(tmp_path, digits_shards)
         assert [p.get(key) for p in a["phases"]] == [p.get(key) for p in b["phases"]], key
     r = train("torch", "data.loader=torch", tiny)
     assert r.returncode == 2 and "over data.cache_max_gb=1e-05" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_imagenet1k_b500_recipe_runs_streamed_on_the_full_size_fixture(tmp_path, imagenet_fixture):
+    """The ImageNet-1k B500 recipe over 1,000 synsets (one increment of 500, to keep the suite short) with
+    DALI and a cache far below one phase: phase 0 (500 classes) trains from the shards, selects
+    exemplars group by group and evaluates in chunks; phase 1 mixes the exemplars, centre-cropped to
+    the model's input side, into DALI's random-resized-crop batches (this crashed before: the
+    exemplars kept the 256/224-larger stored side)."""
+    pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
+    _, manifest = imagenet_fixture
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "mnemo.cli", "train", "--config", "configs/imagenet1k_b500_5.yaml",
+                        "--run-dir", str(run), f"data.shards={manifest.root}", "data.loader=dali",
+                        "data.cache_max_gb=0.0001", "protocol.phases=1", "data.image_size=32", "model.arch=resnet20", "train.epochs=1",
+                        "train.finetune_epochs=1", "train.batch_size=64", "exemplars.per_class=1",
+                        "exemplars.group_size=50", "eval.batch_size=256"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["status"] == "complete" and [p["classes_seen"] for p in m["phases"]] == [500, 1000]
+    assert m["phases"][-1]["exemplars_total"] == 1000
+    import torch
+    bank = torch.load(run / "phases" / "p01" / "memory.pt", weights_only=False)["bank"]
+    assert {tuple(x.shape[1:]) for x in bank.values()} == {(3, 32, 32)}

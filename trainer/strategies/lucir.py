@@ -23,6 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from data_pipeline.augment import model_view
 from trainer.features import extract_features
 from trainer.models.heads import CosineHead
 from trainer.models.net import IncrementalNet
@@ -79,7 +80,8 @@ class LUCIR(Strategy):
         scale = old_w.norm(dim=1).mean() if len(old_w) else torch.tensor(1.0)
         new_w = head.weights[-1]
         for j, label in enumerate(new_labels):
-            f = extract_features(model, images[labels == label], device, self.cfg.eval.batch_size)
+            x = model_view(images[labels == label], self.cfg.data.image_size)
+            f = extract_features(model, x, device, self.cfg.eval.batch_size)
             if len(f):
                 new_w[j] = F.normalize(f.mean(0), dim=0).to(new_w) * scale.to(new_w)
 
