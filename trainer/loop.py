@@ -16,6 +16,12 @@ from trainer.strategies.base import Batch, Strategy
 log = logging.getLogger(__name__)
 
 
+def _check_finite(finite: torch.Tensor, phase: int, stage: str, epoch: int, step: int) -> None:
+    if not bool(finite):                       # the one host sync, at log points and epoch ends only
+        raise FloatingPointError(f"phase {phase} {stage} epoch {epoch}: the loss became non-finite by step "
+                                 f"{step + 1} (lower the learning rate?)")
+
+
 def run_stage(engine: Engine, strategy: Strategy, batches, epochs: int, lr_at, stage: str, phase: int,
               events: EventLog, world: int, log_every: int = 50, start_epoch: int = 0, on_epoch_end=None) -> dict:
     """Train epochs `start_epoch..epochs-1`; `lr_at(epoch)` gives the learning rate; `on_epoch_end(epoch)`
@@ -30,8 +36,11 @@ def run_stage(engine: Engine, strategy: Strategy, batches, epochs: int, lr_at, s
         lr = lr_at(epoch)
         engine.set_lr(lr)
         model.train()
-        sums: dict[str, float] = {}
-        n_img = 0
+        # Loss sums and the finiteness flag stay on the device: reading them back every step would
+        # stall a GPU twice per step; they are read at log points and at the end of the epoch.
+        sums: dict[str, torch.Tensor] = {}
+        finite = torch.ones((), dtype=torch.bool, device=engine.device)
+        n_img = step = 0
         wait = 0.0
         t0 = t_data = time.perf_counter()
         timer.start_epoch()
@@ -43,23 +52,23 @@ def run_stage(engine: Engine, strategy: Strategy, batches, epochs: int, lr_at, s
                 losses = strategy.loss(model, Batch(x, y), stage)
             timer.mark("forward")
             loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"phase {phase} {stage} epoch {epoch}: loss is {loss.item()} "
-                                         "(lower the learning rate?)")
+            finite &= torch.isfinite(loss.detach())
             engine.step(loss, mark=timer.mark)
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(y)
+                sums[k] = sums.get(k, 0.0) + v.detach().float() * len(y)
             n_img += len(y)
             if log_every and (step + 1) % log_every == 0:
+                _check_finite(finite, phase, stage, epoch, step)
                 rate = n_img * world / (time.perf_counter() - t0)
                 log.info("phase %d %s epoch %d/%d step %d/%d loss %.4f %.0f img/s", phase, stage, epoch + 1,
-                         epochs, step + 1, steps, sums["loss"] / n_img, rate)
+                         epochs, step + 1, steps, float(sums["loss"]) / n_img, rate)
             t_data = time.perf_counter()
             timer.mark("other")
+        _check_finite(finite, phase, stage, epoch, step)
         distributed.average_buffers(model)
         dt = time.perf_counter() - t0
         seen_images += n_img
-        means = {k: v / max(1, n_img) for k, v in sums.items()}
+        means = {k: float(v) / max(1, n_img) for k, v in sums.items()}
         img_s = n_img * world / dt if dt > 0 else math.nan
         elapsed = time.perf_counter() - stage_start
         eta = elapsed / (epoch + 1 - start_epoch) * (epochs - epoch - 1)
