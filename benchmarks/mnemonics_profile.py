@@ -171,6 +171,23 @@ def profile_mnemonics(steps=(1, 5, 25, 50), sizes=(32, 224), checkpoint=(True, F
     return out
 
 
+def phase_share(run_dir: str) -> dict:
+    """Share of each phase's wall time spent in the exemplar level (selection + Eq. 10 adjustment) of a
+    finished or running run, from its RUN/profile.json (e.g. the glyph default with mnemonics)."""
+    path = os.path.join(run_dir, "profile.json")
+    try:
+        with open(path) as f:
+            phases = json.load(f)["phases"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"mnemo profile mnemonics: --run {run_dir}: no readable profile.json ({e})")
+    rows = [{"phase": p["phase"], "wall_s": p["wall_s"], "exemplars_s": p["split_s"].get("exemplars", 0.0),
+             "share": round(p["split_s"].get("exemplars", 0.0) / p["wall_s"], 4) if p["wall_s"] else None}
+            for p in phases]
+    total = sum(r["wall_s"] for r in rows)
+    return {"run": run_dir, "phases": rows,
+            "share_all_phases": round(sum(r["exemplars_s"] for r in rows) / total, 4) if total else None}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one config, print JSON
@@ -188,6 +205,10 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--timeout", type=float, default=None, help="seconds per configuration")
     ap.add_argument("--verbose", action="store_true", help="each result on stderr as it comes")
+    ap.add_argument("--run", action="append", default=[],
+                    help="also report the share of each phase's wall time spent on exemplars in this run "
+                         "directory (repeatable), e.g. a glyph-default run with exemplars.selection=mnemonics")
+    ap.add_argument("--share-only", action="store_true", help="with --run: skip the outer-step measurements")
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(_measure_one(json.loads(args.one))))
@@ -195,10 +216,14 @@ def main(argv=None) -> None:
     ck = {"both": (True, False), "on": (True,), "off": (False,)}[args.checkpoint]
     as_int = lambda d: {int(k): v for k, v in d.items()} if d else None  # noqa: E731
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.verbose else None
-    print(json.dumps(profile_mnemonics(
+    shares = [phase_share(r) for r in args.run]          # before the (long) measurements: fail fast
+    out = profile_mnemonics(
         tuple(args.steps), tuple(args.sizes), ck, tuple(args.segments), args.classes,
         as_int(args.per_class), as_int(args.val_batch), args.repeats, args.device, args.threads,
-        args.timeout, log)))
+        args.timeout, log) if not args.share_only else {}
+    if shares:
+        out["phase_share"] = shares
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -294,3 +294,17 @@ def test_groups_do_not_depend_on_world_size():
         assert len(assignment) == world
         assert sorted(i for r in assignment for i in r) == list(range(len(groups)))
         assert class_groups(order, 4) == groups
+
+
+def test_profile_reports_the_exemplar_share_of_each_phase(tmp_path, capsys):
+    import json
+
+    from benchmarks.mnemonics_profile import main
+
+    phases = [{"phase": 0, "wall_s": 100.0, "split_s": {"train": 80.0, "exemplars": 20.0}},
+              {"phase": 1, "wall_s": 50.0, "split_s": {"train": 20.0, "exemplars": 25.0, "eval": 5.0}}]
+    (tmp_path / "profile.json").write_text(json.dumps({"phases": phases}))
+    main(["--share-only", "--run", str(tmp_path)])
+    out = json.loads(capsys.readouterr().out)
+    share = out["phase_share"][0]
+    assert [p["share"] for p in share["phases"]] == [0.2, 0.5] and share["share_all_phases"] == 0.3
