@@ -44,6 +44,7 @@ __all__ = [
     "unroll",
     "validation_loss",
     "unrolled_meta_loss",
+    "meta_loss_value",
     "fold_ids",
     "tensor_batches",
 ]
@@ -268,6 +269,17 @@ def validation_loss(model: nn.Module, params: Mapping[str, Tensor], buffers: Map
     if not losses:
         raise ValueError("validation_loss: no batches")
     return torch.stack(losses).mean()
+
+
+def meta_loss_value(model: nn.Module, exemplars: Tensor, labels: Tensor, batches: Iterable[Batch],
+                    settings: MnemonicsSettings) -> float:
+    """The meta-loss L_c(Θ'(E); batches) as a number, without building a graph (diagnostics: compare
+    the same real batches before and after optimising E)."""
+    params, buffers = _start_params(model)
+    with torch.no_grad():
+        theta = unroll(model, params, buffers, exemplars.detach(), labels.to(exemplars.device, torch.long),
+                       settings.inner_steps, settings.inner_lr)
+        return validation_loss(model, theta, buffers, batches, settings.val_bn).item()
 
 
 def unrolled_meta_loss(model: nn.Module, params: Mapping[str, Tensor],

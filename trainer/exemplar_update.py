@@ -14,7 +14,7 @@ import torch
 
 from data_pipeline.augment import model_view
 from exemplars.memory import ExemplarMemory, quota
-from exemplars.mnemonics import adjust_exemplars, optimise_exemplars
+from exemplars.mnemonics import adjust_exemplars, meta_loss_value, optimise_exemplars
 from exemplars.selection import herding_order, random_order
 from exemplars.sharding import assign_groups, class_groups
 from trainer import distributed, faults
@@ -46,13 +46,15 @@ class _Trace:
     def __call__(self, rec: dict) -> None:
         self.losses.append(rec["loss"])
 
-    def report(self, before: torch.Tensor, after: torch.Tensor) -> None:
+    def report(self, before: torch.Tensor, after: torch.Tensor, fixed: tuple[float, float] | None = None) -> None:
+        """`fixed`: the meta-loss on one fixed real batch with the initial and the final exemplars."""
         if not self.losses:
             return
         delta = (after.float() - before.float().to(after.device)).abs().mul_(255)
-        log.info("phase %d mnemonics %s classes %s: meta-loss %.4f -> %.4f over %d outer steps, pixel change "
+        log.info("phase %d mnemonics %s classes %s: meta-loss %.4f -> %.4f over %d outer steps%s, pixel change "
                  "mean %.3f max %.1f (of 255), %.1fs", self.phase, self.what, self.group[0] if len(self.group) == 1
                  else f"{self.group[0]}-{self.group[-1]}", self.losses[0], self.losses[-1], len(self.losses),
+                 "" if fixed is None else f" (on one fixed real batch: {fixed[0]:.4f} -> {fixed[1]:.4f})",
                  delta.mean().item(), delta.max().item(), time.perf_counter() - self.t0)
 
 
@@ -77,7 +79,10 @@ def _select_group(model, group: list[int], group_images, m: int, cfg, phase: int
         val = _val_batches(images, labels, cfg.exemplars.mnemonics.val_batch_size, g)
         trace = _Trace("select", group, phase)
         x0, x = x, optimise_exemplars(model, x, y, val, cfg.exemplars.mnemonics, generator=g, progress=trace)
-        trace.report(x0, x)
+        pick = torch.linspace(0, len(labels) - 1, min(len(labels), cfg.exemplars.mnemonics.val_batch_size)).long()
+        probe = [(images[pick].float().div(255).to(device), labels[pick].to(device))]   # all classes, both sets
+        fixed = tuple(meta_loss_value(model, e, y, probe, cfg.exemplars.mnemonics) for e in (x0, x))
+        trace.report(x0, x, fixed)
         x = x.cpu()
         start = 0
         for l in group:
