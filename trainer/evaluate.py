@@ -6,7 +6,7 @@ import torch
 
 from data_pipeline.protocol import PhasePlan
 from trainer import distributed
-from trainer.features import extract_features
+from trainer.features import class_means, extract_features
 
 
 def _pct(correct: torch.Tensor) -> float | None:
@@ -25,15 +25,6 @@ def predict_all(strategy, model, images: torch.Tensor, device, batch_size: int, 
     if preds:
         return torch.cat(preds)
     return torch.empty((0,) if topk == 1 else (0, topk), dtype=torch.int64)
-
-
-def class_means(model, memory, labels, device, flip: bool, batch_size: int) -> torch.Tensor:
-    """NME prototypes: mean of L2-normalised exemplar features per class, renormalised."""
-    means = []
-    for label in labels:
-        f = extract_features(model, memory.get(label).float(), device, batch_size, flip=flip)
-        means.append(torch.nn.functional.normalize(f.mean(0), dim=0))
-    return torch.stack(means)
 
 
 @torch.no_grad()

@@ -20,3 +20,21 @@ def extract_features(model, images: torch.Tensor, device: torch.device, batch_si
         out.append(f.float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
+
+
+@torch.no_grad()
+def class_means(model, memory, labels, device, flip: bool, batch_size: int = 256) -> torch.Tensor | None:
+    """NME prototypes, (len(labels), d): per class, the mean of the L2-normalised exemplar features,
+    averaged with the mean over the mirrored exemplars when `flip`, then L2-normalised (iCaRL's code,
+    as LUCIR's `class_means`). None when a class has no exemplars. Used by evaluation's NME accuracy
+    and by iCaRL's classifier, so both report the same prototypes."""
+    means = []
+    for label in labels:
+        if label not in memory.bank or not len(memory.get(label)):
+            return None
+        x = memory.get(label).float()
+        f = extract_features(model, x, device, batch_size).mean(0)
+        if flip:
+            f = (f + extract_features(model, x.flip(-1), device, batch_size).mean(0)) / 2
+        means.append(torch.nn.functional.normalize(f, dim=0))
+    return torch.stack(means)

@@ -18,25 +18,9 @@ from __future__ import annotations
 import torch
 
 from data_pipeline.augment import FLIP
-from trainer.features import extract_features
+from trainer.features import class_means
 from trainer.strategies.lwf import LwF
 from trainer.strategies.registry import register
-
-
-@torch.no_grad()
-def icarl_class_means(model, memory, labels, device, flip: bool, batch_size: int = 256) -> torch.Tensor | None:
-    """(len(labels), d) L2-normalised class means of exemplar features (flip-averaged), or None when a
-    class has no exemplars."""
-    means = []
-    for label in labels:
-        if label not in memory.bank or not len(memory.get(label)):
-            return None
-        x = memory.get(label).float()
-        f = extract_features(model, x, device, batch_size).mean(0)
-        if flip:
-            f = (f + extract_features(model, x.flip(-1), device, batch_size).mean(0)) / 2
-        means.append(torch.nn.functional.normalize(f, dim=0))
-    return torch.stack(means)
 
 
 def nme_scores(features: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
@@ -62,7 +46,7 @@ class ICaRL(LwF):
         super().after_phase(ctx)
         self.means = None
         if ctx.memory is not None and self.uses_exemplars:
-            means = icarl_class_means(ctx.model, ctx.memory, ctx.seen_labels, ctx.device,
+            means = class_means(ctx.model, ctx.memory, ctx.seen_labels, ctx.device,
                                       FLIP[self.cfg.data.preset], self.cfg.eval.batch_size)
             self.means = None if means is None else means.to(ctx.device)
 
