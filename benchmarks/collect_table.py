@@ -46,6 +46,9 @@ def row(run: Path) -> dict:
     memory = ex.get("budget") if ex.get("budget") is not None else ex.get("per_class")
     free = strat in ("finetune", "joint") or memory == 0
     selection = "none" if free else ex.get("selection", "?") + ("+adj" if ex.get("adjust_old") else "")
+    if selection.startswith("mnemonics"):           # β1 distinguishes the paper's rate from a chosen one
+        mn = ex.get("mnemonics") or {}
+        selection += f" (β1={mn.get('lr', 0.01):g}, α2={mn.get('inner_lr', 0.01):g})"
     proto = cfg.get("protocol", {})
     wall = sum(p.get("wall_s", 0.0) for p in m.get("phases", []))
     return {

@@ -5,7 +5,7 @@
 #
 #   bash scripts/experiments/table2_glyphs.sh
 #   SEEDS="0 1 2" VARIANTS="mnemonics herding random" ADJ="true false" JOBS=2 \
-#     EXTRA="data.image_size=16" RECIPE=configs/glyphs_b12_25.yaml OUT=runs/table2_b12 bash scripts/...
+#     ADJ_SEEDS="0" EXTRA="data.image_size=16" RECIPE=configs/glyphs_b12_25.yaml OUT=runs/table2_b12 bash scripts/...
 #
 # Every seed trains phase 0 once (the "herding, no adjustment" run) and the other rows of that seed
 # start from its phase 0 (`train.base_from`): phase-0 training does not depend on the exemplar level.
@@ -21,6 +21,9 @@ RECIPE=${RECIPE:-configs/glyphs.yaml}
 SEEDS=${SEEDS:-"0 1 2"}
 VARIANTS=${VARIANTS:-"mnemonics herding random"}   # (longest first: better packing over JOBS)
 ADJ=${ADJ:-"true false"}
+ADJ_SEEDS=${ADJ_SEEDS:-$SEEDS}      # seeds that also run the (expensive) adjustment rows
+MNEMONICS_SEEDS=${MNEMONICS_SEEDS:-$SEEDS}
+SKIP=${SKIP:-}                      # rows to leave out, e.g. "random_adj" (names <selection>_<adj|noadj>)
 JOBS=${JOBS:-2}
 THREADS=${THREADS:-1}
 EXTRA=${EXTRA:-}
@@ -55,6 +58,9 @@ for adj in $ADJ; do
     for seed in $SEEDS; do
       tag=$([ "$adj" = true ] && echo adj || echo noadj)
       [ "$sel-$adj" = herding-false ] && continue
+      [[ " $SKIP " == *" ${sel}_${tag} "* ]] && continue
+      [ "$adj" = true ] && [[ " $ADJ_SEEDS " != *" $seed "* ]] && continue
+      [ "$sel" = mnemonics ] && [[ " $MNEMONICS_SEEDS " != *" $seed "* ]] && continue
       specs+=("${sel}_${tag}_s$seed $seed $sel $adj $OUT/herding_noadj_s$seed")
     done
   done

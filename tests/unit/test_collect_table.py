@@ -29,7 +29,7 @@ def test_collect_table(tmp_path, capsys):
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
             for line in out if line.startswith("| ")}
     assert rows["lucir_herding"][6:8] == ["70.00", "30.00"] and rows["lucir_herding"][10] == "2.0"
-    assert rows["lucir_ours"][2:4] == ["mnemonics+adj", "yes"] and rows["lucir_ours"][6:8] == ["75.00", "15.00"]
+    assert rows["lucir_ours"][2:4] == ["mnemonics+adj (β1=0.01, α2=0.01)", "yes"] and rows["lucir_ours"][6:8] == ["75.00", "15.00"]
     assert rows["lwm_exemplar_free"][2] == "none"
     assert "Total runtime of these runs: 4.2 min" in "\n".join(out)
 
