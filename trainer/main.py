@@ -93,7 +93,9 @@ def run(cfg: Config, run_dir: str | Path, stop_after_phase: int | None = None) -
              resolve_loader(cfg.data.loader, device))
 
     cfg_dict = cfg.to_dict()
-    base = base_model.check(cfg_dict, Config().to_dict())                 # train.base_from: reuse a phase 0
+    # train.base_from: reuse another run's phase 0 (checked only while this run's phase 0 is not sealed,
+    # so a finished phase 0 resumes even if the base run is gone)
+    base = base_model.check(cfg_dict, Config().to_dict()) if checkpoint.phase_problem(run_dir, 0) else None
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint.guard_config(run_dir, cfg_dict, Config().to_dict())

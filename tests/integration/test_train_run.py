@@ -132,3 +132,15 @@ def test_base_from_refuses_a_base_trained_differently(herding_run, digits_shards
     r = subprocess.run(cmd + [f"train.base_from={tmp_path / 'nowhere'}"], capture_output=True, text=True, cwd=ROOT,
                        timeout=300)
     assert r.returncode == 2 and "its phase 0 is not usable" in r.stderr
+
+
+def test_a_run_past_phase_0_resumes_without_its_base(herding_run, digits_shards, tmp_path):
+    run, _ = herding_run
+    base = tmp_path / "base"
+    shutil.copytree(run, base)
+    child = tmp_path / "child"
+    train(child, digits_shards, f"train.base_from={base}")
+    shutil.rmtree(child / "phases" / "p03")
+    shutil.rmtree(base)                                 # the base is gone: phase 0 of the child is sealed
+    r = train(child, digits_shards, f"train.base_from={base}")
+    assert "after sealed phase 2" in r.stderr
