@@ -8,9 +8,9 @@
 #
 # Protocols: configs/glyphs.yaml (B=32, N=5) for every method; LUCIR also on configs/glyphs_b12_25.yaml
 # (B=12, N=25). Each run writes runs/table1/<name>/ (resumable: rerunning skips finished runs and
-# continues unfinished ones). Extra overrides for every run: EXTRA="key=value ..."; the mnemonics
-# exemplar-level settings for "ours": MNEMONICS="..." (default below: the ImageNet preset's cheap
-# T=5 x 10 epochs, since the paper's T=50 x 50 epochs is far too slow for a CPU run).
+# continues unfinished ones). Extra overrides for every run: EXTRA="key=value ..." (the session-2
+# table used EXTRA="data.image_size=16"); extra mnemonics settings for "ours": MNEMONICS="..." (default:
+# none, i.e. configs/glyphs.yaml's preset: T=5 x 10 epochs, β1 = β2 = 10 chosen on validation).
 # The table (Ā, F, runtime from metrics.json wall_s): python benchmarks/collect_table.py runs/table1
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,7 +19,7 @@ MNEMO=${MNEMO:-.venv/bin/mnemo}
 OUT=${OUT:-runs/table1}
 SEED=${SEED:-0}
 EXTRA=${EXTRA:-}
-MNEMONICS=${MNEMONICS:-"exemplars.mnemonics.inner_steps=5 exemplars.mnemonics.epochs=10 exemplars.mnemonics.lr_halve_every=4"}
+MNEMONICS=${MNEMONICS:-}
 HERDING="exemplars.selection=herding"
 OURS="exemplars.selection=mnemonics exemplars.adjust_old=true train.weight_transfer=true $MNEMONICS"
 [ -f data/glyphs/manifest.json ] || $MNEMO shards glyphs --out data/glyphs
