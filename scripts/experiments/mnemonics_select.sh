@@ -46,7 +46,7 @@ THREADS=${BASE_THREADS:-2} run_one herding herding   # the shared phase 0 (and t
 specs=()
 for s in $SETTINGS; do
   name=${s%%:*}; kv=${s#*:}
-  specs+=("$name mnemonics $(echo "$kv" | tr ',' '\n' | sed 's/^/exemplars.mnemonics./' | tr '\n' ' ')")
+  specs+=("$name mnemonics $(echo "$kv" | tr ',' '\n' | sed 's/^/exemplars.mnemonics./' | paste -sd' ')")
 done
 specs+=("random random")
 printf '%s\n' "${specs[@]}" | xargs -P "$JOBS" -L1 bash -c 'run_one "$@"' _

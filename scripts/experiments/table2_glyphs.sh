@@ -23,6 +23,7 @@ VARIANTS=${VARIANTS:-"mnemonics herding random"}   # (longest first: better pack
 ADJ=${ADJ:-"true false"}
 ADJ_SEEDS=${ADJ_SEEDS:-$SEEDS}      # seeds that also run the (expensive) adjustment rows
 MNEMONICS_SEEDS=${MNEMONICS_SEEDS:-$SEEDS}
+BASES=${BASES:-$OUT}                # where the per-seed phase-0 runs live (share them between OUT dirs)
 SKIP=${SKIP:-}                      # rows to leave out, e.g. "random_adj" (names <selection>_<adj|noadj>)
 JOBS=${JOBS:-2}
 THREADS=${THREADS:-1}
@@ -50,7 +51,7 @@ export -f run_one
 export MNEMO OUT RECIPE THREADS EXTRA MNEMONICS
 
 # 1. one phase-0 training per seed (the herding, no-adjustment row)
-printf '%s\n' $SEEDS | xargs -P "$JOBS" -I{} bash -c 'run_one herding_noadj_s{} {} herding false'
+printf '%s\n' $SEEDS | OUT=$BASES xargs -P "$JOBS" -I{} bash -c 'run_one herding_noadj_s{} {} herding false'
 # 2. every other row of each seed from that seed's phase 0
 specs=()
 for adj in $ADJ; do
@@ -61,7 +62,7 @@ for adj in $ADJ; do
       [[ " $SKIP " == *" ${sel}_${tag} "* ]] && continue
       [ "$adj" = true ] && [[ " $ADJ_SEEDS " != *" $seed "* ]] && continue
       [ "$sel" = mnemonics ] && [[ " $MNEMONICS_SEEDS " != *" $seed "* ]] && continue
-      specs+=("${sel}_${tag}_s$seed $seed $sel $adj $OUT/herding_noadj_s$seed")
+      specs+=("${sel}_${tag}_s$seed $seed $sel $adj $BASES/herding_noadj_s$seed")
     done
   done
 done
