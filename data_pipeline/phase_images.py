@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from data_pipeline.manifest import Manifest
-from data_pipeline.shard_reader import estimate_bytes, read_classes, stored_side
+from data_pipeline.shard_reader import read_classes, stored_side
 from mnemo.errors import UserError
 
 
@@ -35,19 +35,21 @@ class PhaseImages:
         self.manifest, self.split, self.preset, self.image_size = manifest, split, preset, image_size
         self.workers, self.cache_max_gb = workers, cache_max_gb
         self.ids = sorted(int(c) for c in class_ids)
-        counts = [manifest.count(split, [c]) for c in self.ids]
-        self.counts = dict(zip(self.ids, counts))
+        self.counts = dict.fromkeys(self.ids, 0)
+        for shard in manifest.shards(split, self.ids):       # one pass over the manifest's shard list
+            self.counts[shard.class_id] += shard.samples
+        counts = [self.counts[c] for c in self.ids]
         self.class_ids = torch.repeat_interleave(torch.tensor(self.ids, dtype=torch.int64),
                                                  torch.tensor(counts, dtype=torch.int64))
         starts = torch.tensor([0] + counts).cumsum(0).tolist()
         self.offsets = {c: (starts[i], starts[i + 1]) for i, c in enumerate(self.ids)}
-        self.nbytes = estimate_bytes(manifest, split, self.ids, preset, image_size)
+        side = stored_side(preset, image_size, split)
+        self.shape = (3, side, side)
+        self.nbytes = len(self.class_ids) * 3 * side * side          # decoded uint8 size of the whole set
         self.fits = cache_max_gb is None or self.nbytes <= cache_max_gb * 2**30
         self.cache = cache if cache is not None else ClassCache()
         if not self.fits:
             self.cache.images.clear()          # streaming from here on: hold one request at a time
-        side = stored_side(preset, image_size, split)
-        self.shape = (3, side, side)
         self._all: torch.Tensor | None = None
 
     def __len__(self) -> int:

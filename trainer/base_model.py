@@ -30,17 +30,6 @@ FREE_KEYS = (
 )
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _free(key: str) -> bool:
     return any(key == f or key.startswith(f + ".") for f in FREE_KEYS)
 
@@ -65,10 +54,8 @@ def check(cfg_dict: dict, defaults: dict) -> Path | None:
         raise UserError(f"train.base_from={base}: cannot read its config.yaml ({e})") from None
     for extra in ("git_sha", "world_size"):     # written beside the config by dump_config
         stored.pop(extra, None)
-    ours, theirs, dflt = _flatten(cfg_dict), _flatten(stored), _flatten(defaults)
-    diffs = [f"{k} ({theirs.get(k, dflt.get(k))!r} there, {ours.get(k, dflt.get(k))!r} here)"
-             for k in sorted(set(ours) | set(theirs))
-             if not _free(k) and theirs.get(k, dflt.get(k)) != ours.get(k, dflt.get(k))]
+    diffs = [f"{key} ({there!r} there, {here!r} here)"
+             for key, there, here in checkpoint.config_diffs(stored, cfg_dict, defaults) if not _free(key)]
     if diffs:
         raise UserError(f"train.base_from={base}: its phase 0 was trained with a different configuration: "
                         f"{'; '.join(diffs)}. Only exemplar-level and later-phase keys may differ")

@@ -112,18 +112,20 @@ def load_phase(run_dir: Path, phase: int) -> tuple[dict, dict, dict]:
 _MISSING = object()
 
 
-def _diff(a, b, default, prefix: str) -> list[str]:
-    """Differences between the stored (a) and new (b) config; a key the stored config lacks (written
-    by an older mnemo) counts as its default value."""
-    if a is _MISSING:
-        a = default
-    if isinstance(a, dict) and isinstance(b, dict):
+def config_diffs(stored, new, default, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(key, stored value, new value) for every leaf where a stored config differs from a new one; a
+    key the stored config lacks (written by an older mnemo) counts as its default value. Used by the
+    resume guard here and by train.base_from (trainer/base_model.py)."""
+    if stored is _MISSING:
+        stored = default
+    if isinstance(stored, dict) and isinstance(new, dict):
         out = []
         default = default if isinstance(default, dict) else {}
-        for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k, _MISSING), b.get(k), default.get(k), f"{prefix}.{k}")
+        for k in sorted(set(stored) | set(new)):
+            key = f"{prefix}.{k}" if prefix else k
+            out += config_diffs(stored.get(k, _MISSING), new.get(k), default.get(k), key)
         return out
-    return [] if a == b else [f"{prefix} ({a!r} -> {b!r})"]
+    return [] if stored == new else [(prefix, stored, new)]
 
 
 def guard_config(run_dir: Path, cfg_dict: dict, defaults: dict | None = None) -> None:
@@ -134,7 +136,9 @@ def guard_config(run_dir: Path, cfg_dict: dict, defaults: dict | None = None) ->
     old = yaml.safe_load(path.read_text()) or {}
     diffs = []
     for section in GUARDED_SECTIONS:
-        diffs += _diff(old.get(section, _MISSING), cfg_dict.get(section), (defaults or {}).get(section), section)
+        stored, default = old.get(section, _MISSING), (defaults or {}).get(section)
+        diffs += [f"{key} ({a!r} -> {b!r})"
+                  for key, a, b in config_diffs(stored, cfg_dict.get(section), default, section)]
     if diffs:
         raise UserError(f"run directory {run_dir} was started with a different configuration: "
                         f"{'; '.join(diffs)}. Use a new --run-dir, or restore these keys to resume")

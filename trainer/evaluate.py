@@ -45,8 +45,9 @@ def evaluate(model, strategy, test, labels: torch.Tensor, plan: PhasePlan, phase
     gathered so every rank returns the same dict."""
     rank, world = dist_info.rank, dist_info.world
     seen = plan.seen_labels(phase)
-    use_nme = nme and memory is not None and all(l in memory.bank and len(memory.get(l)) for l in seen)
-    means = class_means(model, memory, seen, device, flip, batch_size) if use_nme else None
+    # None when a seen class has no exemplars: then there is no NME accuracy
+    means = class_means(model, memory, seen, device, flip, batch_size) if nme and memory is not None else None
+    use_nme = means is not None
     parts_idx, parts_top, parts_nme = [], [], []
     for ids in test.chunks(chunk_bytes):
         span = test.span(ids)

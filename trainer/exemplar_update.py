@@ -83,11 +83,7 @@ def _select_group(model, group: list[int], group_images, m: int, cfg, phase: int
         probe = [(images[pick].float().div(255).to(device), labels[pick].to(device))]   # all classes, both sets
         fixed = tuple(meta_loss_value(model, e, y, probe, cfg.exemplars.mnemonics) for e in (x0, x))
         trace.report(x0, x, fixed)
-        x = x.cpu()
-        start = 0
-        for l in group:
-            out[l] = x[start: start + len(out[l])]
-            start += len(out[l])
+        out = dict(zip(group, x.cpu().split([len(out[l]) for l in group])))
     return out
 
 
@@ -98,12 +94,7 @@ def _adjust_group(model, group: list[int], memory: ExemplarMemory, cfg, phase: i
     trace = _Trace("adjust", group, phase)
     x0, x = x, adjust_exemplars(model, x, y, cfg.exemplars.mnemonics, generator=g, progress=trace)
     trace.report(x0, x)
-    x = x.cpu()
-    out, start = {}, 0
-    for l in group:
-        out[l] = x[start: start + len(memory.get(l))]
-        start += len(memory.get(l))
-    return out
+    return dict(zip(group, x.cpu().split([len(memory.get(l)) for l in group])))
 
 
 def _spread(groups: list[list[int]], cost_of, dist_info, work) -> dict[int, torch.Tensor]:

@@ -47,7 +47,7 @@ class ICaRL(LwF):
         self.means = None
         if ctx.memory is not None and self.uses_exemplars:
             means = class_means(ctx.model, ctx.memory, ctx.seen_labels, ctx.device,
-                                      FLIP[self.cfg.data.preset], self.cfg.eval.batch_size)
+                                FLIP[self.cfg.data.preset], self.cfg.eval.batch_size)
             self.means = None if means is None else means.to(ctx.device)
 
     def predict(self, model, x: torch.Tensor) -> torch.Tensor:
