@@ -64,7 +64,8 @@ def _default_stage_spec(stage: str, cfg: Config, phase: int) -> StageSpec:
     if stage == "train":
         epochs = t.base_epochs if (phase == 0 and t.base_epochs) else t.epochs
         ms = scaled_milestones(t.lr_milestones, t.epochs, epochs)
-        return StageSpec(epochs, t.lr, lambda e: step_lr(t.lr, e, ms, t.lr_gamma, t.warmup_epochs))
+        lr = t.incremental_lr if (phase > 0 and t.incremental_lr is not None) else t.lr
+        return StageSpec(epochs, lr, lambda e: step_lr(lr, e, ms, t.lr_gamma, t.warmup_epochs))
     if stage == "balanced_finetune":
         return StageSpec(t.finetune_epochs, t.finetune_lr, lambda e: t.finetune_lr)
     raise UserError(f"strategy '{cfg.strategy.name}' asks for stage '{stage}' without a stage_spec")

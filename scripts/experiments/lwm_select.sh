@@ -6,7 +6,7 @@
 # the reference LwM must beat.
 #
 #   bash scripts/experiments/lwm_select.sh
-#   BETAS="0.5 1 2" GAMMAS="0 0.5 1 2 4" PER_CLASS=10 bash scripts/experiments/lwm_select.sh
+#   BETAS="0.5 1 2" GAMMAS="0 0.5 1 2 4" PER_CLASS=50 bash scripts/experiments/lwm_select.sh
 #
 # Writes runs/lwm_select/b<β>_g<γ>/ and runs/lwm_select/table.md; prints the chosen pair. Put it into
 # strategy.lwm.beta/gamma (trainer/config.py defaults and the lwm_* recipes) and docs/strategies.md.
@@ -17,10 +17,11 @@ MNEMO=${MNEMO:-.venv/bin/mnemo}
 OUT=${OUT:-runs/lwm_select}
 SRC=${SRC:-data/glyphs}
 VAL=${VAL:-data/glyphs_val}
-PER_CLASS=${PER_CLASS:-10}
+PER_CLASS=${PER_CLASS:-50}   # the same split as mnemonics_select.sh (data/glyphs_val is shared)
 RECIPE=${RECIPE:-configs/glyphs.yaml}
 BETAS=${BETAS:-"0.5 1 2"}
 GAMMAS=${GAMMAS:-"0 0.5 1 2"}
+STEP_LR=${STEP_LR:-0.01}   # lr of the incremental steps: LwM's Sec. 5 trains them at 0.01 (phase 0 keeps the recipe's)
 EXTRA=${EXTRA:-}
 [ -f "$SRC/manifest.json" ] || $MNEMO shards glyphs --out "$SRC"
 [ -f "$VAL/manifest.json" ] || $MNEMO holdout --src "$SRC" --out "$VAL" --per-class "$PER_CLASS"
@@ -31,7 +32,8 @@ for b in $BETAS; do
     echo "=== $name"
     # shellcheck disable=SC2086
     $MNEMO train --config "$RECIPE" --run-dir "$OUT/$name" "data.shards=$VAL" strategy.name=lwm \
-      exemplars.per_class=0 "strategy.lwm.beta=$b" "strategy.lwm.gamma=$g" $EXTRA >"$OUT/$name.log" 2>&1 \
+      exemplars.per_class=0 "strategy.lwm.beta=$b" "strategy.lwm.gamma=$g" \
+      "train.incremental_lr=$STEP_LR" $EXTRA >"$OUT/$name.log" 2>&1 \
       || { echo "FAILED: $name (log: $OUT/$name.log)"; exit 1; }
     grep "average incremental accuracy" "$OUT/$name.log" | tail -1
   done

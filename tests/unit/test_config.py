@@ -79,3 +79,14 @@ def test_base_inheritance_and_missing_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("train: [1, 2\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_incremental_lr_applies_to_later_phases_only():
+    from trainer.main import _default_stage_spec
+
+    cfg = load_config(ROOT / "configs" / "glyphs.yaml", ["train.incremental_lr=0.01"])
+    base, later = _default_stage_spec("train", cfg, 0), _default_stage_spec("train", cfg, 1)
+    assert base.lr == 0.1 and later.lr == 0.01
+    assert later.lr_at(0) == 0.01 and later.lr_at(cfg.train.epochs - 1) < 0.01   # same milestones
+    plain = _default_stage_spec("train", load_config(ROOT / "configs" / "glyphs.yaml"), 1)
+    assert plain.lr == 0.1
