@@ -133,8 +133,8 @@ class LUCIRSettings:
 
 @dataclass
 class LwMSettings:
-    beta: float = 1.0                    # weight of L_D (sigmoid distillation); see docs/strategies.md
-    gamma: float = 1.0                   # weight of L_AD (Grad-CAM attention distillation)
+    beta: float = 2.0                    # weight of L_D (sigmoid distillation); chosen on validation, docs/strategies.md
+    gamma: float = 4.0                   # weight of L_AD (Grad-CAM attention distillation); ditto
 
 
 @dataclass

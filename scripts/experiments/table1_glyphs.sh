@@ -38,6 +38,7 @@ RUNS=(
   "lucir_b12_25_ours|configs/glyphs_b12_25.yaml|strategy.name=lucir $OURS"
   "finetune|configs/glyphs.yaml|strategy.name=finetune"
   "lwm_exemplar_free|configs/glyphs.yaml|strategy.name=lwm exemplars.per_class=0 train.incremental_lr=0.01"
+  "lwf_mc_exemplar_free|configs/glyphs.yaml|strategy.name=lwm strategy.lwm.gamma=0 exemplars.per_class=0 train.incremental_lr=0.01"
   "joint|configs/glyphs.yaml|strategy.name=joint"
 )
 
