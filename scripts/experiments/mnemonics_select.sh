@@ -8,6 +8,9 @@
 #   SETTINGS="paper:lr=0.01 b10:lr=10" EXTRA="data.image_size=16" JOBS=2 bash scripts/experiments/mnemonics_select.sh
 #
 # A setting is NAME:key=value,key=value over exemplars.mnemonics (lr = β1, inner_lr = α2, ...).
+# β2 (the adjustment's rate, never validated on its own so far; docs/results.md) with adjustment on:
+#   EXTRA="data.image_size=16 exemplars.adjust_old=true" \
+#   SETTINGS="a10:lr=10,adjust_lr=10 a1:lr=10,adjust_lr=1 a0.1:lr=10,adjust_lr=0.1" bash scripts/...
 # Writes OUT/<name>/ and OUT/table.md; the highest validation Ā wins.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
