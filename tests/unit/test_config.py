@@ -61,6 +61,7 @@ def test_overrides_parse_types(tmp_path):
     ("exemplars.selection=best", "'best' is not one of"),
     ("protocol.base_classes=0", "protocol.base_classes' must be positive"),
     ("exemplars.mnemonics.folds=1", "folds must be >= 2"),
+    ("train.incremental_lr=0", "'train.incremental_lr' must be positive"),
     ("train.epochs", "must look like key=value"),
 ])
 def test_bad_config_names_the_key(override, needle):
