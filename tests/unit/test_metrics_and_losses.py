@@ -46,4 +46,5 @@ def test_config_guard_names_changed_keys_and_accepts_keys_added_later(tmp_path):
         guard_config(tmp_path, new, defaults)
         raise AssertionError("should refuse")
     except UserError as e:
-        assert "protocol.phases (5 -> 10)" in str(e) and "strategy.lwm.beta (1.0 -> 5.0)" in str(e)
+        beta = defaults["strategy"]["lwm"]["beta"]       # a key the old file lacks compares to its default
+        assert "protocol.phases (5 -> 10)" in str(e) and f"strategy.lwm.beta ({beta} -> 5.0)" in str(e)
