@@ -57,7 +57,7 @@ floor = 0.5 * max(refs) if refs else 0.0
 key = lambda r: (r[0]["average_accuracy"], -r[0]["forgetting"])
 for m, name in sorted(runs, key=key, reverse=True):
     print(f"  {name}: validation Ā {m['average_accuracy']:.2f} %, F {m['forgetting']:.2f} %, "
-          f"mean new-class accuracy {new_acc(m):.1f} %" + ("" if new_acc(m) >= floor else "  (learns no new classes)"))
+          f"mean new-class accuracy {new_acc(m):.1f} %" + ("" if new_acc(m) >= floor else "  (below the guard)"))
 ok = [r for r in runs if new_acc(r[0]) >= floor]
 best = max(ok or runs, key=key)
 print(f"chosen on the validation split: {best[1]} (validation Ā {best[0]['average_accuracy']:.2f} %, "
