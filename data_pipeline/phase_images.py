@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from data_pipeline.manifest import Manifest
-from data_pipeline.shard_reader import read_classes, stored_side
+from data_pipeline.shard_reader import decoded_bytes, read_classes, stored_side
 from mnemo.errors import UserError
 
 
@@ -45,7 +45,7 @@ class PhaseImages:
         self.offsets = {c: (starts[i], starts[i + 1]) for i, c in enumerate(self.ids)}
         side = stored_side(preset, image_size, split)
         self.shape = (3, side, side)
-        self.nbytes = len(self.class_ids) * 3 * side * side          # decoded uint8 size of the whole set
+        self.nbytes = decoded_bytes(len(self.class_ids), side)          # the whole set, decoded
         self.fits = cache_max_gb is None or self.nbytes <= cache_max_gb * 2**30
         self.cache = cache if cache is not None else ClassCache()
         if not self.fits:

@@ -45,9 +45,9 @@ def _to_square(img: Image.Image, preset: str, side: int, image_size: int, split:
     return np.asarray(img)
 
 
-def estimate_bytes(manifest: Manifest, split: str, class_ids, preset: str, image_size: int) -> int:
-    side = stored_side(preset, image_size, split)
-    return manifest.count(split, class_ids) * 3 * side * side
+def decoded_bytes(samples: int, side: int) -> int:
+    """Memory of `samples` decoded uint8 images of 3 x side x side."""
+    return samples * 3 * side * side
 
 
 def read_classes(manifest: Manifest, split: str, class_ids, preset: str, image_size: int,
@@ -55,12 +55,12 @@ def read_classes(manifest: Manifest, split: str, class_ids, preset: str, image_s
     """All samples of `class_ids` in `split`, decoded, in a deterministic order (class, key)."""
     class_ids = sorted(int(c) for c in class_ids)
     shards = manifest.shards(split, class_ids)
-    need = estimate_bytes(manifest, split, class_ids, preset, image_size)
+    side = stored_side(preset, image_size, split)
+    n = sum(s.samples for s in shards)
+    need = decoded_bytes(n, side)
     if cache_max_gb is not None and need > cache_max_gb * 2**30:
         raise UserError(f"the torch loader would hold {need / 2**30:.1f} GiB of decoded {split} images in memory, "
                         f"over data.cache_max_gb={cache_max_gb}: raise it, or use data.loader=dali")
-    side = stored_side(preset, image_size, split)
-    n = sum(s.samples for s in shards)
     images = np.empty((n, side, side, 3), dtype=np.uint8)
     labels = np.empty(n, dtype=np.int64)
     keys: list[tuple[int, str]] = []

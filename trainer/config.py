@@ -223,11 +223,11 @@ def validate(cfg: Config) -> Config:
         "data.image_size": cfg.data.image_size,
         "eval.batch_size": cfg.eval.batch_size,
     }
+    if cfg.train.incremental_lr is not None:
+        positive["train.incremental_lr"] = cfg.train.incremental_lr
     for key, value in positive.items():
         if value <= 0:
             raise UserError(f"config key '{key}' must be positive, got {value}")
-    if cfg.train.incremental_lr is not None and cfg.train.incremental_lr <= 0:
-        raise UserError(f"config key 'train.incremental_lr' must be positive, got {cfg.train.incremental_lr}")
     if cfg.protocol.phases < 0:
         raise UserError(f"config key 'protocol.phases' must be >= 0, got {cfg.protocol.phases}")
     if cfg.exemplars.per_class < 0:
