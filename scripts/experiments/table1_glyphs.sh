@@ -21,6 +21,7 @@ SEED=${SEED:-0}
 EXTRA=${EXTRA:-}
 MNEMONICS=${MNEMONICS:-}
 HERDING="exemplars.selection=herding"
+FREE="exemplars.per_class=0 train.incremental_lr=0.01"   # exemplar-free, LwM's step lr
 OURS="exemplars.selection=mnemonics exemplars.adjust_old=true train.weight_transfer=true $MNEMONICS"
 [ -f data/glyphs/manifest.json ] || $MNEMO shards glyphs --out data/glyphs
 
@@ -37,8 +38,8 @@ RUNS=(
   "lucir_b12_25_herding|configs/glyphs_b12_25.yaml|strategy.name=lucir $HERDING"
   "lucir_b12_25_ours|configs/glyphs_b12_25.yaml|strategy.name=lucir $OURS"
   "finetune|configs/glyphs.yaml|strategy.name=finetune"
-  "lwm_exemplar_free|configs/glyphs.yaml|strategy.name=lwm exemplars.per_class=0 train.incremental_lr=0.01"
-  "lwf_mc_exemplar_free|configs/glyphs.yaml|strategy.name=lwm strategy.lwm.gamma=0 exemplars.per_class=0 train.incremental_lr=0.01"
+  "lwm_exemplar_free|configs/glyphs.yaml|strategy.name=lwm $FREE"
+  "lwf_mc_exemplar_free|configs/glyphs.yaml|strategy.name=lwm strategy.lwm.gamma=0 $FREE"
   "joint|configs/glyphs.yaml|strategy.name=joint"
 )
 
