@@ -43,6 +43,8 @@ __all__ = [
     "adjust_exemplars",
     "unroll",
     "validation_loss",
+    "theta_logits",
+    "start_params",
     "unrolled_meta_loss",
     "meta_loss_value",
     "fold_ids",
@@ -102,6 +104,11 @@ class MnemonicsSettings:
     # group's class-restricted statistics are not mixed with Θ's all-class running statistics);
     # "running" = Θ's running statistics (eval mode, as at test time).
     val_bn: str = "batch"
+    # BatchNorm in the inner steps of Θ' (Eq. 8): "batch" = statistics of the exemplar batch (train
+    # mode, as Θ itself was trained); "running" = Θ's running statistics, frozen (with val_bn=running
+    # Θ'_0 then computes exactly Θ's function, so the meta-loss measures what the exemplars teach
+    # and not how fast Θ' recovers from normalising by a class group's statistics).
+    inner_bn: str = "batch"
     # Seed of the generator used when the caller passes none (fold split, shuffles, subsets).
     seed: int = 0
 
@@ -115,8 +122,9 @@ class MnemonicsSettings:
         if min(self.steps_per_epoch, self.inner_batch_size, self.checkpoint_segment) < 0:
             raise ValueError(
                 "mnemonics: steps_per_epoch, inner_batch_size, checkpoint_segment must be >= 0")
-        if self.val_bn not in ("batch", "running"):
-            raise ValueError(f"mnemonics: val_bn must be 'batch' or 'running', got {self.val_bn!r}")
+        for key in ("val_bn", "inner_bn"):
+            if getattr(self, key) not in ("batch", "running"):
+                raise ValueError(f"mnemonics: {key} must be 'batch' or 'running', got {getattr(self, key)!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,11 +162,11 @@ def _forward(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[st
 
 
 def _inner_step(model: nn.Module, names: tuple[str, ...], frozen: Mapping[str, Tensor],
-                buffers: Mapping[str, Tensor], x: Tensor, y: Tensor, lr: float,
+                buffers: Mapping[str, Tensor], x: Tensor, y: Tensor, lr: float, bn_train: bool,
                 create_graph: bool, *params: Tensor) -> tuple[Tensor, ...]:
     """One SGD step of Θ' on (x, y) (Eq. 8). With create_graph=True the new parameters stay
     differentiable functions of the old ones *and* of x (the Hessian-vector path of Eq. 9)."""
-    logits = _forward(model, {**frozen, **dict(zip(names, params))}, buffers, x, bn_train=True)
+    logits = _forward(model, {**frozen, **dict(zip(names, params))}, buffers, x, bn_train)
     loss = F.cross_entropy(logits, y)
     grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
     return tuple(p if g is None else p - lr * g for p, g in zip(params, grads))
@@ -167,9 +175,9 @@ def _inner_step(model: nn.Module, names: tuple[str, ...], frozen: Mapping[str, T
 class _Unroll:
     """The fixed context of an unroll; `run` performs inner steps `ts` from `params` on `ex_x`."""
 
-    def __init__(self, model, names, frozen, buffers, ex_y, lr, batch_indices):
+    def __init__(self, model, names, frozen, buffers, ex_y, lr, batch_indices, bn_train):
         self.model, self.names, self.frozen, self.buffers = model, names, frozen, buffers
-        self.ex_y, self.lr, self.batch_indices = ex_y, lr, batch_indices
+        self.ex_y, self.lr, self.batch_indices, self.bn_train = ex_y, lr, batch_indices, bn_train
 
     def run(self, ts: range, ex_x: Tensor, params: Sequence[Tensor], differentiable: bool,
             ckpt: bool) -> tuple[Tensor, ...]:
@@ -182,10 +190,11 @@ class _Unroll:
                 with torch.enable_grad():
                     params = tuple(p.detach().requires_grad_() for p in params)
                     params = _inner_step(self.model, self.names, self.frozen, self.buffers, x, y,
-                                         self.lr, False, *params)
+                                         self.lr, self.bn_train, False, *params)
                 params = tuple(p.detach() for p in params)
                 continue
-            args = (self.model, self.names, self.frozen, self.buffers, x, y, self.lr, True, *params)
+            args = (self.model, self.names, self.frozen, self.buffers, x, y, self.lr, self.bn_train,
+                    True, *params)
             if ckpt:
                 # Non-reentrant: the reentrant variant drops the graph to ex_x / params ("element 0
                 # of tensors does not require grad"). Nothing in a step is random (non-BN modules
@@ -229,7 +238,8 @@ class _Segment(torch.autograd.Function):
 
 def unroll(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
            ex_x: Tensor, ex_y: Tensor, steps: int, lr: float, checkpoint: bool = True,
-           batch_indices: Sequence[Tensor] | None = None, segment: int = 0) -> dict[str, Tensor]:
+           batch_indices: Sequence[Tensor] | None = None, segment: int = 0,
+           inner_bn: str = "batch") -> dict[str, Tensor]:
     """Θ' after `steps` differentiable SGD steps on the exemplars (Eq. 8).
 
     `params` are the starting values Θ; those with requires_grad=True are trained (the others are
@@ -244,12 +254,12 @@ def unroll(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str,
     (0 = auto, ceil(sqrt(T))); only segment inputs are kept, and during the meta-backward one
     segment at a time is re-run with per-step checkpoints. Peak ~ (T/segment + segment) parameter
     copies + one step's activations, for one extra forward+backward per step.
-    `segment=1` (or >= T) is plain per-step checkpointing.
+    `segment=1` (or >= T) is plain per-step checkpointing. `inner_bn`: see MnemonicsSettings.
     """
     names = tuple(n for n, p in params.items() if p.requires_grad)
     frozen = {n: p for n, p in params.items() if not p.requires_grad}
     current = tuple(params[n] for n in names)
-    ctx = _Unroll(model, names, frozen, buffers, ex_y, lr, batch_indices)
+    ctx = _Unroll(model, names, frozen, buffers, ex_y, lr, batch_indices, inner_bn == "batch")
     seg = segment if segment > 0 else max(1, math.ceil(math.sqrt(steps)))
     if not torch.is_grad_enabled():
         current = ctx.run(range(steps), ex_x, current, False, False)
@@ -261,11 +271,16 @@ def unroll(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str,
     return {**frozen, **dict(zip(names, current))}
 
 
+def theta_logits(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
+                 x: Tensor, val_bn: str = "batch") -> Tensor:
+    """Logits of Θ' (= `params`) on real images, normalised as in the meta-loss (`val_bn`)."""
+    return _forward(model, params, buffers, x, bn_train=(val_bn == "batch"))
+
+
 def validation_loss(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
                     batches: Iterable[Batch], val_bn: str = "batch") -> Tensor:
     """Mean cross-entropy of Θ' (= `params`) over real batches (the meta-loss of Eq. 7a/9)."""
-    losses = [F.cross_entropy(_forward(model, params, buffers, x, bn_train=(val_bn == "batch")), y)
-              for x, y in batches]
+    losses = [F.cross_entropy(theta_logits(model, params, buffers, x, val_bn), y) for x, y in batches]
     if not losses:
         raise ValueError("validation_loss: no batches")
     return torch.stack(losses).mean()
@@ -275,22 +290,23 @@ def meta_loss_value(model: nn.Module, exemplars: Tensor, labels: Tensor, batches
                     settings: MnemonicsSettings) -> float:
     """The meta-loss L_c(Θ'(E); batches) as a number, without building a graph (diagnostics: compare
     the same real batches before and after optimising E)."""
-    params, buffers = _start_params(model)
+    params, buffers = start_params(model)
     with torch.no_grad():
         theta = unroll(model, params, buffers, exemplars.detach(), labels.to(exemplars.device, torch.long),
-                       settings.inner_steps, settings.inner_lr)
+                       settings.inner_steps, settings.inner_lr, inner_bn=settings.inner_bn)
         return validation_loss(model, theta, buffers, batches, settings.val_bn).item()
 
 
 def unrolled_meta_loss(model: nn.Module, params: Mapping[str, Tensor],
                        buffers: Mapping[str, Tensor], ex_x: Tensor, ex_y: Tensor, val_x: Tensor,
                        val_y: Tensor, steps: int, lr: float, checkpoint: bool = True,
-                       val_bn: str = "batch", segment: int = 0) -> Tensor:
+                       val_bn: str = "batch", segment: int = 0, inner_bn: str = "batch") -> Tensor:
     """L_c(Θ'(E); D) for one real batch: unroll T steps on (ex_x, ex_y), then CE on (val_x, val_y).
 
     Differentiable w.r.t. ex_x; ``torch.autograd.grad(loss, ex_x)`` is ∇_E of Eq. 9.
     """
-    theta = unroll(model, params, buffers, ex_x, ex_y, steps, lr, checkpoint, segment=segment)
+    theta = unroll(model, params, buffers, ex_x, ex_y, steps, lr, checkpoint, segment=segment,
+                   inner_bn=inner_bn)
     return validation_loss(model, theta, buffers, [(val_x, val_y)], val_bn)
 
 
@@ -298,8 +314,9 @@ def unrolled_meta_loss(model: nn.Module, params: Mapping[str, Tensor],
 # Outer loops: Eq. 9 (new exemplars) and Eq. 10 (adjusting old exemplars)
 # ----------------------------------------------------------------------------------------------
 
-def _start_params(model: nn.Module) -> tuple[dict, dict]:
-    # Θ'_0 = Θ as new leaf tensors: gradients never reach the model's parameters or their .grad.
+def start_params(model: nn.Module) -> tuple[dict, dict]:
+    """(params, buffers) of Θ'_0 = Θ as new leaf tensors: gradients never reach the model's
+    parameters or their .grad; parameters that require grad are the ones `unroll` trains."""
     params = {n: p.detach().requires_grad_(p.requires_grad) for n, p in model.named_parameters()}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
     return params, buffers
@@ -314,7 +331,7 @@ def _generator(generator: torch.Generator | None, settings: MnemonicsSettings) -
 def _optimise(model: nn.Module, exemplars: Tensor, labels: Tensor, val_batches: ValBatches,
               settings: MnemonicsSettings, base_lr: float, generator: torch.Generator,
               progress: Progress | None, extra: dict) -> Tensor:
-    params, buffers = _start_params(model)
+    params, buffers = start_params(model)
     x = exemplars.detach().clone().requires_grad_(True)
     labels = labels.to(device=x.device, dtype=torch.long)
     n, b = x.shape[0], settings.inner_batch_size
@@ -333,7 +350,8 @@ def _optimise(model: nn.Module, exemplars: Tensor, labels: Tensor, val_batches: 
                 idx = [torch.randperm(n, generator=generator)[:b].to(x.device)
                        for _ in range(settings.inner_steps)]
             theta = unroll(model, params, buffers, x, labels, settings.inner_steps,
-                           settings.inner_lr, settings.checkpoint, idx, settings.checkpoint_segment)
+                           settings.inner_lr, settings.checkpoint, idx, settings.checkpoint_segment,
+                           settings.inner_bn)
             loss = validation_loss(model, theta, buffers, real, settings.val_bn)
             (grad,) = torch.autograd.grad(loss, x)
             with torch.no_grad():  # Eq. 9 / Eq. 10: plain SGD on the pixels, kept in [0, 1]

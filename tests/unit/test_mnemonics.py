@@ -63,28 +63,34 @@ def start_state(model):
 
 
 def pixel_grad(model, ex_x, ex_y, val_x, val_y, steps, lr, checkpoint, val_bn="batch",
-               segment=0):
+               segment=0, inner_bn="batch"):
     params, buffers = start_state(model)
     x = ex_x.clone().requires_grad_()
     loss = unrolled_meta_loss(model, params, buffers, x, ex_y, val_x, val_y, steps, lr,
-                              checkpoint, val_bn, segment)
+                              checkpoint, val_bn, segment, inner_bn)
     (g,) = torch.autograd.grad(loss, x)
     return g
 
 
-@pytest.mark.parametrize("val_bn", ["batch", "running"])
-def test_pixel_gradient_matches_finite_differences(val_bn):
+@pytest.mark.parametrize("val_bn,inner_bn", [("batch", "batch"), ("running", "batch"),
+                                             ("running", "running")])
+def test_pixel_gradient_matches_finite_differences(val_bn, inner_bn):
     model = tiny_net()
+    if inner_bn == "running":   # non-trivial running statistics, so frozen BN is not an identity
+        with torch.no_grad():
+            model.train()(class_images(6, seed=4)[0])
+        model.eval()
     ex_x, ex_y = class_images(2, seed=1)
     val_x, val_y = class_images(4, seed=2)
     steps, lr = 3, 0.5  # large α2 so the unrolled steps matter
-    g = pixel_grad(model, ex_x, ex_y, val_x, val_y, steps, lr, checkpoint=True, val_bn=val_bn)
+    g = pixel_grad(model, ex_x, ex_y, val_x, val_y, steps, lr, checkpoint=True, val_bn=val_bn,
+                   inner_bn=inner_bn)
     assert g.abs().sum() > 0
 
     def f(x):
         params, buffers = start_state(model)
         return unrolled_meta_loss(model, params, buffers, x, ex_y, val_x, val_y, steps, lr,
-                                  False, val_bn).item()
+                                  False, val_bn, inner_bn=inner_bn).item()
 
     gen = torch.Generator().manual_seed(3)
     eps = 1e-6
@@ -253,6 +259,33 @@ def test_settings_are_plain_and_validated():
         MnemonicsSettings(folds=1)
     with pytest.raises(ValueError):
         MnemonicsSettings(val_bn="eval")
+    with pytest.raises(ValueError, match="inner_bn"):
+        MnemonicsSettings(inner_bn="frozen")
+
+
+def test_frozen_bn_theta_prime_starts_as_theta():
+    """inner_bn = val_bn = running: with T = 0 the meta-loss is Θ's own eval-mode loss, and the
+    inner steps neither read nor write batch statistics (BN buffers unchanged, loss differs from
+    the batch-statistics regime)."""
+    model = tiny_net()
+    with torch.no_grad():
+        model.train()(class_images(6, seed=4)[0])
+    model.eval()
+    ex_x, ex_y = class_images(2, seed=1)
+    val_x, val_y = class_images(4, seed=2)
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    params, buffers = start_state(model)
+    at0 = unrolled_meta_loss(model, params, buffers, ex_x, ex_y, val_x, val_y, 0, 0.5, False,
+                             "running", inner_bn="running")
+    with torch.no_grad():
+        own = nn.functional.cross_entropy(model(val_x), val_y)
+    assert at0.item() == pytest.approx(own.item(), rel=1e-12)
+    frozen, batch = (unrolled_meta_loss(model, params, buffers, ex_x, ex_y, val_x, val_y, 3, 0.5,
+                                        False, "running", inner_bn=bn).item()
+                     for bn in ("running", "batch"))
+    assert frozen != pytest.approx(batch, rel=1e-6)
+    for n, b in model.named_buffers():
+        assert torch.equal(b, before[n]), n
 
 
 # ------------------------------------------------------------------------------------ sharding
