@@ -151,3 +151,35 @@ def test_profile_train_prints_json_and_writes_a_trace(tmp_path):
     trace = json.loads(Path(out["trace"]).read_text())
     names = {e.get("name") for e in trace["traceEvents"]}
     assert "train_step" in names and any(str(n).startswith("aten::conv") for n in names)
+
+
+def test_exemplar_transfer_compares_exemplar_sets_on_one_theta(runs, tmp_path, capsys):
+    """benchmarks/exemplar_transfer.py on a real sealed phase: rows per run x split x BN regime x T',
+    identical exemplars give identical rows, T' = 0 does not depend on the exemplars, and training
+    Θ' on the exemplars changes its loss."""
+    from benchmarks.exemplar_transfer import main as transfer
+
+    herding, finetune, _ = runs
+    copy = tmp_path / "copy"
+    shutil.copytree(herding, copy)
+    out = tmp_path / "transfer.json"
+    assert transfer([str(herding), str(copy), "--horizons", "0", "3", "--inner-lr", "0.1",
+                     "--bn", "batch", "running", "--out", str(out)]) == 0
+    assert "| held-out | running | 0.1 |" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 * 2 * 2 * 2
+    key = lambda r: (r["split"], r["bn"], r["T"])  # noqa: E731
+    a = {key(r): r for r in rows if r["run"] == str(herding)}
+    b = {key(r): r for r in rows if r["run"] == str(copy)}
+    assert a == {k: {**v, "run": str(herding)} for k, v in b.items()}
+    assert {r["images"] for r in rows if r["split"] == "seen"} == {4 * 40}       # 4 base classes, digits
+    assert {r["images"] for r in rows if r["split"] == "held-out"} == {4 * 10}
+    for split in ("seen", "held-out"):
+        for bn in ("batch", "running"):
+            assert 0.0 <= a[split, bn, 0]["acc"] <= 100.0
+            assert a[split, bn, 3]["ce"] != pytest.approx(a[split, bn, 0]["ce"], rel=1e-6)
+    assert a["seen", "batch", 0]["ce"] != pytest.approx(a["seen", "running", 0]["ce"], rel=1e-6)
+    # a run without exemplars: a one-line error naming it, exit 2
+    assert transfer([str(herding), str(finetune)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(finetune) in err[0], err

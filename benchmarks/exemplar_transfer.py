@@ -1,0 +1,180 @@
+"""How well do a run's exemplars train the temporary model, beyond the meta-objective's own setting?
+
+    python -m benchmarks.exemplar_transfer RUN [RUN ...] [--phase 0] [--horizons 0 5 25 50 100]
+        [--inner-lr 0.01 0.1] [--bn batch running] [--out FILE.json]
+
+The mnemonics objective (Eq. 7-9) asks: after T steps of SGD at α2 from Θ_i on the exemplars E,
+how low is the cross-entropy on real batches of D_i? It is optimised with one configuration (the
+run's T and α2) on the real batches the optimiser draws. This tool measures the same quantity
+for other horizons T', learning rates and BatchNorm regimes, on two sets of real images:
+
+  seen      the run's train split of the phase's new classes (the pool the meta-batches came from)
+  held-out  the run's test split of those classes (for runs on a `mnemo holdout` split that is the
+            held-out train fonts, never the real test fonts)
+
+Runs given together must share the sealed Θ_i of `--phase` (e.g. random and mnemonics runs that
+start from the same `train.base_from`): then the rows differ only in the exemplars, and mnemonics
+(initialised from the same random subset as the random run) is compared with its own start.
+Groups are the run's `exemplars.group_size` class groups, as in the optimisation. Prints a Markdown
+table and writes one JSON object (`--out`): mean CE and accuracy per run, split, BN regime, α2, T'.
+
+BN regimes (`--bn`): "batch" = Θ' trained and judged with batch statistics (inner_bn = val_bn =
+batch, the default objective); "running" = both with Θ's frozen running statistics (T' = 0 is then
+Θ itself). Default: the first run's own (inner_bn, val_bn), named "inner/val" when they differ.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from data_pipeline.augment import model_view
+from data_pipeline.manifest import load_manifest
+from data_pipeline.protocol import make_plan
+from data_pipeline.shard_reader import read_classes
+from exemplars.mnemonics import start_params, theta_logits, unroll
+from exemplars.sharding import class_groups
+from mnemo.errors import UserError
+from trainer import checkpoint
+from trainer.config import config_from_dict
+from trainer.strategies import registry
+
+RUN_KEYS = ("git_sha", "world_size")       # written beside the config by `mnemo train`
+
+
+def load_run(run: Path, phase: int):
+    """(config, plan, model with Θ_phase in eval mode, exemplar bank) of a sealed phase."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run}: no config.yaml, not a run directory")
+    if checkpoint.phase_problem(run, phase):
+        raise UserError(f"{run}: phase {phase} is not sealed ({checkpoint.phase_problem(run, phase)})")
+    data = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k not in RUN_KEYS}
+    cfg = config_from_dict(data)
+    manifest = load_manifest(cfg.data.shards)
+    p = cfg.protocol
+    plan = make_plan(manifest.num_classes, p.base_classes, p.phases, p.class_order_seed, p.num_classes)
+    model = registry.get(cfg.strategy.name)(cfg).build_model(cfg)
+    for n in plan.phase_sizes[: phase + 1]:
+        model.head.grow(n)
+    model_sd, memory_sd, _ = checkpoint.load_phase(run, phase)
+    model.load_state_dict(model_sd)
+    model.eval()
+    bank = {int(k): v for k, v in memory_sd["bank"].items()}
+    return cfg, manifest, plan, model, bank
+
+
+def real_images(cfg, manifest, plan, labels: list[int], split: str):
+    """The split's images of `labels`, in a fixed shuffled order: shards are read class by class, and
+    with batch-statistics BatchNorm (val_bn=batch) a one-class batch would be judged, not the model."""
+    got = read_classes(manifest, split, plan.class_ids(labels), cfg.data.preset, cfg.data.image_size)
+    perm = torch.randperm(len(got), generator=torch.Generator().manual_seed(0))
+    return model_view(got.images[perm], cfg.data.image_size), plan.labels_of(got.class_ids[perm])
+
+
+def evaluate(model, theta, buffers, images, labels, batch: int, val_bn: str) -> tuple[float, float, int]:
+    """(summed CE, correct, n) of Θ' on uint8 images, in batches like the meta-loss's."""
+    ce = correct = 0.0
+    with torch.no_grad():
+        for i in range(0, len(labels), batch):
+            x, y = images[i:i + batch].float().div_(255), labels[i:i + batch]
+            logits = theta_logits(model, theta, buffers, x, val_bn)
+            ce += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+    return ce, correct, len(labels)
+
+
+def measure(runs: list[Path], phase: int, horizons: list[int], inner_lrs: list[float] | None,
+            bns: list[str] | None = None) -> dict:
+    loaded = [load_run(r, phase) for r in runs]
+    cfg, manifest, plan, model, _ = loaded[0]
+    ref = checkpoint.weights_digest(model)
+    for r, (_, _, _, m, _) in zip(runs[1:], loaded[1:]):
+        if checkpoint.weights_digest(m) != ref:
+            raise UserError(f"{r}: its phase-{phase} model differs from {runs[0]}'s; compare runs that share "
+                            "phase 0 (train.base_from) so that only the exemplars differ")
+    mn = cfg.exemplars.mnemonics
+    lrs = inner_lrs or [mn.inner_lr]
+    regimes = [(b, b) for b in bns] if bns else [(mn.inner_bn, mn.val_bn)]
+    groups = class_groups(plan.new_labels(phase), cfg.exemplars.group_size)
+    for r, (_, _, _, _, bank) in zip(runs, loaded):
+        missing = [l for l in plan.new_labels(phase) if len(bank.get(l, ())) == 0]
+        if missing:
+            raise UserError(f"{r}: no exemplars of the phase-{phase} classes {missing[:5]} in its memory "
+                            "(a run without exemplars, or trimmed to 0 per class)")
+    sums: dict[tuple, list[float]] = {}
+    for gi, group in enumerate(groups):
+        real = {s: real_images(cfg, manifest, plan, group, s) for s in ("train", "test")}
+        for run, (_, _, _, model, bank) in zip(runs, loaded):
+            x = torch.cat([bank[l].float() for l in group])
+            y = torch.cat([torch.full((len(bank[l]),), l, dtype=torch.int64) for l in group])
+            for (inner_bn, val_bn), lr in itertools.product(regimes, lrs):
+                bn = inner_bn if inner_bn == val_bn else f"{inner_bn}/{val_bn}"
+                params, buffers = start_params(model)
+                done = 0
+                for h in sorted(horizons):
+                    with torch.no_grad():
+                        params = {**params, **unroll(model, params, buffers, x, y, h - done, lr,
+                                                     checkpoint=False, inner_bn=inner_bn)}
+                    params = {n: p.detach().requires_grad_(model.get_parameter(n).requires_grad)
+                              for n, p in params.items()}
+                    done = h
+                    for split, (images, labels) in real.items():
+                        s = sums.setdefault((str(run), split, bn, lr, h), [0.0, 0.0, 0])
+                        for k, v in enumerate(evaluate(model, params, buffers, images, labels,
+                                                       mn.val_batch_size, val_bn)):
+                            s[k] += v
+        print(f"[exemplar_transfer] group {gi + 1}/{len(groups)} done", file=sys.stderr, flush=True)
+    rows = [{"run": run, "split": "seen" if split == "train" else "held-out", "bn": bn, "inner_lr": lr,
+             "T": h, "ce": ce / n, "acc": 100.0 * correct / n, "images": n}
+            for (run, split, bn, lr, h), (ce, correct, n) in sums.items()]
+    return {"phase": phase, "groups": len(groups), "objective": {
+        "inner_steps": mn.inner_steps, "inner_lr": mn.inner_lr, "inner_bn": mn.inner_bn, "val_bn": mn.val_bn},
+        "rows": rows}
+
+
+def table(result: dict) -> str:
+    hs = sorted({r["T"] for r in result["rows"]})
+    out = ["| run | real images | BN | α2 | " + " | ".join(f"T'={h}: CE / acc" for h in hs) + " |",
+           "|---|---|---|---:|" + "---:|" * len(hs)]
+    key = lambda r: (r["run"], r["split"], r["bn"], r["inner_lr"])  # noqa: E731
+    for k in dict.fromkeys(map(key, result["rows"])):
+        cells = {r["T"]: r for r in result["rows"] if key(r) == k}
+        run, split, bn, lr = k
+        out.append(f"| {run} | {split} | {bn} | {lr:g} | " +
+                   " | ".join(f"{cells[h]['ce']:.3f} / {cells[h]['acc']:.1f}" for h in hs) + " |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--phase", type=int, default=0)
+    ap.add_argument("--horizons", type=int, nargs="+", default=[0, 5, 25, 50, 100])
+    ap.add_argument("--inner-lr", type=float, nargs="+", default=None,
+                    help="α2 values (default: the first run's exemplars.mnemonics.inner_lr)")
+    ap.add_argument("--bn", nargs="+", choices=("batch", "running"), default=None,
+                    help="BN regimes of Θ' (default: the first run's inner_bn/val_bn)")
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args(argv)
+    try:
+        if min(a.horizons) < 0:
+            raise UserError("--horizons must be >= 0")
+        result = measure(a.runs, a.phase, a.horizons, a.inner_lr, a.bn)
+    except UserError as e:
+        print(f"exemplar_transfer: {e}", file=sys.stderr)
+        return 2
+    print(table(result))
+    if a.out:
+        a.out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
