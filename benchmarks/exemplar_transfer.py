@@ -16,7 +16,8 @@ Runs given together must share the sealed Θ_i of `--phase` (e.g. random and mne
 start from the same `train.base_from`): then the rows differ only in the exemplars, and mnemonics
 (initialised from the same random subset as the random run) is compared with its own start.
 Groups are the run's `exemplars.group_size` class groups, as in the optimisation. Prints a Markdown
-table and writes one JSON object (`--out`): mean CE and accuracy per run, split, BN regime, α2, T'.
+table and writes one JSON object (`--out`): mean CE, accuracy over all seen classes and accuracy among
+the group's classes only ("in-group") per run, split, BN regime, α2 and T'.
 
 BN regimes (`--bn`): "batch" = Θ' trained and judged with batch statistics (inner_bn = val_bn =
 batch, the default objective); "running" = both with Θ's frozen running statistics (T' = 0 is then
@@ -70,28 +71,34 @@ def load_run(run: Path, phase: int):
     return cfg, manifest, plan, model, bank
 
 
-def real_images(cfg, manifest, plan, labels: list[int], split: str):
-    """The split's images of `labels`, in a fixed shuffled order: shards are read class by class, and
-    with batch-statistics BatchNorm (val_bn=batch) a one-class batch would be judged, not the model."""
+def real_images(cfg, manifest, plan, labels: list[int], split: str, limit: int | None):
+    """The split's images of `labels` (at most `limit`), in a fixed shuffled order: shards are read class
+    by class, and with batch-statistics BatchNorm a one-class batch would be judged, not the model."""
     got = read_classes(manifest, split, plan.class_ids(labels), cfg.data.preset, cfg.data.image_size)
-    perm = torch.randperm(len(got), generator=torch.Generator().manual_seed(0))
+    perm = torch.randperm(len(got), generator=torch.Generator().manual_seed(0))[:limit]
     return model_view(got.images[perm], cfg.data.image_size), plan.labels_of(got.class_ids[perm])
 
 
-def evaluate(model, theta, buffers, images, labels, batch: int, val_bn: str) -> tuple[float, float, int]:
-    """(summed CE, correct, n) of Θ' on uint8 images, in batches like the meta-loss's."""
-    ce = correct = 0.0
+def evaluate(model, theta, buffers, images, labels, group: list[int], batch: int,
+             val_bn: str) -> tuple[float, float, float, int]:
+    """(summed CE, correct, correct among the group's classes only, n) of Θ' on uint8 images, in
+    batches like the meta-loss's. The within-group count ignores every logit outside the group: what
+    the exemplars teach about telling the group's classes apart, without a shift towards the group."""
+    ce = correct = within = 0.0
     with torch.no_grad():
         for i in range(0, len(labels), batch):
             x, y = images[i:i + batch].float().div_(255), labels[i:i + batch]
             logits = theta_logits(model, theta, buffers, x, val_bn)
             ce += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
-    return ce, correct, len(labels)
+            outside = torch.ones(logits.shape[1], dtype=torch.bool)
+            outside[group] = False
+            within += (logits.masked_fill(outside, float("-inf")).argmax(1) == y).sum().item()
+    return ce, correct, within, len(labels)
 
 
 def measure(runs: list[Path], phase: int, horizons: list[int], inner_lrs: list[float] | None,
-            bns: list[str] | None = None) -> dict:
+            bns: list[str] | None = None, limit: int | None = None) -> dict:
     loaded = [load_run(r, phase) for r in runs]
     cfg, manifest, plan, model, _ = loaded[0]
     ref = checkpoint.weights_digest(model)
@@ -110,7 +117,7 @@ def measure(runs: list[Path], phase: int, horizons: list[int], inner_lrs: list[f
                             "(a run without exemplars, or trimmed to 0 per class)")
     sums: dict[tuple, list[float]] = {}
     for gi, group in enumerate(groups):
-        real = {s: real_images(cfg, manifest, plan, group, s) for s in ("train", "test")}
+        real = {s: real_images(cfg, manifest, plan, group, s, limit) for s in ("train", "test")}
         for run, (_, _, _, model, bank) in zip(runs, loaded):
             x = torch.cat([bank[l].float() for l in group])
             y = torch.cat([torch.full((len(bank[l]),), l, dtype=torch.int64) for l in group])
@@ -126,14 +133,14 @@ def measure(runs: list[Path], phase: int, horizons: list[int], inner_lrs: list[f
                               for n, p in params.items()}
                     done = h
                     for split, (images, labels) in real.items():
-                        s = sums.setdefault((str(run), split, bn, lr, h), [0.0, 0.0, 0])
-                        for k, v in enumerate(evaluate(model, params, buffers, images, labels,
+                        s = sums.setdefault((str(run), split, bn, lr, h), [0.0, 0.0, 0.0, 0])
+                        for k, v in enumerate(evaluate(model, params, buffers, images, labels, group,
                                                        mn.val_batch_size, val_bn)):
                             s[k] += v
         print(f"[exemplar_transfer] group {gi + 1}/{len(groups)} done", file=sys.stderr, flush=True)
     rows = [{"run": run, "split": "seen" if split == "train" else "held-out", "bn": bn, "inner_lr": lr,
-             "T": h, "ce": ce / n, "acc": 100.0 * correct / n, "images": n}
-            for (run, split, bn, lr, h), (ce, correct, n) in sums.items()]
+             "T": h, "ce": ce / n, "acc": 100.0 * correct / n, "acc_in_group": 100.0 * within / n, "images": n}
+            for (run, split, bn, lr, h), (ce, correct, within, n) in sums.items()]
     return {"phase": phase, "groups": len(groups), "objective": {
         "inner_steps": mn.inner_steps, "inner_lr": mn.inner_lr, "inner_bn": mn.inner_bn, "val_bn": mn.val_bn},
         "rows": rows}
@@ -141,14 +148,15 @@ def measure(runs: list[Path], phase: int, horizons: list[int], inner_lrs: list[f
 
 def table(result: dict) -> str:
     hs = sorted({r["T"] for r in result["rows"]})
-    out = ["| run | real images | BN | α2 | " + " | ".join(f"T'={h}: CE / acc" for h in hs) + " |",
+    out = ["| run | real images | BN | α2 | " + " | ".join(f"T'={h}: CE / acc / in-group" for h in hs) + " |",
            "|---|---|---|---:|" + "---:|" * len(hs)]
     key = lambda r: (r["run"], r["split"], r["bn"], r["inner_lr"])  # noqa: E731
     for k in dict.fromkeys(map(key, result["rows"])):
         cells = {r["T"]: r for r in result["rows"] if key(r) == k}
         run, split, bn, lr = k
         out.append(f"| {run} | {split} | {bn} | {lr:g} | " +
-                   " | ".join(f"{cells[h]['ce']:.3f} / {cells[h]['acc']:.1f}" for h in hs) + " |")
+                   " | ".join(f"{cells[h]['ce']:.3f} / {cells[h]['acc']:.1f} / {cells[h]['acc_in_group']:.1f}"
+                              for h in hs) + " |")
     return "\n".join(out)
 
 
@@ -161,12 +169,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="α2 values (default: the first run's exemplars.mnemonics.inner_lr)")
     ap.add_argument("--bn", nargs="+", choices=("batch", "running"), default=None,
                     help="BN regimes of Θ' (default: the first run's inner_bn/val_bn)")
+    ap.add_argument("--max-images", type=int, default=None,
+                    help="at most this many images per split and class group (a fixed random subset)")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     try:
-        if min(a.horizons) < 0:
-            raise UserError("--horizons must be >= 0")
-        result = measure(a.runs, a.phase, a.horizons, a.inner_lr, a.bn)
+        if min(a.horizons) < 0 or (a.max_images is not None and a.max_images < 1):
+            raise UserError("--horizons must be >= 0 and --max-images >= 1")
+        result = measure(a.runs, a.phase, a.horizons, a.inner_lr, a.bn, a.max_images)
     except UserError as e:
         print(f"exemplar_transfer: {e}", file=sys.stderr)
         return 2

@@ -11,6 +11,9 @@
 # β2 (the adjustment's rate, never validated on its own so far; docs/results.md) with adjustment on:
 #   EXTRA="data.image_size=16 exemplars.adjust_old=true" \
 #   SETTINGS="a10:lr=10,adjust_lr=10 a1:lr=10,adjust_lr=1 a0.1:lr=10,adjust_lr=0.1" bash scripts/...
+# The search of session 4 (T, real batches per step, BatchNorm regime of Θ'; docs/results.md):
+#   BASE_THREADS=1 EXTRA="data.image_size=16" SETTINGS="b10:lr=10 T25:inner_steps=25 vb4:val_batches=4 \
+#     vbn_running:val_bn=running bn_frozen:val_bn=running,inner_bn=running" bash scripts/...
 # Writes OUT/<name>/ and OUT/table.md; the highest validation Ā wins.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
