@@ -46,9 +46,15 @@ def row(run: Path) -> dict:
     memory = ex.get("budget") if ex.get("budget") is not None else ex.get("per_class")
     free = strat in ("finetune", "joint") or memory == 0
     selection = "none" if free else ex.get("selection", "?") + ("+adj" if ex.get("adjust_old") else "")
-    if selection.startswith("mnemonics"):           # β1 distinguishes the paper's rate from a chosen one
+    if selection.startswith("mnemonics"):           # the exemplar-level knobs a search varies
         mn = ex.get("mnemonics") or {}
-        selection += f" (β1={mn.get('lr', 0.01):g}, α2={mn.get('inner_lr', 0.01):g})"
+        knobs = [f"β1={mn.get('lr', 0.01):g}", f"α2={mn.get('inner_lr', 0.01):g}", f"T={mn.get('inner_steps', 50)}"]
+        if mn.get("val_batches", 1) != 1:
+            knobs.append(f"val_batches={mn['val_batches']}")
+        bn = (mn.get("inner_bn", "batch"), mn.get("val_bn", "batch"))
+        if bn != ("batch", "batch"):
+            knobs.append(f"BN inner/val={bn[0]}/{bn[1]}")
+        selection += f" ({', '.join(knobs)})"
     proto = cfg.get("protocol", {})
     wall = sum(p.get("wall_s", 0.0) for p in m.get("phases", []))
     return {

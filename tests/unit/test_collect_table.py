@@ -29,7 +29,7 @@ def test_collect_table(tmp_path, capsys):
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
             for line in out if line.startswith("| ")}
     assert rows["lucir_herding"][6:8] == ["70.00", "30.00"] and rows["lucir_herding"][10] == "2.0"
-    assert rows["lucir_ours"][2:4] == ["mnemonics+adj (β1=0.01, α2=0.01)", "yes"] and rows["lucir_ours"][6:8] == ["75.00", "15.00"]
+    assert rows["lucir_ours"][2:4] == ["mnemonics+adj (β1=0.01, α2=0.01, T=50)", "yes"] and rows["lucir_ours"][6:8] == ["75.00", "15.00"]
     assert rows["lwm_exemplar_free"][2] == "none"
     assert "Total runtime of these runs: 4.2 min" in "\n".join(out)
 
@@ -46,3 +46,15 @@ def test_collect_table_over_seeds(tmp_path, capsys):
     # Ā per seed: (80 + a) / 2 = 70, 72, 71 -> mean 71, sample std 1
     assert rows["herding"][5:9] == ["71.00 ± 1.00", "30.00 ± 0.00", "–", "0,1,2"] and rows["herding"][9] == "2.0"
     assert rows["random"][5] == "69.00 ± 1.00" and rows["random"][9] == "1.1*"
+
+
+def test_collect_table_names_the_searched_mnemonics_knobs(tmp_path, capsys):
+    _run(tmp_path, "vb4_frozen", "lwf", "mnemonics", False, [80.0, 70.0], [80.0, 65.0], [60.0, 60.0])
+    cfg_path = tmp_path / "vb4_frozen" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["exemplars"]["mnemonics"] = {"lr": 10, "inner_steps": 25, "val_batches": 4, "inner_bn": "running",
+                                     "val_bn": "running"}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert main([str(tmp_path)]) == 0
+    assert "| mnemonics (β1=10, α2=0.01, T=25, val_batches=4, BN inner/val=running/running) |" in \
+        capsys.readouterr().out
