@@ -109,6 +109,13 @@ class MnemonicsSettings:
     # Θ'_0 then computes exactly Θ's function, so the meta-loss measures what the exemplars teach
     # and not how fast Θ' recovers from normalising by a class group's statistics).
     inner_bn: str = "batch"
+    # Classes the meta-loss's cross-entropy ranges over: "all" = every class Θ' predicts (Eq. 9 as
+    # written); "group" = only the classes of the exemplars being optimised, so the loss cannot be
+    # lowered by shifting predictions towards the group, only by telling its classes apart.
+    meta_loss: str = "all"
+    # Initial exemplars of a new class: "random" = a random subset S of D_i (Algorithm 1 step 10);
+    # "herding" = the herding selection (an ablation: mnemonics then starts from herding's exemplars).
+    init: str = "random"
     # Seed of the generator used when the caller passes none (fold split, shuffles, subsets).
     seed: int = 0
 
@@ -125,6 +132,9 @@ class MnemonicsSettings:
         for key in ("val_bn", "inner_bn"):
             if getattr(self, key) not in ("batch", "running"):
                 raise ValueError(f"mnemonics: {key} must be 'batch' or 'running', got {getattr(self, key)!r}")
+        for key, allowed in (("meta_loss", ("all", "group")), ("init", ("random", "herding"))):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"mnemonics: {key} must be one of {allowed}, got {getattr(self, key)!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,9 +288,18 @@ def theta_logits(model: nn.Module, params: Mapping[str, Tensor], buffers: Mappin
 
 
 def validation_loss(model: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor],
-                    batches: Iterable[Batch], val_bn: str = "batch") -> Tensor:
-    """Mean cross-entropy of Θ' (= `params`) over real batches (the meta-loss of Eq. 7a/9)."""
-    losses = [F.cross_entropy(theta_logits(model, params, buffers, x, val_bn), y) for x, y in batches]
+                    batches: Iterable[Batch], val_bn: str = "batch",
+                    classes: Tensor | None = None) -> Tensor:
+    """Mean cross-entropy of Θ' (= `params`) over real batches (the meta-loss of Eq. 7a/9).
+    `classes` (sorted label ids): the cross-entropy over these logits only (meta_loss=group);
+    every label of the batches must be one of them."""
+    def ce(x: Tensor, y: Tensor) -> Tensor:
+        logits = theta_logits(model, params, buffers, x, val_bn)
+        if classes is not None:
+            logits, y = logits[:, classes], torch.searchsorted(classes, y)
+        return F.cross_entropy(logits, y)
+
+    losses = [ce(x, y) for x, y in batches]
     if not losses:
         raise ValueError("validation_loss: no batches")
     return torch.stack(losses).mean()
@@ -294,7 +313,8 @@ def meta_loss_value(model: nn.Module, exemplars: Tensor, labels: Tensor, batches
     with torch.no_grad():
         theta = unroll(model, params, buffers, exemplars.detach(), labels.to(exemplars.device, torch.long),
                        settings.inner_steps, settings.inner_lr, inner_bn=settings.inner_bn)
-        return validation_loss(model, theta, buffers, batches, settings.val_bn).item()
+        return validation_loss(model, theta, buffers, batches, settings.val_bn,
+                               _meta_classes(labels.to(exemplars.device), settings)).item()
 
 
 def unrolled_meta_loss(model: nn.Module, params: Mapping[str, Tensor],
@@ -328,6 +348,10 @@ def _generator(generator: torch.Generator | None, settings: MnemonicsSettings) -
     return generator
 
 
+def _meta_classes(labels: Tensor, settings: MnemonicsSettings) -> Tensor | None:
+    return torch.unique(labels.long()) if settings.meta_loss == "group" else None
+
+
 def _optimise(model: nn.Module, exemplars: Tensor, labels: Tensor, val_batches: ValBatches,
               settings: MnemonicsSettings, base_lr: float, generator: torch.Generator,
               progress: Progress | None, extra: dict) -> Tensor:
@@ -335,6 +359,7 @@ def _optimise(model: nn.Module, exemplars: Tensor, labels: Tensor, val_batches: 
     x = exemplars.detach().clone().requires_grad_(True)
     labels = labels.to(device=x.device, dtype=torch.long)
     n, b = x.shape[0], settings.inner_batch_size
+    classes = _meta_classes(labels, settings)
     for epoch in range(settings.epochs):
         lr = base_lr * 0.5 ** (epoch // settings.lr_halve_every)
         batches = iter(val_batches(epoch))
@@ -352,7 +377,7 @@ def _optimise(model: nn.Module, exemplars: Tensor, labels: Tensor, val_batches: 
             theta = unroll(model, params, buffers, x, labels, settings.inner_steps,
                            settings.inner_lr, settings.checkpoint, idx, settings.checkpoint_segment,
                            settings.inner_bn)
-            loss = validation_loss(model, theta, buffers, real, settings.val_bn)
+            loss = validation_loss(model, theta, buffers, real, settings.val_bn, classes)
             (grad,) = torch.autograd.grad(loss, x)
             with torch.no_grad():  # Eq. 9 / Eq. 10: plain SGD on the pixels, kept in [0, 1]
                 x.sub_(lr * grad).clamp_(0.0, 1.0)

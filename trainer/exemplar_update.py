@@ -64,12 +64,13 @@ def _select_group(model, group: list[int], group_images, m: int, cfg, phase: int
     images, labels = group_images(group)
     images = model_view(images, cfg.data.image_size)   # exemplars are stored at the model's input size
     out: dict[int, torch.Tensor] = {}
+    herding = sel == "herding" or (sel == "mnemonics" and cfg.exemplars.mnemonics.init == "herding")
     for label in group:
         cls = images[labels == label]
-        if sel == "herding":
+        if herding:
             feats = extract_features(model, cls, device, cfg.eval.batch_size)
             order = herding_order(feats, m)
-        else:          # random, and mnemonics' initialisation (a random subset S of D_i)
+        else:          # random, and mnemonics' default initialisation (a random subset S of D_i)
             order = random_order(len(cls), m, _generator(cfg.seed, phase, label, 0))
         out[label] = cls[order].float().div_(255)
     if sel == "mnemonics" and m > 0:

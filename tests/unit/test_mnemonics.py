@@ -18,6 +18,7 @@ from exemplars.mnemonics import (
     MnemonicsSettings,
     adjust_exemplars,
     fold_ids,
+    meta_loss_value,
     optimise_exemplars,
     unroll,
     unrolled_meta_loss,
@@ -261,6 +262,27 @@ def test_settings_are_plain_and_validated():
         MnemonicsSettings(val_bn="eval")
     with pytest.raises(ValueError, match="inner_bn"):
         MnemonicsSettings(inner_bn="frozen")
+
+
+def test_group_meta_loss_ignores_a_shift_towards_the_group():
+    """meta_loss=group: the cross-entropy over the exemplars' classes only. Raising those classes'
+    logits together (a bias towards the group) lowers the all-class meta-loss of Θ' but leaves the
+    group loss unchanged (T = 0 here: the inner steps' trajectory itself depends on the bias)."""
+    model = tiny_net()
+    ex_x, ex_y = class_images(2, seed=1)
+    keep = ex_y < 2                                   # a group of classes 0 and 1 out of 3
+    ex_x, ex_y = ex_x[keep], ex_y[keep]
+    val_x, val_y = class_images(4, seed=2)
+    val = [(val_x[val_y < 2], val_y[val_y < 2])]
+    settings = {m: MnemonicsSettings(inner_steps=0, meta_loss=m) for m in ("all", "group")}
+    before = {m: meta_loss_value(model, ex_x, ex_y, val, s) for m, s in settings.items()}
+    with torch.no_grad():
+        model[-1].bias[:2] += 3.0
+    after = {m: meta_loss_value(model, ex_x, ex_y, val, s) for m, s in settings.items()}
+    assert after["all"] < before["all"] - 0.1
+    assert after["group"] == pytest.approx(before["group"], abs=1e-9)
+    with pytest.raises(ValueError, match="meta_loss"):
+        MnemonicsSettings(meta_loss="within")
 
 
 def test_frozen_bn_theta_prime_starts_as_theta():

@@ -1,0 +1,35 @@
+"""trainer/exemplar_update.py: which real images a class group's exemplars start from."""
+import torch
+
+from trainer.config import load_config
+from trainer.exemplar_update import _select_group
+from trainer.models.net import IncrementalNet
+
+
+def _group_images(n_per_class=12, side=16):
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(2).repeat_interleave(n_per_class)
+    images = torch.randint(0, 256, (len(labels), 3, side, side), generator=g, dtype=torch.uint8)
+    return lambda group: (images, labels)
+
+
+def _select(selection, init, epochs=0):
+    cfg = load_config("configs/glyphs.yaml", ["data.image_size=16", f"exemplars.selection={selection}",
+                                              f"exemplars.mnemonics.init={init}",
+                                              f"exemplars.mnemonics.epochs={epochs}"])
+    torch.manual_seed(0)
+    model = IncrementalNet(cfg.model.arch, cfg.data.preset)
+    model.head.grow(2)
+    model.eval()
+    return _select_group(model, [0, 1], _group_images(), 5, cfg, 0, torch.device("cpu"))
+
+
+def test_mnemonics_starts_from_random_or_herding_exemplars():
+    """With 0 outer epochs mnemonics returns its initialisation: by default the random selection's
+    exemplars (Algorithm 1 step 10), with mnemonics.init=herding the herding selection's."""
+    random, herding = _select("random", "random"), _select("herding", "random")
+    assert any(not torch.equal(random[l], herding[l]) for l in (0, 1))
+    for init, expected in (("random", random), ("herding", herding)):
+        got = _select("mnemonics", init)
+        for label in (0, 1):
+            assert torch.equal(got[label], expected[label]), (init, label)
