@@ -296,6 +296,8 @@ def validation_loss(model: nn.Module, params: Mapping[str, Tensor], buffers: Map
     def ce(x: Tensor, y: Tensor) -> Tensor:
         logits = theta_logits(model, params, buffers, x, val_bn)
         if classes is not None:
+            if not torch.isin(y, classes).all():
+                raise ValueError("validation_loss: a real label is outside `classes`")
             logits, y = logits[:, classes], torch.searchsorted(classes, y)
         return F.cross_entropy(logits, y)
 
@@ -354,12 +356,12 @@ def _meta_classes(labels: Tensor, settings: MnemonicsSettings) -> Tensor | None:
 
 def _optimise(model: nn.Module, exemplars: Tensor, labels: Tensor, val_batches: ValBatches,
               settings: MnemonicsSettings, base_lr: float, generator: torch.Generator,
-              progress: Progress | None, extra: dict) -> Tensor:
+              progress: Progress | None, extra: dict, classes: Tensor | None) -> Tensor:
+    """Eq. 9 / 10 on one exemplar set; `classes`: the meta-loss's classes (None = all)."""
     params, buffers = start_params(model)
     x = exemplars.detach().clone().requires_grad_(True)
     labels = labels.to(device=x.device, dtype=torch.long)
     n, b = x.shape[0], settings.inner_batch_size
-    classes = _meta_classes(labels, settings)
     for epoch in range(settings.epochs):
         lr = base_lr * 0.5 ** (epoch // settings.lr_halve_every)
         batches = iter(val_batches(epoch))
@@ -404,8 +406,9 @@ def optimise_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
                 fresh generator seeded with `settings.seed` (never the global RNG).
     progress    optional callback receiving {"epoch", "step", "loss", "lr"} after each outer step.
     """
+    labels = labels.to(exemplars.device)
     return _optimise(model, exemplars, labels, val_batches, settings, settings.lr,
-                     _generator(generator, settings), progress, {})
+                     _generator(generator, settings), progress, {}, _meta_classes(labels, settings))
 
 
 def fold_ids(labels: Tensor, folds: int, generator: torch.Generator) -> Tensor:
@@ -441,6 +444,7 @@ def adjust_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
     generator = _generator(generator, settings)
     ids = fold_ids(labels, settings.folds, generator).to(exemplars.device)
     labels = labels.to(exemplars.device)
+    classes = _meta_classes(labels, settings)     # the whole group's: a fold may miss a class
     out = exemplars.detach().clone()
     for f in range(settings.folds):
         inside, outside = ids == f, ids != f
@@ -449,5 +453,5 @@ def adjust_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
         val = tensor_batches(exemplars[outside].detach(), labels[outside],
                              settings.val_batch_size, generator)
         out[inside] = _optimise(model, exemplars[inside], labels[inside], val, settings,
-                                settings.adjust_lr, generator, progress, {"fold": f})
+                                settings.adjust_lr, generator, progress, {"fold": f}, classes)
     return out

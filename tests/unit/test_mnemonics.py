@@ -22,6 +22,7 @@ from exemplars.mnemonics import (
     optimise_exemplars,
     unroll,
     unrolled_meta_loss,
+    validation_loss,
 )
 from exemplars.sharding import assign_groups, class_groups
 
@@ -283,6 +284,19 @@ def test_group_meta_loss_ignores_a_shift_towards_the_group():
     assert after["group"] == pytest.approx(before["group"], abs=1e-9)
     with pytest.raises(ValueError, match="meta_loss"):
         MnemonicsSettings(meta_loss="within")
+
+
+def test_group_meta_loss_in_adjustment_with_a_fold_missing_a_class():
+    """Eq. 10 with meta_loss=group and 3 folds of a class with 2 exemplars: one fold lacks that class
+    while its complement has it, so the meta-loss ranges over the whole group's classes."""
+    model = tiny_net()
+    x, y = class_images(2, seed=1)                 # 3 classes x 2 exemplars, folds=3
+    s = MnemonicsSettings(inner_steps=2, inner_lr=0.5, epochs=2, lr=1.0, adjust_lr=1.0, folds=3,
+                          meta_loss="group")
+    out = adjust_exemplars(model, x, y, s)
+    assert out.shape == x.shape and not torch.equal(out, x)
+    with pytest.raises(ValueError, match="outside"):
+        validation_loss(model, *start_state(model), [(x, y)], classes=torch.tensor([0, 1]))
 
 
 def test_frozen_bn_theta_prime_starts_as_theta():
