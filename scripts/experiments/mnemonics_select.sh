@@ -13,7 +13,8 @@
 #   SETTINGS="a10:lr=10,adjust_lr=10 a1:lr=10,adjust_lr=1 a0.1:lr=10,adjust_lr=0.1" bash scripts/...
 # The search of session 4 (T, real batches per step, BatchNorm regime of Θ'; docs/results.md):
 #   BASE_THREADS=1 EXTRA="data.image_size=16" SETTINGS="b10:lr=10 T25:inner_steps=25 vb4:val_batches=4 \
-#     vbn_running:val_bn=running bn_frozen:val_bn=running,inner_bn=running" bash scripts/...
+#     vbn_running:val_bn=running bn_frozen:val_bn=running,inner_bn=running \
+#     group:meta_loss=group hinit:init=herding" bash scripts/...
 # Writes OUT/<name>/ and OUT/table.md; the highest validation Ā wins.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
