@@ -75,6 +75,8 @@ def real_images(cfg, manifest, plan, labels: list[int], split: str, limit: int |
     """The split's images of `labels` (at most `limit`), in a fixed shuffled order: shards are read class
     by class, and with batch-statistics BatchNorm a one-class batch would be judged, not the model."""
     got = read_classes(manifest, split, plan.class_ids(labels), cfg.data.preset, cfg.data.image_size)
+    if len(got) == 0:
+        raise UserError(f"{manifest.root}: no {split} images of the classes with labels {labels}")
     perm = torch.randperm(len(got), generator=torch.Generator().manual_seed(0))[:limit]
     return model_view(got.images[perm], cfg.data.image_size), plan.labels_of(got.class_ids[perm])
 
@@ -125,7 +127,7 @@ def measure(runs: list[Path], phase: int, horizons: list[int], inner_lrs: list[f
                 bn = inner_bn if inner_bn == val_bn else f"{inner_bn}/{val_bn}"
                 params, buffers = start_params(model)
                 done = 0
-                for h in sorted(horizons):
+                for h in sorted(set(horizons)):
                     with torch.no_grad():
                         params = {**params, **unroll(model, params, buffers, x, y, h - done, lr,
                                                      checkpoint=False, inner_bn=inner_bn)}
