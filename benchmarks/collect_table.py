@@ -54,6 +54,9 @@ def row(run: Path) -> dict:
         bn = (mn.get("inner_bn", "batch"), mn.get("val_bn", "batch"))
         if bn != ("batch", "batch"):
             knobs.append(f"BN inner/val={bn[0]}/{bn[1]}")
+        for key, default in (("meta_loss", "all"), ("init", "random")):
+            if mn.get(key, default) != default:
+                knobs.append(f"{key}={mn[key]}")
         selection += f" ({', '.join(knobs)})"
     proto = cfg.get("protocol", {})
     wall = sum(p.get("wall_s", 0.0) for p in m.get("phases", []))

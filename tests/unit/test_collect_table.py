@@ -53,8 +53,9 @@ def test_collect_table_names_the_searched_mnemonics_knobs(tmp_path, capsys):
     cfg_path = tmp_path / "vb4_frozen" / "config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["exemplars"]["mnemonics"] = {"lr": 10, "inner_steps": 25, "val_batches": 4, "inner_bn": "running",
-                                     "val_bn": "running"}
+                                     "val_bn": "running", "meta_loss": "group", "init": "herding"}
     cfg_path.write_text(yaml.safe_dump(cfg))
     assert main([str(tmp_path)]) == 0
-    assert "| mnemonics (β1=10, α2=0.01, T=25, val_batches=4, BN inner/val=running/running) |" in \
+    assert "| mnemonics (β1=10, α2=0.01, T=25, val_batches=4, BN inner/val=running/running, meta_loss=group, " \
+        "init=herding) |" in \
         capsys.readouterr().out
