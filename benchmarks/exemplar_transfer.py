@@ -33,7 +33,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 
 from data_pipeline.augment import model_view
 from data_pipeline.manifest import load_manifest
@@ -43,11 +42,8 @@ from exemplars.mnemonics import start_params, theta_logits, unroll
 from exemplars.sharding import class_groups
 from mnemo.errors import UserError
 from trainer import checkpoint
-from trainer.config import config_from_dict
+from trainer.config import config_from_dict, stored_config
 from trainer.strategies import registry
-
-RUN_KEYS = ("git_sha", "world_size")       # written beside the config by `mnemo train`
-
 
 def load_run(run: Path, phase: int):
     """(config, plan, model with Θ_phase in eval mode, exemplar bank) of a sealed phase."""
@@ -56,8 +52,7 @@ def load_run(run: Path, phase: int):
         raise UserError(f"{run}: no config.yaml, not a run directory")
     if checkpoint.phase_problem(run, phase):
         raise UserError(f"{run}: phase {phase} is not sealed ({checkpoint.phase_problem(run, phase)})")
-    data = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k not in RUN_KEYS}
-    cfg = config_from_dict(data)
+    cfg = config_from_dict(stored_config(path))
     manifest = load_manifest(cfg.data.shards)
     p = cfg.protocol
     plan = make_plan(manifest.num_classes, p.base_classes, p.phases, p.class_order_seed, p.num_classes)

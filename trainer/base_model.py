@@ -21,6 +21,7 @@ import yaml
 
 from mnemo.errors import UserError
 from trainer import checkpoint
+from trainer.config import stored_config
 
 # Keys phase-0 training does not read (the exemplar level, later-phase-only settings, bookkeeping).
 FREE_KEYS = (
@@ -49,11 +50,9 @@ def check(cfg_dict: dict, defaults: dict) -> Path | None:
         raise UserError(f"train.base_from={base}: its phase 0 is not usable ({problem}); "
                         "point it at a run directory whose phase 0 finished")
     try:
-        stored = yaml.safe_load((base / "config.yaml").read_text()) or {}
+        stored = stored_config(base / "config.yaml")
     except (OSError, yaml.YAMLError) as e:
         raise UserError(f"train.base_from={base}: cannot read its config.yaml ({e})") from None
-    for extra in ("git_sha", "world_size"):     # written beside the config by dump_config
-        stored.pop(extra, None)
     diffs = [f"{key} ({there!r} there, {here!r} here)"
              for key, there, here in checkpoint.config_diffs(stored, cfg_dict, defaults) if not _free(key)]
     if diffs:

@@ -256,6 +256,16 @@ def config_from_dict(data: dict) -> Config:
     return validate(build(Config, data))
 
 
+# What `mnemo train` writes into RUN/config.yaml beside the config sections (trainer/main.py).
+RUN_EXTRA_KEYS = ("git_sha", "world_size")
+
+
+def stored_config(path: Path) -> dict:
+    """A run's config.yaml as a plain dict, without the RUN_EXTRA_KEYS (OSError/YAMLError propagate)."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    return {k: v for k, v in data.items() if k not in RUN_EXTRA_KEYS}
+
+
 def dump_config(cfg: Config, path: Path, extra: dict | None = None) -> None:
     data = to_dict(cfg)
     if extra:
