@@ -8,12 +8,11 @@
 #   bash scripts/experiments/lwm_select.sh
 #   BETAS="0.5 1 2" GAMMAS="0 0.5 1 2 4" PER_CLASS=50 bash scripts/experiments/lwm_select.sh
 #
-# Writes runs/lwm_select/b<β>_g<γ>/ and runs/lwm_select/table.md; prints the chosen pair. Put it into
+# Writes runs/lwm_select/b<β>_g<γ>/ and runs/lwm_select/table.md (rerun: finished pairs are skipped);
+# prints the chosen pair. Put it into
 # strategy.lwm.beta/gamma (trainer/config.py defaults and the lwm_* recipes) and docs/strategies.md.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/mnemo/torch_extensions}
-MNEMO=${MNEMO:-.venv/bin/mnemo}
+source "$(dirname "$0")/common.sh"
 OUT=${OUT:-runs/lwm_select}
 SRC=${SRC:-data/glyphs}
 VAL=${VAL:-data/glyphs_val}
@@ -23,12 +22,12 @@ BETAS=${BETAS:-"0.5 1 2"}
 GAMMAS=${GAMMAS:-"0 0.5 1 2"}
 STEP_LR=${STEP_LR:-0.01}   # lr of the incremental steps: LwM's Sec. 5 trains them at 0.01 (phase 0 keeps the recipe's)
 EXTRA=${EXTRA:-}
-[ -f "$SRC/manifest.json" ] || $MNEMO shards glyphs --out "$SRC"
-[ -f "$VAL/manifest.json" ] || $MNEMO holdout --src "$SRC" --out "$VAL" --per-class "$PER_CLASS"
+ensure_holdout "$SRC" "$VAL" "$PER_CLASS"
 mkdir -p "$OUT"
 for b in $BETAS; do
   for g in $GAMMAS; do
     name="b${b}_g${g}"
+    if run_complete "$OUT/$name"; then echo "done already: $name"; continue; fi
     echo "=== $name"
     # shellcheck disable=SC2086
     $MNEMO train --config "$RECIPE" --run-dir "$OUT/$name" "data.shards=$VAL" strategy.name=lwm \
@@ -38,28 +37,10 @@ for b in $BETAS; do
     grep "average incremental accuracy" "$OUT/$name.log" | tail -1
   done
 done
-.venv/bin/python benchmarks/collect_table.py "$OUT" --out "$OUT/table.md"
+$PYTHON benchmarks/collect_table.py "$OUT" --out "$OUT/table.md"
 cat "$OUT/table.md"
-# Rule: the highest validation Ā (ties: lower F) among the settings that still learn the new
-# classes, i.e. whose mean new-class accuracy over the incremental phases is at least half of the
-# LwF-MC reference's (γ = 0). Without that guard a large γ "wins" by refusing every new class: its
-# Ā is then the frozen phase-0 model's (the session-3 grid, docs/results.md).
-.venv/bin/python - "$OUT" <<'PY'
-import json, sys
-from pathlib import Path
-runs = [(json.loads((d / "metrics.json").read_text()), d.name) for d in sorted(Path(sys.argv[1]).glob("b*_g*"))
-        if (d / "metrics.json").is_file()]
-def new_acc(m):
-    later = [p["accuracy_new"] for p in m["phases"][1:]]
-    return sum(later) / max(len(later), 1)
-refs = [new_acc(m) for m, name in runs if name.endswith("_g0")]
-floor = 0.5 * max(refs) if refs else 0.0
-key = lambda r: (r[0]["average_accuracy"], -r[0]["forgetting"])
-for m, name in sorted(runs, key=key, reverse=True):
-    print(f"  {name}: validation Ā {m['average_accuracy']:.2f} %, F {m['forgetting']:.2f} %, "
-          f"mean new-class accuracy {new_acc(m):.1f} %" + ("" if new_acc(m) >= floor else "  (below the guard)"))
-ok = [r for r in runs if new_acc(r[0]) >= floor]
-best = max(ok or runs, key=key)
-print(f"chosen on the validation split: {best[1]} (validation Ā {best[0]['average_accuracy']:.2f} %, "
-      f"F {best[0]['forgetting']:.2f} %; guard: mean new-class accuracy >= {floor:.1f} %)")
-PY
+# Rule (benchmarks/choose_setting.py): the highest validation Ā (ties: lower F) among the settings that
+# still learn the new classes, i.e. whose mean new-class accuracy over the incremental phases is at
+# least half of the LwF-MC reference's (γ = 0). Without that guard a large γ "wins" by refusing every
+# new class: its Ā is then the frozen phase-0 model's (the session-3 grid, docs/results.md).
+$PYTHON -m benchmarks.choose_setting "$OUT" --glob 'b*_g*' --guard-reference '*_g0'

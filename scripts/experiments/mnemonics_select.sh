@@ -15,11 +15,10 @@
 #   BASE_THREADS=1 EXTRA="data.image_size=16" SETTINGS="b10:lr=10 T25:inner_steps=25 vb4:val_batches=4 \
 #     vbn_running:val_bn=running bn_frozen:val_bn=running,inner_bn=running \
 #     group:meta_loss=group hinit:init=herding" bash scripts/...
-# Writes OUT/<name>/ and OUT/table.md; the highest validation Ā wins.
+# Writes OUT/<name>/ and OUT/table.md; the mnemonics setting with the highest validation Ā wins
+# (benchmarks/choose_setting.py; herding and random are shown as references).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/mnemo/torch_extensions}
-MNEMO=${MNEMO:-.venv/bin/mnemo}
+source "$(dirname "$0")/common.sh"
 OUT=${OUT:-runs/mnemonics_select}
 SRC=${SRC:-data/glyphs}
 VAL=${VAL:-data/glyphs_val}
@@ -30,13 +29,12 @@ JOBS=${JOBS:-2}
 THREADS=${THREADS:-1}
 EXTRA=${EXTRA:-}
 SETTINGS=${SETTINGS:-"paper:lr=0.01 b1:lr=1 b10:lr=10 b100:lr=100 a0.1_b10:inner_lr=0.1,lr=10"}
-[ -f "$SRC/manifest.json" ] || $MNEMO shards glyphs --out "$SRC"
-[ -f "$VAL/manifest.json" ] || $MNEMO holdout --src "$SRC" --out "$VAL" --per-class "$PER_CLASS"
+ensure_holdout "$SRC" "$VAL" "$PER_CLASS"
 mkdir -p "$OUT"
 
 run_one() {   # name selection [key=value ...]
   local name=$1 sel=$2; shift 2
-  if grep -q '"status": "complete"' "$OUT/$name/metrics.json" 2>/dev/null; then echo "done already: $name"; return 0; fi
+  if run_complete "$OUT/$name"; then echo "done already: $name"; return 0; fi
   local base=()
   [ "$name" != herding ] && base=("train.base_from=$OUT/herding")
   # shellcheck disable=SC2206
@@ -57,6 +55,7 @@ for s in $SETTINGS; do
 done
 specs+=("random random")
 printf '%s\n' "${specs[@]}" | xargs -P "$JOBS" -L1 bash -c 'run_one "$@"' _
-.venv/bin/python benchmarks/collect_table.py "$OUT" --out "$OUT/table.md"
+$PYTHON benchmarks/collect_table.py "$OUT" --out "$OUT/table.md"
 cat "$OUT/table.md"
 grep -h "mnemonics select" "$OUT"/*.log | sed 's/^[0-9:]* //' | head -40
+$PYTHON -m benchmarks.choose_setting "$OUT" --not-candidate herding random

@@ -13,9 +13,7 @@
 # none, i.e. configs/glyphs.yaml's preset: T=5 x 10 epochs, β1 = β2 = 10 chosen on validation).
 # The table (Ā, F, runtime from metrics.json wall_s): python benchmarks/collect_table.py runs/table1
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/mnemo/torch_extensions}
-MNEMO=${MNEMO:-.venv/bin/mnemo}
+source "$(dirname "$0")/common.sh"
 OUT=${OUT:-runs/table1}
 SEED=${SEED:-0}
 EXTRA=${EXTRA:-}
@@ -23,7 +21,7 @@ MNEMONICS=${MNEMONICS:-}
 HERDING="exemplars.selection=herding"
 FREE="exemplars.per_class=0 train.incremental_lr=0.01"   # exemplar-free, LwM's step lr
 OURS="exemplars.selection=mnemonics exemplars.adjust_old=true train.weight_transfer=true $MNEMONICS"
-[ -f data/glyphs/manifest.json ] || $MNEMO shards glyphs --out data/glyphs
+ensure_glyphs
 
 # name | recipe | overrides
 RUNS=(
@@ -56,6 +54,6 @@ for spec in "${RUNS[@]}"; do
     echo "FAILED: $name (log: $OUT/$name.log)"; status=1
   fi
 done
-.venv/bin/python benchmarks/collect_table.py "$OUT" --out "$OUT/table.md"
+$PYTHON benchmarks/collect_table.py "$OUT" --out "$OUT/table.md"
 cat "$OUT/table.md"
 exit $status

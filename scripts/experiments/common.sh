@@ -1,0 +1,23 @@
+# Sourced by the experiment scripts (never run on its own): the repository root as working directory,
+# the DeepSpeed JIT cache in its stable place, the CLI, and the data every glyph experiment needs.
+# shellcheck shell=bash
+cd "$(dirname "${BASH_SOURCE[1]}")/../.."
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/mnemo/torch_extensions}
+MNEMO=${MNEMO:-.venv/bin/mnemo}
+PYTHON=${PYTHON:-.venv/bin/python}
+export MNEMO PYTHON
+
+ensure_glyphs() {     # [src]: the built-in glyph shards
+  local src=${1:-data/glyphs}
+  [ -f "$src/manifest.json" ] || $MNEMO shards glyphs --out "$src"
+}
+
+ensure_holdout() {    # src val per_class: a validation split carved out of src's TRAIN split
+  ensure_glyphs "$1"
+  [ -f "$2/manifest.json" ] || $MNEMO holdout --src "$1" --out "$2" --per-class "$3"
+}
+
+run_complete() {      # run_dir: true when `mnemo train` sealed every phase of it
+  grep -q '"status": "complete"' "$1/metrics.json" 2>/dev/null
+}
+export -f run_complete
