@@ -13,9 +13,7 @@
 # every run writes OUT/<variant>_<adj|noadj>_s<seed>/ and is resumable (rerun: finished runs are
 # skipped). MNEMONICS: the exemplar-level settings (default: the cheap CPU preset of configs/glyphs.yaml).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/mnemo/torch_extensions}
-MNEMO=${MNEMO:-.venv/bin/mnemo}
+source "$(dirname "$0")/common.sh"
 OUT=${OUT:-runs/table2}
 RECIPE=${RECIPE:-configs/glyphs.yaml}
 SEEDS=${SEEDS:-"0 1 2"}
@@ -29,12 +27,12 @@ JOBS=${JOBS:-2}
 THREADS=${THREADS:-1}
 EXTRA=${EXTRA:-}
 MNEMONICS=${MNEMONICS:-}
-[ -f data/glyphs/manifest.json ] || $MNEMO shards glyphs --out data/glyphs
+ensure_glyphs
 mkdir -p "$OUT"
 
 run_one() {   # name seed selection adjust [base]
   local name=$1 seed=$2 sel=$3 adj=$4 base=${5:-}
-  if grep -q '"status": "complete"' "$OUT/$name/metrics.json" 2>/dev/null; then echo "done already: $name"; return 0; fi
+  if run_complete "$OUT/$name"; then echo "done already: $name"; return 0; fi
   local args=(train --config "$RECIPE" --run-dir "$OUT/$name" "seed=$seed" "exemplars.selection=$sel"
               "exemplars.adjust_old=$adj")
   [ -n "$base" ] && args+=("train.base_from=$base")
@@ -68,6 +66,6 @@ for adj in $ADJ; do
 done
 status=0
 printf '%s\n' "${specs[@]}" | xargs -P "$JOBS" -L1 bash -c 'run_one "$@"' _ || status=1
-.venv/bin/python benchmarks/collect_table.py "$OUT" --seeds --out "$OUT/table.md"
+$PYTHON benchmarks/collect_table.py "$OUT" --seeds --out "$OUT/table.md"
 cat "$OUT/table.md"
 exit $status
