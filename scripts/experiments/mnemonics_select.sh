@@ -8,7 +8,7 @@
 #   SETTINGS="paper:lr=0.01 b10:lr=10" EXTRA="data.image_size=16" JOBS=2 bash scripts/experiments/mnemonics_select.sh
 #
 # A setting is NAME:key=value,key=value over exemplars.mnemonics (lr = β1, inner_lr = α2, ...).
-# β2 (the adjustment's rate, never validated on its own so far; docs/results.md) with adjustment on:
+# β2 (the adjustment's rate) with adjustment on, the session-5 search (no β2 helps; docs/results.md):
 #   EXTRA="data.image_size=16 exemplars.adjust_old=true" \
 #   SETTINGS="a10:lr=10,adjust_lr=10 a1:lr=10,adjust_lr=1 a0.1:lr=10,adjust_lr=0.1" bash scripts/...
 # The search of session 4 (T, real batches per step, BatchNorm regime of Θ'; docs/results.md):

@@ -10,7 +10,7 @@
 # (B=12, N=25). Each run writes runs/table1/<name>/ (resumable: rerunning skips finished runs and
 # continues unfinished ones). Extra overrides for every run: EXTRA="key=value ..." (the session-2
 # table used EXTRA="data.image_size=16"); extra mnemonics settings for "ours": MNEMONICS="..." (default:
-# none, i.e. configs/glyphs.yaml's preset: T=5 x 10 epochs, β1 = β2 = 10 chosen on validation).
+# none, i.e. configs/glyphs.yaml's preset: T=5 x 10 epochs, β1 = 10 chosen on validation, β2 = β1).
 # The table (Ā, F, runtime from metrics.json wall_s): python benchmarks/collect_table.py runs/table1
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
