@@ -54,9 +54,11 @@ def choose(runs: list[tuple[str, dict]], reference: str | None = None, fraction:
              + ("" if candidate(n) else "  (reference, not a candidate)") for n, m in ranked]
     lines += [f"  {n}: incomplete ({m.get('phases_done')}/{m.get('phases_total')} phases), not ranked"
               for n, m in runs if m.get("status") != "complete"]
-    ranked = [r for r in ranked if candidate(r[0])]
-    passing = [r for r in ranked if new_class_accuracy(r[1]) >= floor]
-    best = (passing or ranked or [(None, None)])[0][0]
+    if reference and not refs:
+        lines.append(f"  (no complete run matches the guard reference '{reference}': the guard is off)")
+    candidates = [r for r in ranked if candidate(r[0])]
+    passing = [r for r in candidates if new_class_accuracy(r[1]) >= floor]
+    best = (passing or candidates or [(None, None)])[0][0]
     return best, floor, lines
 
 

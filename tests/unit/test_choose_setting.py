@@ -57,3 +57,9 @@ def test_references_are_ranked_but_not_chosen(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "herding: validation Ā 74.00 %, F 10.00 %, mean new-class accuracy 60.0 %  (reference, not a candidate)" \
         in out and "chosen on the validation split: T25 " in out
+
+
+def test_a_guard_reference_that_matches_nothing_is_said(tmp_path):
+    _run(tmp_path, "b1_g1", 62.0, 15.0, [40.0])
+    best, floor, lines = choose(load_runs(tmp_path, "*"), reference="*_g0")
+    assert (best, floor) == ("b1_g1", 0.0) and "the guard is off" in lines[-1]
