@@ -21,6 +21,8 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.collect_table import find_runs
+
 
 def new_class_accuracy(metrics: dict) -> float:
     """Mean accuracy on each incremental phase's new classes (phases 1..N)."""
@@ -31,8 +33,8 @@ def new_class_accuracy(metrics: dict) -> float:
 def load_runs(root: Path, pattern: str) -> list[tuple[str, dict]]:
     if not root.is_dir():
         raise SystemExit(f"choose_setting: {root} is not a directory of run dirs")
-    runs = [(d.name, json.loads((d / "metrics.json").read_text())) for d in sorted(root.iterdir())
-            if fnmatch.fnmatch(d.name, pattern) and (d / "metrics.json").is_file()]
+    runs = [(d.name, json.loads((d / "metrics.json").read_text())) for d in find_runs([str(root)])
+            if fnmatch.fnmatch(d.name, pattern)]
     if not runs:
         raise SystemExit(f"choose_setting: no run dir matching '{pattern}' with metrics.json under {root}")
     return runs
@@ -45,19 +47,20 @@ def choose(runs: list[tuple[str, dict]], reference: str | None = None, fraction:
         return not any(fnmatch.fnmatch(name, g) for g in not_candidate)
 
     complete = [(n, m) for n, m in runs if m.get("status") == "complete"]
-    refs = [new_class_accuracy(m) for n, m in complete if reference and fnmatch.fnmatch(n, reference)]
+    new = {n: new_class_accuracy(m) for n, m in complete}
+    refs = [new[n] for n, _ in complete if reference and fnmatch.fnmatch(n, reference)]
     floor = fraction * max(refs) if refs else 0.0
     key = lambda r: (r[1]["average_accuracy"], -r[1]["forgetting"])  # noqa: E731
     ranked = sorted(complete, key=key, reverse=True)
     lines = [f"  {n}: validation Ā {m['average_accuracy']:.2f} %, F {m['forgetting']:.2f} %, mean new-class "
-             f"accuracy {new_class_accuracy(m):.1f} %" + ("" if new_class_accuracy(m) >= floor else "  (below the guard)")
+             f"accuracy {new[n]:.1f} %" + ("" if new[n] >= floor else "  (below the guard)")
              + ("" if candidate(n) else "  (reference, not a candidate)") for n, m in ranked]
     lines += [f"  {n}: incomplete ({m.get('phases_done')}/{m.get('phases_total')} phases), not ranked"
               for n, m in runs if m.get("status") != "complete"]
     if reference and not refs:
         lines.append(f"  (no complete run matches the guard reference '{reference}': the guard is off)")
     candidates = [r for r in ranked if candidate(r[0])]
-    passing = [r for r in candidates if new_class_accuracy(r[1]) >= floor]
+    passing = [r for r in candidates if new[r[0]] >= floor]
     best = (passing or candidates or [(None, None)])[0][0]
     return best, floor, lines
 

@@ -45,6 +45,7 @@ from trainer import checkpoint
 from trainer.config import config_from_dict, stored_config
 from trainer.strategies import registry
 
+
 def load_run(run: Path, phase: int):
     """(config, plan, model with Θ_phase in eval mode, exemplar bank) of a sealed phase."""
     path = run / "config.yaml"
