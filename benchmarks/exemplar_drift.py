@@ -44,6 +44,13 @@ def sealed_phases(run: Path) -> list[int]:
     return [] if last is None else [p for p in range(last + 1) if checkpoint.phase_problem(run, p) is None]
 
 
+def _span(phases: list[int]) -> str:
+    """'0-25' for a contiguous list, else the list itself; 'none' when empty."""
+    if not phases:
+        return "none"
+    return f"{phases[0]}-{phases[-1]}" if phases == list(range(phases[0], phases[-1] + 1)) else str(phases)
+
+
 def introduced_at(run: Path, phase: int) -> tuple[dict[int, torch.Tensor], list[int]]:
     """(the memory sealed with `phase`, the classes it stores that the phase before did not)."""
     bank = load_bank(run, phase)
@@ -56,8 +63,6 @@ def drift(reference: dict[int, torch.Tensor], bank: dict[int, torch.Tensor], cla
     """Pixel change of `classes` from `reference` to `bank`, in grey levels of 255."""
     diffs = []
     for c in classes:
-        if c not in bank:
-            raise UserError(f"class {c} is no longer in the exemplar memory; pick an earlier phase")
         m = min(len(reference[c]), len(bank[c]))
         diffs.append((bank[c][:m].float() - reference[c][:m].float()).abs().flatten() * 255)
     d = torch.cat(diffs)
@@ -71,8 +76,7 @@ def run_drift(run: Path, introduced: int, phases: list[int] | None, threshold: f
         raise UserError(f"{run}: not a run directory (no metrics.json, no phases/)")
     available = sealed_phases(run)
     if introduced not in available:
-        raise UserError(f"{run}: phase {introduced} is not sealed; sealed phases: "
-                        f"{available[0]}-{available[-1]}" if available else f"{run}: no sealed phase")
+        raise UserError(f"{run}: phase {introduced} is not sealed (sealed phases: {_span(available)})")
     reference, classes = introduced_at(run, introduced)
     if not classes:
         raise UserError(f"{run}: phase {introduced} stored no new class")
@@ -81,14 +85,17 @@ def run_drift(run: Path, introduced: int, phases: list[int] | None, threshold: f
         missing = sorted(set(phases) - set(later))
         if missing:
             raise UserError(f"{run}: phases {missing} are not sealed phases after {introduced} "
-                            f"(sealed: {later[0]}-{later[-1]})" if later else f"{run}: no sealed phase after "
-                            f"{introduced}")
+                            f"(sealed after it: {_span(later)})")
         later = sorted(phases)
     metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
     base_acc = {p["phase"]: p.get("accuracy_base") for p in metrics.get("phases", [])}
     rows = []
     for p in later:
-        row = {"phase": p, **drift(reference, load_bank(run, p), classes, threshold)}
+        bank = load_bank(run, p)
+        gone = [c for c in classes if c not in bank]
+        if gone:
+            raise UserError(f"{run}: classes {gone} are not in phase {p}'s exemplar memory; pick earlier phases")
+        row = {"phase": p, **drift(reference, bank, classes, threshold)}
         if introduced == 0:
             row["accuracy_base"] = base_acc.get(p)
         rows.append(row)

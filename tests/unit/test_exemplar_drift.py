@@ -44,6 +44,13 @@ def test_drift_of_base_classes_from_their_phase0_pixels(tmp_path):
     assert p2["exemplars"] == 4 and p2["mean_abs"] == pytest.approx(2 * 64 / 16, abs=0.05)
 
 
+def test_a_class_dropped_from_memory_is_named(tmp_path):
+    run = _run(tmp_path)
+    _seal(run, 3, {1: torch.zeros(2, 1, 2, 2)})
+    with pytest.raises(SystemExit, match=r"classes \[0\] are not in phase 3's exemplar memory"):
+        main([str(run), "--phases", "3"])
+
+
 def test_classes_of_a_later_phase_and_no_adjustment_means_no_drift(tmp_path):
     result = run_drift(_run(tmp_path), introduced=1, phases=[2], threshold=32)
     assert result["classes"] == [2] and result["rows"][0]["mean_abs"] == 0.0
@@ -57,7 +64,7 @@ def test_bad_input_is_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit, match="not a run directory"):
         main([str(tmp_path / "nothing")])
     (checkpoint.phase_dir(run, 1) / "DONE").unlink()              # a damaged phase is not read
-    with pytest.raises(SystemExit, match="phase 1 is not sealed"):
+    with pytest.raises(SystemExit, match=r"phase 1 is not sealed \(sealed phases: \[0, 2\]\)"):
         main([str(run), "--introduced", "1"])
     assert main([str(run), "--out", str(tmp_path / "d.json")]) == 0
     assert "| 2 | 8.00 | 12.5 % | 64 | 60.00 |" in capsys.readouterr().out
