@@ -61,14 +61,14 @@ def introduced_at(run: Path, phase: int) -> tuple[dict[int, torch.Tensor], list[
 def drift(reference: dict[int, torch.Tensor], bank: dict[int, torch.Tensor], classes: list[int],
           threshold: float) -> dict:
     """Pixel change of `classes` from `reference` to `bank`, in grey levels of 255."""
-    diffs = []
+    diffs, exemplars = [], 0
     for c in classes:
         m = min(len(reference[c]), len(bank[c]))
         diffs.append((bank[c][:m].float() - reference[c][:m].float()).abs().flatten() * 255)
+        exemplars += m
     d = torch.cat(diffs)
     return {"mean_abs": round(float(d.mean()), 3), "share_above": round(float((d > threshold).float().mean()), 4),
-            "max_abs": round(float(d.max()), 1), "exemplars": sum(min(len(reference[c]), len(bank[c]))
-                                                                  for c in classes)}
+            "max_abs": round(float(d.max()), 1), "exemplars": exemplars}
 
 
 def run_drift(run: Path, introduced: int, phases: list[int] | None, threshold: float) -> dict:
