@@ -3,7 +3,7 @@
     mnemo profile e2e --shards DIR [--config configs/glyphs.yaml] [--phases 1] [--epochs 1]
                       [--run-dir DIR] [key=value ...]
 
-prints ONE JSON object. Runs `trainer.main.run` in this process on the shard set (the recipe's
+prints ONE JSON object. Runs `trainer.run.driver.run` in this process on the shard set (the recipe's
 model, strategy and exemplar selection; by default phase 0 on half of the classes, then `--phases`
 incremental phases, `--epochs` epochs per stage), then reports RUN/profile.json: the wall time split
 into model-level training, exemplar work, balanced fine-tune, evaluation and the rest, per phase
@@ -47,11 +47,11 @@ def _protocol(num_classes: int, phases: int) -> list[str]:
 
 def profile_e2e(shards: str, config: str, phases: int = 1, epochs: int = 1, run_dir: str | None = None,
                 overrides: list[str] = ()) -> dict:
-    from data_pipeline.manifest import load_manifest
-    from mnemo.errors import UserError
+    from core.errors import UserError
+    from data_pipeline.shards.manifest import load_manifest
     from trainer.config import load_config
-    from trainer.main import run
-    from trainer.run_profile import build_profile
+    from trainer.run.driver import run
+    from trainer.run.run_profile import build_profile
 
     if phases < 0 or epochs < 1:
         raise UserError("--phases must be >= 0 and --epochs >= 1")

@@ -27,21 +27,21 @@ from pathlib import Path
 
 import torch
 
-from mnemo.errors import UserError
-from trainer import checkpoint
+from core.errors import UserError
+from trainer.run import sealed_phases as store
 
 
 def load_bank(run: Path, phase: int) -> dict[int, torch.Tensor]:
-    problem = checkpoint.phase_problem(run, phase)
+    problem = store.phase_problem(run, phase)
     if problem:
         raise UserError(f"{run}: phase {phase} is not sealed ({problem})")
-    sd = torch.load(checkpoint.phase_dir(run, phase) / "memory.pt", map_location="cpu", weights_only=False)
+    sd = torch.load(store.phase_dir(run, phase) / "memory.pt", map_location="cpu", weights_only=False)
     return {int(k): v for k, v in sd["bank"].items()}
 
 
 def sealed_phases(run: Path) -> list[int]:
-    last = checkpoint.latest_sealed(run)
-    return [] if last is None else [p for p in range(last + 1) if checkpoint.phase_problem(run, p) is None]
+    last = store.latest_sealed(run)
+    return [] if last is None else [p for p in range(last + 1) if store.phase_problem(run, p) is None]
 
 
 def _span(phases: list[int]) -> str:

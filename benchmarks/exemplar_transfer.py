@@ -34,16 +34,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from data_pipeline.augment import model_view
-from data_pipeline.manifest import load_manifest
-from data_pipeline.protocol import make_plan
-from data_pipeline.shard_reader import read_classes
+from core.errors import UserError
+from core.protocol import make_plan
+from data_pipeline.loading.augment import model_view
+from data_pipeline.shards.manifest import load_manifest
+from data_pipeline.shards.reader import read_classes
 from exemplars.mnemonics import start_params, theta_logits, unroll
 from exemplars.sharding import class_groups
-from mnemo.errors import UserError
-from trainer import checkpoint
 from trainer.config import config_from_dict, stored_config
-from trainer.strategies import registry
+from trainer.methods.strategies import registry
+from trainer.run import sealed_phases
 
 
 def load_run(run: Path, phase: int):
@@ -51,8 +51,8 @@ def load_run(run: Path, phase: int):
     path = run / "config.yaml"
     if not path.is_file():
         raise UserError(f"{run}: no config.yaml, not a run directory")
-    if checkpoint.phase_problem(run, phase):
-        raise UserError(f"{run}: phase {phase} is not sealed ({checkpoint.phase_problem(run, phase)})")
+    if sealed_phases.phase_problem(run, phase):
+        raise UserError(f"{run}: phase {phase} is not sealed ({sealed_phases.phase_problem(run, phase)})")
     cfg = config_from_dict(stored_config(path))
     manifest = load_manifest(cfg.data.shards)
     p = cfg.protocol
@@ -60,7 +60,7 @@ def load_run(run: Path, phase: int):
     model = registry.get(cfg.strategy.name)(cfg).build_model(cfg)
     for n in plan.phase_sizes[: phase + 1]:
         model.head.grow(n)
-    model_sd, memory_sd, _ = checkpoint.load_phase(run, phase)
+    model_sd, memory_sd, _ = sealed_phases.load_phase(run, phase)
     model.load_state_dict(model_sd)
     model.eval()
     bank = {int(k): v for k, v in memory_sd["bank"].items()}
@@ -99,9 +99,9 @@ def measure(runs: list[Path], phase: int, horizons: list[int], inner_lrs: list[f
             bns: list[str] | None = None, limit: int | None = None) -> dict:
     loaded = [load_run(r, phase) for r in runs]
     cfg, manifest, plan, model, _ = loaded[0]
-    ref = checkpoint.weights_digest(model)
+    ref = sealed_phases.weights_digest(model)
     for r, (_, _, _, m, _) in zip(runs[1:], loaded[1:]):
-        if checkpoint.weights_digest(m) != ref:
+        if sealed_phases.weights_digest(m) != ref:
             raise UserError(f"{r}: its phase-{phase} model differs from {runs[0]}'s; compare runs that share "
                             "phase 0 (train.base_from) so that only the exemplars differ")
     mn = cfg.exemplars.mnemonics

@@ -69,7 +69,7 @@ def _classes_for(manifest, split: str, images: int) -> list[int]:
 
 
 def _dali(manifest, split, classes, args) -> dict:
-    from data_pipeline.dali_batches import DaliPhaseBatches, dali_eval_batches
+    from data_pipeline.loading.dali_batches import DaliPhaseBatches, dali_eval_batches
 
     train = DaliPhaseBatches(manifest, classes, None, None, args.batch_size, 0, 1, seed=0, preset="imagenet",
                              image_size=args.size, threads=args.threads, split=split)
@@ -93,7 +93,7 @@ class _Decode:
         self.tf, self.ext = tf, ext
 
     def __call__(self, sample):
-        from data_pipeline.image_codec import open_rgb
+        from data_pipeline.shards.image_codec import open_rgb
 
         return self.tf(open_rgb(sample[self.ext])), int.from_bytes(sample["lbl"], "little")
 
@@ -128,8 +128,8 @@ def _torch_stream(manifest, split, classes, args) -> dict:
 def _inmemory(manifest, split, classes, args) -> dict:
     import torch
 
-    from data_pipeline.augment import augment_real
-    from data_pipeline.shard_reader import read_classes
+    from data_pipeline.loading.augment import augment_real
+    from data_pipeline.shards.reader import read_classes
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -146,8 +146,8 @@ def _inmemory(manifest, split, classes, args) -> dict:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    from data_pipeline.loaders import dali_problem
-    from data_pipeline.manifest import load_manifest
+    from data_pipeline.loading.loaders import dali_problem
+    from data_pipeline.shards.manifest import load_manifest
 
     m = load_manifest(args.shards)
     classes = _classes_for(m, args.split, args.images)
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
 
     result["versions"] = {"torch": torch.__version__, "torchvision": torchvision.__version__}
     if not problem:
-        from data_pipeline.dali_pipeline import DALI_VERSION
+        from data_pipeline.loading.dali_pipeline import DALI_VERSION
 
         result["versions"]["dali"] = DALI_VERSION
     print(json.dumps(result))

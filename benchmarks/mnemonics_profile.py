@@ -44,11 +44,15 @@ def _rss_mb() -> float:
 
 def _measure_one(cfg: dict) -> dict:
     """In a fresh process: build the model and data, then run `repeats` outer steps."""
-    import torch
     import timm
+    import torch
     from torch import nn
 
-    from exemplars.mnemonics import MnemonicsSettings, optimise_exemplars, unrolled_meta_loss
+    from exemplars.mnemonics import (
+        MnemonicsSettings,
+        optimise_exemplars,
+        unrolled_meta_loss,
+    )
 
     device = torch.device(cfg["device"])
     if cfg.get("threads"):

@@ -11,7 +11,7 @@ head with `--classes` outputs), then `Engine.step` (backward + SGD step with mom
 decay, as in training). `--warmup` steps run first and are not timed.
 
 Timing: img/s = batch x steps / wall time of the timed steps (CUDA: one synchronisation at the
-end). The forward/backward/optimizer split comes from trainer.step_timer (host clock on CPU, CUDA
+end). The forward/backward/optimizer split comes from trainer.engine.step_timer (host clock on CPU, CUDA
 events on GPU). `--trace DIR` runs `--trace-steps` further steps under torch.profiler and writes a
 Chrome trace (open it in https://ui.perfetto.dev or chrome://tracing); the timed steps are not
 profiled.
@@ -57,11 +57,11 @@ def profile_train(arch: str = "resnet18", size: int | None = None, precision: st
     import torch
     import torch.nn.functional as F
 
-    from mnemo.errors import UserError
-    from trainer import distributed
-    from trainer.engine import Engine
-    from trainer.models.net import IncrementalNet
-    from trainer.step_timer import StepTimer
+    from core.errors import UserError
+    from trainer.engine import distributed
+    from trainer.engine.deepspeed_engine import Engine
+    from trainer.engine.step_timer import StepTimer
+    from trainer.methods.models.net import IncrementalNet
 
     for name, v in (("--batch-size", batch_size), ("--steps", steps), ("--classes", classes)):
         if v < 1:

@@ -12,7 +12,7 @@ from pathlib import Path
 import submitit
 from submitit.slurm import slurm as submitit_slurm
 
-from mnemo.errors import UserError
+from core.errors import UserError
 
 CLUSTERS = ("slurm", "local", "debug")
 MODES = ("chain", "requeue")

@@ -1,4 +1,4 @@
-"""The callable submitit runs inside every job: set up the process, then `trainer.main.run`.
+"""The callable submitit runs inside every job: set up the process, then `trainer.run.driver.run`.
 
 `TrainJob` is Checkpointable: on a time-out or preemption signal submitit calls `checkpoint()`, which
 resubmits the same call; since `run()` always resumes from the newest sealed phase (and the engine
@@ -14,7 +14,7 @@ import submitit
 
 
 def _export_distributed_env() -> None:
-    """RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT from the job, for trainer.distributed.init()."""
+    """RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT from the job, for trainer.engine.distributed.init()."""
     env = submitit.JobEnvironment()
     if env.cluster == "debug":        # in-process: the trainer's single-process defaults apply
         return
@@ -37,7 +37,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self, cfg, run_dir: str, stop_after_phase: int | None = None) -> dict:
         _export_distributed_env()
         _limit_threads()
-        from trainer.main import run
+        from trainer.run.driver import run
 
         summary = run(cfg, run_dir, stop_after_phase=stop_after_phase)
         return {k: summary[k] for k in ("status", "phases_done", "phases_total", "average_accuracy")}

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from mnemo.errors import UserError
+from core.errors import UserError
 
 LAUNCH_FILE = "launch.json"
 VERSION = 1

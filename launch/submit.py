@@ -14,11 +14,11 @@ from pathlib import Path
 
 from submitit.core.utils import FailedJobError
 
+from core.errors import UserError
 from launch import executors
 from launch import state as launch_state
 from launch.job import TrainJob
 from launch.status import ACTIVE, pid_alive, short_exception, slurm_states
-from mnemo.errors import UserError
 
 
 def _plan(cfg, run_dir: Path) -> list[int | None]:

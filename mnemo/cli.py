@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 import sys
 
-from mnemo.errors import UserError
+from core.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:

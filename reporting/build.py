@@ -12,7 +12,7 @@ import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mnemo.errors import UserError
+from core.errors import UserError
 from reporting import tables
 from reporting.run_dir import RunInfo, load_runs
 
@@ -43,7 +43,7 @@ def build_report(paths: list[str | Path], out: str | Path, opts: ReportOptions |
     if not paths:
         raise UserError("give at least one run directory")
     runs = load_runs(paths)
-    from reporting import plots                 # matplotlib: only once the runs are known to be runs
+    from reporting import plots  # matplotlib: only once the runs are known to be runs
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")

@@ -22,10 +22,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from mnemo.errors import UserError  # noqa: E402
+from core.errors import UserError  # noqa: E402
 from reporting.plots import save  # noqa: E402
 from reporting.run_dir import RunInfo, load_sealed  # noqa: E402
-from trainer import checkpoint  # noqa: E402
+from trainer.run import sealed_phases  # noqa: E402
 
 MAX_CLASSES = 10
 MAX_OTHERS = 60
@@ -56,7 +56,7 @@ class DataCache:
         self.manifests: dict[str, object] = {}
 
     def manifest(self, shards: str):
-        from data_pipeline.manifest import load_manifest
+        from data_pipeline.shards.manifest import load_manifest
 
         if shards not in self.manifests:
             self.manifests[shards] = load_manifest(shards, verify=False)
@@ -72,7 +72,7 @@ class DataCache:
 
     def images_of(self, run: RunInfo, class_ids: list[int], per_class: int) -> dict[int, torch.Tensor]:
         """uint8 (n, 3, S, S) per class id, at most `per_class` (a fixed random subset), centre-cropped to S."""
-        from data_pipeline.shard_reader import read_classes
+        from data_pipeline.shards.reader import read_classes
 
         d = run.section("data")
         shards, preset, size = d.get("shards", ""), d.get("preset", "glyphs"), int(d.get("image_size", 32))
@@ -93,7 +93,7 @@ def tsne_panel(run: RunInfo, phase: int, k: int, per_class: int, cache: DataCach
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
-    from trainer.features import extract_features
+    from exemplars.features import extract_features
 
     model, bank, state = load_sealed(run, phase)
     model.to(device)
@@ -200,12 +200,12 @@ def tsne_figure(runs: list[RunInfo], phases: dict[str, list[int]], path: Path, k
 
 
 def _memory(run: RunInfo, phase: int) -> dict[int, torch.Tensor]:
-    sd = torch.load(checkpoint.phase_dir(run.path, phase) / "memory.pt", map_location="cpu", weights_only=False)
+    sd = torch.load(sealed_phases.phase_dir(run.path, phase) / "memory.pt", map_location="cpu", weights_only=False)
     return {int(k): v for k, v in sd.get("bank", {}).items()}
 
 
 def _plan(run: RunInfo, phase: int) -> list[int]:
-    st = torch.load(checkpoint.phase_dir(run.path, phase) / "state.pt", map_location="cpu", weights_only=False)
+    st = torch.load(sealed_phases.phase_dir(run.path, phase) / "state.pt", map_location="cpu", weights_only=False)
     return list(st["plan"])
 
 

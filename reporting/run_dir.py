@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from mnemo.errors import UserError
-from trainer.run_profile import build_profile, read_events
+from core.errors import UserError
+from trainer.run.run_profile import build_profile, read_events
 
 STRATEGY_NAMES = {"lwf": "LwF", "icarl": "iCaRL", "bic": "BiC", "lucir": "LUCIR", "lwm": "LwM",
                   "finetune": "Fine-tune", "joint": "Joint (upper bound)"}
@@ -91,9 +91,9 @@ class RunInfo:
         return self.metrics.get("phases") or []
 
     def summary(self, key: str) -> float | None:
-        """Ā or F (CNN or NME) recomputed from the finished phases (trainer.metrics), as metrics.json defines them:
+        """Ā or F (CNN or NME) recomputed from the finished phases (trainer.run.metrics), as metrics.json defines them:
         average_accuracy, forgetting, average_accuracy_nme, forgetting_nme."""
-        from trainer.metrics import average_accuracy, forgetting
+        from trainer.run.metrics import average_accuracy, forgetting
 
         nme = key.endswith("_nme")
         if key.startswith("average_accuracy"):
@@ -134,7 +134,9 @@ def load_run(path: str | Path, name: str | None = None) -> RunInfo:
     if not any((run_dir / n).exists() for n in ("config.yaml", "metrics.json", "phases")):
         raise UserError(f"{run_dir} is not a run directory (no config.yaml, metrics.json or phases/): "
                         "pass directories made by mnemo train --run-dir")
-    from trainer import checkpoint          # torch: imported once the path is known to be a run
+    from trainer.run import (
+        sealed_phases,  # torch: imported once the path is known to be a run
+    )
 
     notes: list[str] = []
     config: dict = {}
@@ -162,7 +164,7 @@ def load_run(path: str | Path, name: str | None = None) -> RunInfo:
                      f"{', '.join(map(str, missing))} not yet); Ā and F below cover the finished phases only")
     sealed = []
     for ph in sorted(set(done) | set(_phase_dirs(run_dir))):
-        problem = checkpoint.phase_problem(run_dir, ph)
+        problem = sealed_phases.phase_problem(run_dir, ph)
         if problem is None:
             sealed.append(ph)
         else:
@@ -186,10 +188,10 @@ def load_runs(paths: list[str | Path]) -> list[RunInfo]:
 
 def load_sealed(run: RunInfo, phase: int):
     """(model with the sealed weights in eval mode, memory bank {label: float16 images}, state dict)."""
-    from trainer import checkpoint
-    from trainer.models.net import IncrementalNet
+    from trainer.methods.models.net import IncrementalNet
+    from trainer.run import sealed_phases
 
-    model_sd, memory_sd, state = checkpoint.load_phase(run.path, phase)
+    model_sd, memory_sd, state = sealed_phases.load_phase(run.path, phase)
     data = run.section("data")
     model = IncrementalNet(run.section("model").get("arch", "resnet32"), data.get("preset", "glyphs"))
     # Only the backbone is needed for features, so any head type (linear, cosine, ...) works.

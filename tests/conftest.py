@@ -15,7 +15,7 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "mnem
 @pytest.fixture(scope="session")
 def digits_shards(tmp_path_factory):
     """A small real shard set: 10 digit classes, 40 train / 10 test images each, 32 px."""
-    from data_pipeline.convert_imagefolder import convert_imagefolder
+    from data_pipeline.convert.imagefolder import convert_imagefolder
     from data_pipeline.fixtures import write_digits_tree
 
     root = tmp_path_factory.mktemp("digits")
@@ -28,7 +28,7 @@ def digits_shards(tmp_path_factory):
 def imagenet_fixture(tmp_path_factory):
     """An ImageNet-shaped tree (1,000 synsets x 2 real JPEGs of varied sizes, flat val + Kaggle
     ground truth, 1 image per class) converted by `mnemo shards imagenet` (issue 5)."""
-    from data_pipeline.convert_imagenet import convert_imagenet
+    from data_pipeline.convert.imagenet import convert_imagenet
     from data_pipeline.fixtures import write_imagenet_tree
 
     root = tmp_path_factory.mktemp("imagenet")

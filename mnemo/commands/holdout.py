@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def _run(args) -> int:
-    from data_pipeline.holdout import make_holdout
+    from data_pipeline.convert.holdout import make_holdout
 
     make_holdout(args.src, args.out, args.per_class, args.seed)
     return 0

@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 import json
 
-from mnemo.errors import UserError
+from core.errors import UserError
 
 ACTIONS = ("status", "resume", "cancel")
 # flags that override the same-named LaunchConfig fields (launch: section of the config)
@@ -57,7 +57,7 @@ def _run(args) -> int:
         return 0
 
     from trainer.config import config_from_dict, load_config
-    from trainer.config_schema import apply_overrides
+    from trainer.config.schema import apply_overrides
 
     if action == "resume":
         if args.config:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from mnemo.errors import UserError
+from core.errors import UserError
 
 
 def targets() -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mnemo.errors import UserError
+from core.errors import UserError
 
 
 def _run(args) -> int:

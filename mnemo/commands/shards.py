@@ -3,28 +3,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mnemo.errors import UserError
+from core.errors import UserError
 
 
 def _run(args) -> int:
     out = Path(args.out) if getattr(args, "out", None) else None
     if args.kind == "glyphs":
-        from data_pipeline.convert_glyphs import convert_glyphs
+        from data_pipeline.convert.glyphs import convert_glyphs
 
         m = convert_glyphs(out, size=args.size, test_fraction=args.test_fraction, seed=args.seed)
     elif args.kind == "imagefolder":
-        from data_pipeline.convert_imagefolder import convert_imagefolder
+        from data_pipeline.convert.imagefolder import convert_imagefolder
 
         if args.size and args.short_side:
             raise UserError("give either --size or --short-side, not both")
         m = convert_imagefolder(Path(args.train), Path(args.val), out, size=None if args.short_side else args.size,
                                 short_side=args.short_side, encoding=args.encoding, skip_bad=args.skip_bad)
     elif args.kind == "cifar100":
-        from data_pipeline.convert_cifar100 import convert_cifar100
+        from data_pipeline.convert.cifar100 import convert_cifar100
 
         m = convert_cifar100(Path(args.src), out)
     else:  # verify
-        from data_pipeline.manifest import load_manifest
+        from data_pipeline.shards.manifest import load_manifest
 
         m = load_manifest(args.dir, verify=False)
         m.verify(checksums=True)
@@ -58,8 +58,8 @@ def register(sub) -> None:
     v = ss.add_parser("verify", help="check every shard against its size and sha256 in manifest.json")
     v.add_argument("dir")
     # issue 5: `shards imagenet` (data_pipeline/convert_imagenet.py) and `shards index` (wds_index.py)
-    from data_pipeline.convert_imagenet import register_cli as imagenet_cli
-    from data_pipeline.wds_index import register_cli as index_cli
+    from data_pipeline.convert.imagenet import register_cli as imagenet_cli
+    from data_pipeline.shards.wds_index import register_cli as index_cli
 
     imagenet_cli(ss)
     index_cli(ss)

@@ -9,11 +9,11 @@ def _run(args) -> int:
 
     cfg = load_config(args.config, args.overrides)          # fail fast, before starting workers
     if args.nproc_per_node > 1 and "RANK" not in os.environ:
-        from trainer.local_launcher import launch
+        from launch.local import launch
 
         argv = ["train", "--config", args.config, "--run-dir", args.run_dir, *args.overrides]
         return launch(argv, args.nproc_per_node)
-    from trainer.main import run
+    from trainer.run.driver import run
 
     summary = run(cfg, args.run_dir)
     return 0 if summary["status"] == "complete" else 1

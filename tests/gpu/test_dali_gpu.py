@@ -13,7 +13,7 @@ pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
 
 @pytest.fixture(scope="module")
 def shards_224(tmp_path_factory):
-    from data_pipeline.convert_imagenet import convert_imagenet
+    from data_pipeline.convert.imagenet import convert_imagenet
     from data_pipeline.fixtures import write_imagenet_tree
 
     root = tmp_path_factory.mktemp("gpu_imagenet")
@@ -23,7 +23,7 @@ def shards_224(tmp_path_factory):
 
 
 def test_mixed_decode_matches_cpu_and_reports_throughput(shards_224):
-    from data_pipeline.dali_batches import dali_eval_batches
+    from data_pipeline.loading.dali_batches import dali_eval_batches
 
     m = shards_224
     cpu = torch.cat([x for x, _ in dali_eval_batches(m, "test", range(20), 50, "imagenet", 224)])
@@ -32,7 +32,7 @@ def test_mixed_decode_matches_cpu_and_reports_throughput(shards_224):
     gpu = torch.cat(gpu).cpu()
     assert (gpu - cpu).abs().mean() < 0.01          # nvJPEG and libjpeg-turbo differ slightly
     for device_id in (None, 0):
-        from data_pipeline.dali_batches import DaliPhaseBatches
+        from data_pipeline.loading.dali_batches import DaliPhaseBatches
 
         b = DaliPhaseBatches(m, range(20), None, None, 256, 0, 1, seed=0, preset="imagenet", image_size=224,
                              device_id=device_id, threads=8, dtype=torch.bfloat16, layout="channels_last")
@@ -48,10 +48,10 @@ def test_mixed_decode_matches_cpu_and_reports_throughput(shards_224):
 
 
 def test_resnet18_fed_by_dali_vs_synthetic(shards_224):
-    from data_pipeline.dali_batches import DaliPhaseBatches
-    from trainer import distributed
-    from trainer.engine import Engine
-    from trainer.models.net import IncrementalNet
+    from data_pipeline.loading.dali_batches import DaliPhaseBatches
+    from trainer.engine import distributed
+    from trainer.engine.deepspeed_engine import Engine
+    from trainer.methods.models.net import IncrementalNet
 
     dist_info = distributed.init()
     model = IncrementalNet("resnet18", "imagenet").cuda().to(memory_format=torch.channels_last)

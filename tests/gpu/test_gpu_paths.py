@@ -11,9 +11,9 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 
 
 def test_resnet18_224_bf16_engine_one_phase_on_synthetic_data():
-    from trainer import distributed
-    from trainer.engine import Engine
-    from trainer.models.net import IncrementalNet
+    from trainer.engine import distributed
+    from trainer.engine.deepspeed_engine import Engine
+    from trainer.methods.models.net import IncrementalNet
 
     dist_info = distributed.init()
     torch.manual_seed(0)

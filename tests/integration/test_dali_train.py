@@ -34,8 +34,8 @@ def test_train_with_the_dali_loader(tmp_path, digits_shards):
 def test_loader_resolution(monkeypatch):
     import torch
 
-    from data_pipeline import loaders
-    from mnemo.errors import UserError
+    from core.errors import UserError
+    from data_pipeline.loading import loaders
 
     assert loaders.resolve_loader("torch") == "torch"
     monkeypatch.setattr(loaders, "dali_problem", lambda device_id=None: "ImportError: No module named 'nvidia'")

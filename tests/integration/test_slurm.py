@@ -143,7 +143,7 @@ def _interrupt_after_phase0(run: Path, job_id_box: list, log: dict) -> None:
 
 @pytest.fixture(scope="module")
 def runs(local_slurm, digits_shards, tmp_path_factory):
-    from data_pipeline.protocol import make_plan
+    from core.protocol import make_plan
 
     root = tmp_path_factory.mktemp("slurm_runs")
     t0 = time.perf_counter()

@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_pipeline.protocol import make_plan
+from core.protocol import make_plan
 from exemplars.memory import ExemplarMemory
 from trainer.config import load_config
-from trainer.strategies import registry
-from trainer.strategies.base import Batch, PhaseContext
+from trainer.methods.strategies import registry
+from trainer.methods.strategies.base import Batch, PhaseContext
+
 
 @pytest.fixture(autouse=False)
 def one_thread():

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from data_pipeline.batch_plan import epoch_plan, steps_per_epoch
-from data_pipeline.phase_batches import PhaseBatches
+from data_pipeline.loading.batch_plan import epoch_plan, steps_per_epoch
+from data_pipeline.loading.phase_batches import PhaseBatches
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -49,7 +49,7 @@ def test_phase_batches_share_mode():
 
 
 def test_exemplar_share_config_key_is_validated():
-    from mnemo.errors import UserError
+    from core.errors import UserError
     from trainer.config import load_config
 
     assert load_config(None, ["data.exemplar_share=0.3"]).data.exemplar_share == 0.3

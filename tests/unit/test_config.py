@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from mnemo.errors import UserError
+from core.errors import UserError
 from trainer.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,8 +18,8 @@ def test_default_config_loads():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_recipe_loads_and_validates(recipe):
-    from data_pipeline.protocol import make_plan
-    from trainer.strategies import registry
+    from core.protocol import make_plan
+    from trainer.methods.strategies import registry
 
     cfg = load_config(recipe)
     registry.get(cfg.strategy.name)
@@ -83,7 +83,7 @@ def test_base_inheritance_and_missing_file(tmp_path):
 
 
 def test_incremental_lr_applies_to_later_phases_only():
-    from trainer.main import _default_stage_spec
+    from trainer.run.driver import _default_stage_spec
 
     cfg = load_config(ROOT / "configs" / "glyphs.yaml", ["train.incremental_lr=0.01"])
     base, later = _default_stage_spec("train", cfg, 0), _default_stage_spec("train", cfg, 1)

@@ -9,11 +9,11 @@ import torch
 
 pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
 
-from data_pipeline.batch_plan import epoch_plan                       # noqa: E402
-from data_pipeline.dali_batches import DaliPhaseBatches, dali_eval_batches   # noqa: E402
-from data_pipeline.manifest import load_manifest                      # noqa: E402
-from data_pipeline.phase_batches import PhaseBatches                  # noqa: E402
-from data_pipeline.shard_writer import ShardSetWriter                 # noqa: E402
+from data_pipeline.loading.batch_plan import epoch_plan  # noqa: E402
+from data_pipeline.loading.dali_batches import DaliPhaseBatches, dali_eval_batches  # noqa: E402
+from data_pipeline.loading.phase_batches import PhaseBatches  # noqa: E402
+from data_pipeline.shards.manifest import load_manifest  # noqa: E402
+from data_pipeline.shards.writer import ShardSetWriter  # noqa: E402
 
 PER_CLASS = 7
 CLASSES = 6
@@ -158,7 +158,7 @@ def test_labels_map_to_the_manifest_classes(imagenet_fixture):
     """Loader labels = the manifest class of each sample's shard = the int32 label stored in the sample."""
     import webdataset as wds
 
-    from data_pipeline.protocol import make_plan
+    from core.protocol import make_plan
 
     tree, m = imagenet_fixture
     plan = make_plan(m.num_classes, 500, 25)
@@ -212,7 +212,7 @@ def test_dali_eval_matches_the_torchvision_eval_transform(tmp_path):
 
 
 def test_dali_reads_the_index_files_with_its_own_webdataset_reader(imagenet_fixture):
-    from data_pipeline.dali_pipeline import read_webdataset_labels
+    from data_pipeline.loading.dali_pipeline import read_webdataset_labels
 
     _, m = imagenet_fixture
     shards = m.shards("test", range(10))

@@ -6,14 +6,14 @@ import torch
 
 from benchmarks.exemplar_drift import main, run_drift
 from exemplars.memory import ExemplarMemory
-from trainer import checkpoint
+from trainer.run import sealed_phases
 
 
 def _seal(run, phase, bank):
     mem = ExemplarMemory()
     for label, images in bank.items():
         mem.set(label, images)
-    checkpoint.seal_phase(run, phase, {}, mem.state_dict(), {})
+    sealed_phases.seal_phase(run, phase, {}, mem.state_dict(), {})
 
 
 def _run(tmp_path):
@@ -63,7 +63,7 @@ def test_bad_input_is_one_line_error(tmp_path, capsys):
         main([str(run), "--phases", "7"])
     with pytest.raises(SystemExit, match="not a run directory"):
         main([str(tmp_path / "nothing")])
-    (checkpoint.phase_dir(run, 1) / "DONE").unlink()              # a damaged phase is not read
+    (sealed_phases.phase_dir(run, 1) / "DONE").unlink()              # a damaged phase is not read
     with pytest.raises(SystemExit, match=r"phase 1 is not sealed \(sealed phases: \[0, 2\]\)"):
         main([str(run), "--introduced", "1"])
     assert main([str(run), "--out", str(tmp_path / "d.json")]) == 0

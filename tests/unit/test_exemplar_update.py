@@ -1,9 +1,9 @@
 """trainer/exemplar_update.py: which real images a class group's exemplars start from."""
 import torch
 
+from exemplars.update import _select_group
 from trainer.config import load_config
-from trainer.exemplar_update import _select_group
-from trainer.models.net import IncrementalNet
+from trainer.methods.models.net import IncrementalNet
 
 
 def _group_images(n_per_class=12, side=16):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_pipeline import glyphs
+from data_pipeline.convert import glyph_render as glyphs
 
 INSTALLED = {path.stem: path for path in glyphs.discover_fonts()}
 BLOCKLIST = glyphs.load_blocklist()

@@ -3,9 +3,9 @@ import tarfile
 
 import pytest
 
-from data_pipeline.holdout import _class_samples, make_holdout
-from data_pipeline.manifest import load_manifest
-from mnemo.errors import UserError
+from core.errors import UserError
+from data_pipeline.convert.holdout import _class_samples, make_holdout
+from data_pipeline.shards.manifest import load_manifest
 
 
 def test_holdout_splits_train_into_train_and_validation(digits_shards, tmp_path):

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_pipeline import convert_imagenet as ci
-from data_pipeline.convert_imagenet import convert_imagenet
+from core.errors import UserError
+from core.protocol import make_plan
+from data_pipeline.convert import imagenet as ci
+from data_pipeline.convert.imagenet import convert_imagenet
+from data_pipeline.convert.imagenet_layout import subset_synsets
 from data_pipeline.fixtures import VAL_FORMS, synset_ids, write_imagenet_tree
-from data_pipeline.imagenet_layout import subset_synsets
-from data_pipeline.manifest import load_manifest
-from data_pipeline.protocol import make_plan
-from data_pipeline.wds_index import add_index_files, index_tar, read_index
-from mnemo.errors import UserError
+from data_pipeline.shards.manifest import load_manifest
+from data_pipeline.shards.wds_index import add_index_files, index_tar, read_index
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIET = dict(workers=0, progress=lambda *a: None)

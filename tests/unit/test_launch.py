@@ -93,7 +93,7 @@ def test_launch_state_is_written_atomically(tmp_path):
     assert json.loads((tmp_path / "launch.json").read_text())["jobs"] == [{"job_id": "7"}]
     assert [p.name for p in tmp_path.iterdir()] == ["launch.json"]      # no temporary file left behind
     (tmp_path / "launch.json").write_text("{not json")
-    from mnemo.errors import UserError
+    from core.errors import UserError
 
     with pytest.raises(UserError, match="not valid JSON"):
         state.load(tmp_path)
@@ -136,6 +136,6 @@ def test_launch_package_calls_only_the_trainer_entry_point():
     for path in sorted((ROOT / "launch").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("trainer"):
-                assert node.module == "trainer.main" and [a.name for a in node.names] == ["run"], path
+                assert node.module == "trainer.run.driver" and [a.name for a in node.names] == ["run"], path
             if isinstance(node, ast.Import):
                 assert not any(a.name.startswith("trainer") for a in node.names), path

@@ -1,12 +1,12 @@
 """trainer/loop.py: device-resident loss bookkeeping and the non-finite loss stop."""
 import pytest
 import torch
-
 from strategy_kit import PLAN, batch, one_thread, start  # noqa: F401 (fixture)
-from trainer import distributed
-from trainer.engine import Engine
-from trainer.events import EventLog
-from trainer.loop import run_stage
+
+from trainer.engine import distributed
+from trainer.engine.deepspeed_engine import Engine
+from trainer.engine.epoch_loop import run_stage
+from trainer.run.events import EventLog
 
 
 class _Batches:

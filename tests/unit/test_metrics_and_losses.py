@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from trainer.losses import kd_loss
-from trainer.metrics import MetricsLog, average_accuracy, forgetting
+from trainer.methods.losses import kd_loss
+from trainer.run.metrics import MetricsLog, average_accuracy, forgetting
 
 
 def test_average_accuracy_and_forgetting_follow_the_paper():
@@ -30,9 +30,9 @@ def test_kd_has_zero_gradient_when_student_equals_teacher():
 def test_config_guard_names_changed_keys_and_accepts_keys_added_later(tmp_path):
     import yaml
 
-    from mnemo.errors import UserError
-    from trainer.checkpoint import guard_config
+    from core.errors import UserError
     from trainer.config import Config
+    from trainer.run.sealed_phases import guard_config
 
     defaults = Config().to_dict()
     old = Config().to_dict()

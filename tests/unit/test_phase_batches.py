@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from data_pipeline.phase_batches import PhaseBatches
+from data_pipeline.loading.phase_batches import PhaseBatches
 
 
 def _batches(n_real, n_ex, batch, rank, world):

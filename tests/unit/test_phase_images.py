@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from data_pipeline.manifest import load_manifest
-from data_pipeline.phase_images import ClassCache, PhaseImages
-from data_pipeline.shard_reader import read_classes
-from mnemo.errors import UserError
+from core.errors import UserError
+from data_pipeline.loading.phase_images import ClassCache, PhaseImages
+from data_pipeline.shards.manifest import load_manifest
+from data_pipeline.shards.reader import read_classes
 
 
 def test_lazy_set_equals_the_full_decode_and_decodes_only_what_is_touched(digits_shards):
@@ -45,13 +45,13 @@ def test_over_the_cap_nothing_is_kept_and_chunks_respect_their_size(digits_shard
 
 
 def test_evaluation_in_class_chunks_equals_one_chunk_and_splits_over_ranks(digits_shards, monkeypatch):
-    from data_pipeline.protocol import make_plan
+    from core.protocol import make_plan
     from exemplars.memory import ExemplarMemory
-    from trainer import distributed
     from trainer.config import load_config
-    from trainer.distributed import DistInfo
-    from trainer.evaluate import evaluate
-    from trainer.strategies import registry
+    from trainer.engine import distributed
+    from trainer.engine.distributed import DistInfo
+    from trainer.methods.strategies import registry
+    from trainer.run.evaluate import evaluate
 
     m = load_manifest(digits_shards)
     cfg = load_config("configs/glyphs.yaml", ["data.image_size=32"])

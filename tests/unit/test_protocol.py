@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from data_pipeline.protocol import make_plan
-from mnemo.errors import UserError
+from core.errors import UserError
+from core.protocol import make_plan
 
 
 def test_order_is_numpy_randomstate_1993():

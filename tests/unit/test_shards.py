@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from data_pipeline.convert_cifar100 import convert_cifar100
-from data_pipeline.convert_imagefolder import convert_imagefolder
-from data_pipeline.manifest import load_manifest
-from data_pipeline.shard_reader import read_classes
-from mnemo.errors import UserError
+from core.errors import UserError
+from data_pipeline.convert.cifar100 import convert_cifar100
+from data_pipeline.convert.imagefolder import convert_imagefolder
+from data_pipeline.shards.manifest import load_manifest
+from data_pipeline.shards.reader import read_classes
 
 
 def test_imagefolder_shards_are_class_grouped_with_manifest(digits_shards):

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from trainer.run_profile import build_profile, combine_epochs, split_of
-from trainer.step_timer import PARTS, StepTimer
+from trainer.engine.step_timer import PARTS, StepTimer
+from trainer.run.run_profile import build_profile, combine_epochs, split_of
 
 
 def _spin(seconds: float) -> None:

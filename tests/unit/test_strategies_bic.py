@@ -2,12 +2,12 @@
 class-balanced split held out of the training stage."""
 import pytest
 import torch
+from strategy_kit import PLAN, batch, fill_memory, one_thread, perturb, start  # noqa: F401 (fixture)
 
 from exemplars.memory import ExemplarMemory
-from strategy_kit import PLAN, batch, fill_memory, one_thread, perturb, start  # noqa: F401 (fixture)
-from trainer import distributed
-from trainer.engine import Engine
-from trainer.strategies.base import Batch, StageData
+from trainer.engine import distributed
+from trainer.engine.deepspeed_engine import Engine
+from trainer.methods.strategies.base import Batch, StageData
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -2,10 +2,10 @@
 and 1, and the registry knows the issue's methods."""
 import pytest
 import torch
-
 from strategy_kit import batch, fill_memory, one_thread, perturb, start  # noqa: F401 (fixture)
-from trainer.strategies import registry
-from trainer.strategies.base import StageData
+
+from trainer.methods.strategies import registry
+from trainer.methods.strategies.base import StageData
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from strategy_kit import batch, one_thread, perturb, start  # noqa: F401 (fixture)
-from trainer.models.heads import CosineHead
-from trainer.strategies.base import StageData
-from trainer.strategies.lucir import less_forget_loss, margin_ranking_loss
+
+from trainer.methods.models.heads import CosineHead
+from trainer.methods.strategies.base import StageData
+from trainer.methods.strategies.lucir import less_forget_loss, margin_ranking_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

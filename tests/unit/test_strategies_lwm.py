@@ -3,9 +3,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from strategy_kit import batch, one_thread, perturb, start  # noqa: F401 (fixture)
-from trainer.strategies.lwm import attention_distillation_loss, grad_cam, lwm_terms
+
+from trainer.methods.strategies.lwm import (
+    attention_distillation_loss,
+    grad_cam,
+    lwm_terms,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

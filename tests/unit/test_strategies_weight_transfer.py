@@ -4,11 +4,11 @@ import copy
 
 import pytest
 import torch
+from strategy_kit import one_thread  # noqa: F401 (fixture)
 from torch import nn
 
-from strategy_kit import one_thread  # noqa: F401 (fixture)
-from trainer.models import weight_transfer as wt
-from trainer.models.net import IncrementalNet
+from trainer.methods.models import weight_transfer as wt
+from trainer.methods.models.net import IncrementalNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,0 +1,105 @@
+"""Random access to the samples of chosen classes in class-grouped shards, through their index files.
+
+`phase_samples` lists every sample of the given classes (only those classes' shards are touched)
+in the order the in-memory reader uses, (class id, key), so both loaders index samples alike.
+`SampleReader` returns a sample's encoded image bytes with one positioned read (`os.pread`) per sample;
+it keeps a bounded set of open shard files and records which shards it opened.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.errors import UserError
+from data_pipeline.shards.manifest import Manifest
+from data_pipeline.shards.wds_index import shard_index
+
+
+@dataclass
+class SampleTable:
+    paths: list[str]                 # absolute shard paths
+    shard: np.ndarray                # int32 (N,), index into paths
+    offset: np.ndarray               # int64 (N,), byte offset of the image data in the shard
+    size: np.ndarray                 # int64 (N,)
+    class_id: np.ndarray             # int64 (N,), dataset class ids (manifest)
+    keys: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.class_id)
+
+
+def phase_samples(manifest: Manifest, split: str, class_ids) -> SampleTable:
+    """All samples of `class_ids` in `split`, sorted by (class id, key); reads only their shards' indexes."""
+    ext = manifest.encoding
+    rows = []
+    paths: list[str] = []
+    for s in manifest.shards(split, sorted(int(c) for c in class_ids)):
+        entries = shard_index(manifest.root, s)
+        if len(entries) != s.samples:
+            raise UserError(f"shard {manifest.path(s)} holds {len(entries)} samples but manifest.json says "
+                            f"{s.samples}: re-create the shards")
+        paths.append(str(manifest.path(s)))
+        for e in entries:
+            if ext not in e.parts:
+                raise UserError(f"shard sample {manifest.path(s)}:{e.key} lacks its .{ext} part: "
+                                "the shards do not match the manifest; re-create them")
+            off, size = e.parts[ext]
+            rows.append((s.class_id, e.key, len(paths) - 1, off, size))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    if not rows:
+        z = np.empty(0, dtype=np.int64)
+        return SampleTable(paths, z.astype(np.int32), z, z, z, [])
+    cls, keys, shard, off, size = zip(*rows)
+    return SampleTable(paths, np.asarray(shard, np.int32), np.asarray(off, np.int64), np.asarray(size, np.int64),
+                       np.asarray(cls, np.int64), list(keys))
+
+
+class SampleReader:
+    """Encoded bytes of samples of a SampleTable (thread-compatible for one caller at a time)."""
+
+    def __init__(self, table: SampleTable, max_open: int = 128):
+        self.table = table
+        self.max_open = max_open
+        self._fds: OrderedDict[int, int] = OrderedDict()
+        self.opened: set[str] = set()
+
+    def _fd(self, shard: int) -> int:
+        fd = self._fds.get(shard)
+        if fd is not None:
+            self._fds.move_to_end(shard)
+            return fd
+        if len(self._fds) >= self.max_open:
+            os.close(self._fds.popitem(last=False)[1])
+        path = self.table.paths[shard]
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise UserError(f"cannot open shard {path}: {e}") from None
+        self._fds[shard] = fd
+        self.opened.add(path)
+        return fd
+
+    def read(self, i: int) -> np.ndarray:
+        t = self.table
+        size = int(t.size[i])
+        data = os.pread(self._fd(int(t.shard[i])), size, int(t.offset[i]))
+        if len(data) != size:
+            raise UserError(f"shard {t.paths[t.shard[i]]} is shorter than its index says (sample {t.keys[i]}): "
+                            "re-create the shards")
+        return np.frombuffer(data, dtype=np.uint8)
+
+    def read_many(self, idx) -> list[np.ndarray]:
+        return [self.read(int(i)) for i in idx]
+
+    def close(self) -> None:
+        while self._fds:
+            os.close(self._fds.popitem()[1])
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,106 @@
+"""Checkpoints inside a phase (RUN/ckpt/), so a crash loses at most `train.checkpoint_every` epochs.
+
+Two kinds, both described by RUN/ckpt/state.json, which is replaced last and is the commit point:
+  * after a stage completes: model weights, exemplar memory, strategy state, timings (extra.pt);
+  * every N epochs inside a training stage: a DeepSpeed engine checkpoint (model + optimizer, all
+    ranks call it) under RUN/ckpt/engine/<tag>/ plus extra.pt (memory, strategy state, timings).
+A checkpoint belongs to one phase; it is only used when that phase is the next one to run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from trainer.engine import distributed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StagePoint:
+    phase: int
+    stage_index: int
+    stage: str
+    epoch: int | None            # last finished epoch of an interrupted stage; None = stage complete
+    engine_tag: str | None
+    extra: dict
+
+
+def _root(run_dir: Path) -> Path:
+    return run_dir / "ckpt"
+
+
+def _write_pointer(run_dir: Path, point: dict, extra: dict) -> None:
+    root = _root(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / "extra.pt.tmp"
+    torch.save(extra, tmp)
+    name = f"extra-p{point['phase']:02d}-s{point['stage_index']}-e{point['epoch']}.pt"
+    os.replace(tmp, root / name)
+    point = {**point, "extra": name}
+    tmp = root / "state.json.tmp"
+    tmp.write_text(json.dumps(point))
+    os.replace(tmp, root / "state.json")
+    for p in root.iterdir():                       # drop what the new pointer no longer names
+        if p.name.startswith("extra-") and p.name != name:
+            p.unlink(missing_ok=True)
+    eng = root / "engine"
+    if eng.is_dir():
+        for p in eng.iterdir():
+            if p.is_dir() and p.name != point.get("engine_tag"):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def save_stage_done(run_dir: Path, dist_info, phase: int, stage_index: int, stage: str, extra: dict) -> None:
+    if dist_info.is_main:
+        _write_pointer(run_dir, {"phase": phase, "stage_index": stage_index, "stage": stage, "epoch": None,
+                                 "engine_tag": None}, extra)
+    distributed.barrier()
+
+
+def save_in_stage(run_dir: Path, dist_info, engine, phase: int, stage_index: int, stage: str, epoch: int,
+                  extra: dict) -> None:
+    tag = f"p{phase:02d}-s{stage_index}-e{epoch}"
+    engine.save_checkpoint(_root(run_dir) / "engine", tag)       # collective: every rank calls it
+    distributed.barrier()
+    if dist_info.is_main:
+        _write_pointer(run_dir, {"phase": phase, "stage_index": stage_index, "stage": stage, "epoch": epoch,
+                                 "engine_tag": tag}, extra)
+    distributed.barrier()
+
+
+def load(run_dir: Path, phase: int) -> StagePoint | None:
+    """The in-phase checkpoint of `phase`, or None (none, another phase's, or damaged: then a warning)."""
+    root = _root(run_dir)
+    pointer = root / "state.json"
+    if not pointer.is_file():
+        return None
+    try:
+        st = json.loads(pointer.read_text())
+        if st["phase"] != phase:
+            return None
+        if st["engine_tag"] and not (root / "engine" / st["engine_tag"]).is_dir():
+            raise FileNotFoundError(f"engine checkpoint {st['engine_tag']} is missing")
+        extra = torch.load(root / st["extra"], map_location="cpu", weights_only=False)
+    except Exception as e:  # any damage: fall back to the sealed phase
+        log.warning("in-phase checkpoint %s is unusable (%s); restarting phase %d from its beginning",
+                    root, e, phase)
+        return None
+    return StagePoint(st["phase"], st["stage_index"], st["stage"], st["epoch"], st["engine_tag"], extra)
+
+
+def clear(run_dir: Path, dist_info) -> None:
+    distributed.barrier()
+    if dist_info.is_main:
+        shutil.rmtree(_root(run_dir), ignore_errors=True)
+    distributed.barrier()
+
+
+def engine_dir(run_dir: Path) -> Path:
+    return _root(run_dir) / "engine"
