@@ -35,7 +35,7 @@ def load_bank(run: Path, phase: int) -> dict[int, torch.Tensor]:
     problem = store.phase_problem(run, phase)
     if problem:
         raise UserError(f"{run}: phase {phase} is not sealed ({problem})")
-    sd = torch.load(store.phase_dir(run, phase) / "memory.pt", map_location="cpu", weights_only=False)
+    sd = store.load_file(run, phase, "memory.pt")
     return {int(k): v for k, v in sd["bank"].items()}
 
 

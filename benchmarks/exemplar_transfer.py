@@ -42,8 +42,8 @@ from data_pipeline.shards.reader import read_classes
 from exemplars.mnemonics import start_params, theta_logits, unroll
 from exemplars.sharding import class_groups
 from trainer.config import config_from_dict, stored_config
-from trainer.methods.strategies import registry
 from trainer.run import sealed_phases
+from trainer.run.session import build_strategy
 
 
 def load_run(run: Path, phase: int):
@@ -57,7 +57,7 @@ def load_run(run: Path, phase: int):
     manifest = load_manifest(cfg.data.shards)
     p = cfg.protocol
     plan = make_plan(manifest.num_classes, p.base_classes, p.phases, p.class_order_seed, p.num_classes)
-    model = registry.get(cfg.strategy.name)(cfg).build_model(cfg)
+    model = build_strategy(cfg).build_model()
     for n in plan.phase_sizes[: phase + 1]:
         model.head.grow(n)
     model_sd, memory_sd, _ = sealed_phases.load_phase(run, phase)

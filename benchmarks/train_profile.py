@@ -59,7 +59,7 @@ def profile_train(arch: str = "resnet18", size: int | None = None, precision: st
 
     from core.errors import UserError
     from trainer.engine import distributed
-    from trainer.engine.deepspeed_engine import Engine
+    from trainer.engine.deepspeed_engine import Engine, EngineSettings
     from trainer.engine.step_timer import StepTimer
     from trainer.methods.models.net import IncrementalNet
 
@@ -79,7 +79,7 @@ def profile_train(arch: str = "resnet18", size: int | None = None, precision: st
     model.head.grow(classes)
     model = model.to(dev)
     engine = Engine(model, dist_info, batch_size * dist_info.world, lr=0.01, momentum=0.9, weight_decay=5e-4,
-                    precision=precision)
+                    settings=EngineSettings(precision=precision))
     model = engine.module
     # The format asked for, whatever the engine's default; set after DeepSpeed's set-up, which
     # broadcasts parameters as byte views of contiguous tensors.

@@ -1,4 +1,5 @@
-"""Feature extraction (eval mode, no augmentation): deterministic, rank-independent."""
+"""Features of a frozen model (eval mode, no augmentation: deterministic, rank-independent), the class
+means of the exemplar memory, and the nearest-mean classifier over them."""
 from __future__ import annotations
 
 import torch
@@ -38,3 +39,11 @@ def class_means(model, memory, labels, device, flip: bool, batch_size: int = 256
             f = (f + extract_features(model, x.flip(-1), device, batch_size).mean(0)) / 2
         means.append(torch.nn.functional.normalize(f, dim=0))
     return torch.stack(means)
+
+
+def nme_scores(features: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """The nearest-mean-of-exemplars classifier (iCaRL's prediction, and the NME accuracy of every run):
+    cosine similarity of the L2-normalised features to the L2-normalised class means (`class_means`).
+    For unit vectors ||f - μ||² = 2 - 2 f·μ, so argmax is the nearest mean."""
+    f = torch.nn.functional.normalize(features, dim=1)
+    return f @ means.to(f.dtype).T

@@ -425,10 +425,13 @@ def fold_ids(labels: Tensor, folds: int, generator: torch.Generator) -> Tensor:
 
 def tensor_batches(x: Tensor, y: Tensor, batch_size: int,
                    generator: torch.Generator) -> ValBatches:
-    """`epoch -> batches` over in-memory tensors, reshuffled every epoch from the generator."""
-    def batches(epoch: int) -> list[Batch]:
+    """`epoch -> batches` over in-memory tensors, reshuffled every epoch from the generator (drawn when
+    the epoch's first batch is taken). uint8 images become float pixels in [0, 1] batch by batch."""
+    def batches(epoch: int) -> Iterator[Batch]:
         perm = torch.randperm(len(x), generator=generator).to(x.device)
-        return [(x[i], y[i]) for i in perm.split(batch_size)]
+        for i in perm.split(batch_size):
+            xb = x[i]
+            yield (xb.float().div_(255) if xb.dtype == torch.uint8 else xb), y[i]
     return batches
 
 

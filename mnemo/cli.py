@@ -23,8 +23,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(argv=None) -> argparse.Namespace:
+    """Parse the command line; `key=value` overrides may come before, between or after options (argparse
+    alone stops collecting a positional list at the first option). A subcommand that takes overrides
+    names its list with `set_defaults(overrides_into=...)`."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    into = getattr(args, "overrides_into", None)
+    words = [w for w in extra if "=" in w and not w.startswith("-")]
+    if into is None or len(words) != len(extra):
+        unknown = [w for w in extra if w not in words] if into else extra
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    setattr(args, into, [*getattr(args, into), *words])
+    return args
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         return args.func(args)
     except UserError as e:

@@ -200,12 +200,12 @@ def tsne_figure(runs: list[RunInfo], phases: dict[str, list[int]], path: Path, k
 
 
 def _memory(run: RunInfo, phase: int) -> dict[int, torch.Tensor]:
-    sd = torch.load(sealed_phases.phase_dir(run.path, phase) / "memory.pt", map_location="cpu", weights_only=False)
+    sd = sealed_phases.load_file(run.path, phase, "memory.pt")
     return {int(k): v for k, v in sd.get("bank", {}).items()}
 
 
 def _plan(run: RunInfo, phase: int) -> list[int]:
-    st = torch.load(sealed_phases.phase_dir(run.path, phase) / "state.pt", map_location="cpu", weights_only=False)
+    st = sealed_phases.load_file(run.path, phase, "state.pt")
     return list(st["plan"])
 
 

@@ -234,36 +234,3 @@ def convert_imagenet(train: Path, val: Path, out: Path, short_side: int | None =
         progress(f"[shards] skipped {len(skipped)} unreadable images (listed in manifest.json), "
                  f"e.g. {skipped[0]['path']}")
     return m
-
-
-def register_cli(kinds) -> None:
-    """Adds `mnemo shards imagenet` to the `mnemo shards` sub-commands (`kinds`)."""
-    p = kinds.add_parser("imagenet", help="ILSVRC2012 train/val folders (synset folders; val flat + ground truth, "
-                                          "or synset folders)")
-    p.add_argument("--train", required=True, help="train folder: one sub-folder per synset")
-    p.add_argument("--val", required=True, help="val folder: synset sub-folders, or flat with a ground-truth file")
-    p.add_argument("--out", required=True)
-    p.add_argument("--short-side", type=int, default=None, help="resize larger images to this short side (256, 160)")
-    p.add_argument("--shard-mb", type=float, default=DEFAULT_SHARD_MB, help="shard size in MiB (a shard closes "
-                   "before exceeding it; one class per shard)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
-    p.add_argument("--subset", type=int, default=None,
-                   help="keep K classes chosen with seed 1993 (100: ImageNet-Subset)")
-    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (listed in the manifest)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of re-encoded images")
-    p.add_argument("--val-labels", default=None, help="ground-truth file of a flat val folder (default: searched)")
-    p.add_argument("--devkit", default=None, help="ILSVRC2012_devkit_t12 folder (meta.mat) for devkit ground truth")
-    p.add_argument("--synset-names", default=None, help="'<synset> <name>' lines (default: LOC_synset_mapping.txt, "
-                                                        "synset_words.txt or words.txt when found)")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args) -> int:
-    m = convert_imagenet(Path(args.train), Path(args.val), Path(args.out), short_side=args.short_side,
-                         shard_mb=args.shard_mb, subset=args.subset, workers=args.workers, skip_bad=args.skip_bad,
-                         quality=args.quality, val_labels=args.val_labels, devkit=args.devkit,
-                         synset_names_file=args.synset_names)
-    counts = {k: sum(s.samples for s in v) for k, v in m.splits.items()}
-    print(f"[shards] wrote {m.root}/manifest.json: {m.num_classes} classes, "
-          + ", ".join(f"{k} {v} images" for k, v in counts.items()) + ", DALI index files beside the shards")
-    return 0

@@ -12,10 +12,12 @@ stage whose real data a strategy changed (`Strategy.stage_data`) keeps the in-me
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
 from core.errors import UserError
+from data_pipeline.loading.settings import DataSettings
 
 log = logging.getLogger(__name__)
 _STATUS: dict[object, str | None] = {}
@@ -53,26 +55,35 @@ def resolve_loader(name: str, device: torch.device = torch.device("cpu")) -> str
     return "dali"
 
 
-def train_batches(loader: str, cfg, data, phase_real, manifest, plan, dist_info, seed: int):
+@dataclass(frozen=True)
+class StageInput:
+    """What one training stage trains on: real images (uint8, or the phase's lazily decoded PhaseImages)
+    and exemplar tensors (float), each with labels; `phase_real`: the phase's real data as the run read it."""
+    real_images: object | None
+    real_labels: torch.Tensor | None
+    ex_images: torch.Tensor | None
+    ex_labels: torch.Tensor | None
+    phase_real: object | None = None
+
+
+def train_batches(loader: str, settings: DataSettings, batch_size: int, data: StageInput, manifest,
+                  label_of: dict[int, int], rank: int, world: int, device: torch.device, seed: int):
     """The batches of one training stage: an object with `steps_per_epoch` and `epoch(e)`.
 
-    `loader`: resolve_loader's answer; `data`: the stage's StageData; `phase_real`: the phase's
-    real data as the driver read it (a lazily decoded PhaseImages). The DALI loader is used when
-    `data.real_images` is exactly that set, which then is never decoded in memory; exemplar-only stages
-    (balanced fine-tune) need no decoding and keep PhaseBatches."""
+    `loader`: resolve_loader's answer. The DALI loader is used when `data.real_images` is exactly the
+    phase's real data, which then is never decoded in memory; exemplar-only stages (balanced fine-tune)
+    need no decoding and keep PhaseBatches."""
     from data_pipeline.loading.phase_batches import PhaseBatches
     from data_pipeline.loading.phase_images import PhaseImages
 
-    share = getattr(cfg.data, "exemplar_share", None)
-    if loader == "dali" and data.real_images is not None and data.real_images is phase_real:
+    share = settings.exemplar_share
+    if loader == "dali" and data.real_images is not None and data.real_images is data.phase_real:
         from data_pipeline.loading.dali_batches import DaliPhaseBatches
 
-        class_ids = sorted(set(phase_real.class_ids.tolist()))
-        return DaliPhaseBatches(manifest, class_ids, data.ex_images, data.ex_labels, cfg.train.batch_size,
-                                dist_info.rank, dist_info.world, seed, cfg.data.preset, cfg.data.image_size,
-                                label_of=plan.label_of(), exemplar_share=share, threads=max(1, cfg.data.workers),
-                                device_id=_device_id(dist_info.device))
+        class_ids = sorted(set(data.phase_real.class_ids.tolist()))
+        return DaliPhaseBatches(manifest, class_ids, data.ex_images, data.ex_labels, batch_size, rank, world, seed,
+                                settings.preset, settings.image_size, label_of=label_of, exemplar_share=share,
+                                threads=max(1, settings.workers), device_id=_device_id(device))
     real_images = data.real_images.images if isinstance(data.real_images, PhaseImages) else data.real_images
-    return PhaseBatches(real_images, data.real_labels, data.ex_images, data.ex_labels, cfg.train.batch_size,
-                        dist_info.rank, dist_info.world, seed, cfg.data.preset, cfg.data.image_size,
-                        exemplar_share=share)
+    return PhaseBatches(real_images, data.real_labels, data.ex_images, data.ex_labels, batch_size, rank, world,
+                        seed, settings.preset, settings.image_size, exemplar_share=share)

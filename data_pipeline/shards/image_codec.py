@@ -48,8 +48,3 @@ def encode(img: Image.Image | np.ndarray, encoding: str = "png", quality: int = 
     else:
         raise ValueError(f"unknown encoding {encoding}")
     return buf.getvalue()
-
-
-def decode_rgb_array(data: bytes) -> np.ndarray:
-    """Decoded uint8 HxWx3 array."""
-    return np.asarray(open_rgb(data))

@@ -122,10 +122,3 @@ def add_index_files(root: str | Path, progress=print):
     progress(f"[shards] {m.root}: wrote {made} index files; all {sum(len(v) for v in m.splits.values())} "
              "shards have one")
     return m
-
-
-def register_cli(kinds) -> None:
-    """Adds `mnemo shards index DIR` to the `mnemo shards` sub-commands."""
-    p = kinds.add_parser("index", help="write the missing DALI index files (.idx) of a shard directory")
-    p.add_argument("dir")
-    p.set_defaults(func=lambda args: add_index_files(args.dir) and 0)

@@ -1,15 +1,15 @@
-"""Exemplar selection as pure functions of features: herding (iCaRL) and random.
-
-Both return indices in priority order (best first), so trimming a class to m exemplars keeps the
-first m. Deterministic: herding breaks ties by the lowest index; random depends only on its generator.
-"""
+"""Herding (iCaRL): greedily pick the samples whose running mean of features tracks the class mean."""
 from __future__ import annotations
 
 import torch
 
+from exemplars.features import extract_features
+from exemplars.selections.base import Selection, register
+
 
 def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
-    """iCaRL herding on L2-normalised features: greedily pick samples whose running mean tracks the class mean."""
+    """iCaRL herding on L2-normalised features, indices in priority order (best first); ties go to the
+    lowest index, so it is deterministic."""
     f = torch.nn.functional.normalize(features.double(), dim=1)
     mu = f.mean(0)
     m = min(m, len(f))
@@ -27,5 +27,18 @@ def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
     return torch.tensor(chosen, dtype=torch.int64)
 
 
-def random_order(n: int, m: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.randperm(n, generator=generator)[: min(m, n)]
+def herd(model, images: torch.Tensor, labels: torch.Tensor, group: list[int], m: int, ctx) -> dict[int, torch.Tensor]:
+    out = {}
+    for label in group:
+        cls = images[labels == label]
+        order = herding_order(extract_features(model, cls, ctx.device, ctx.feature_batch_size), m)
+        out[label] = cls[order].float().div_(255)
+    return out
+
+
+@register
+class Herding(Selection):
+    name = "herding"
+
+    def select(self, model, images, labels, group, m, ctx):
+        return herd(model, images, labels, group, m, ctx)

@@ -100,4 +100,4 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the sbatch scripts instead of submitting")
     p.add_argument("--json", action="store_true", help="status: print JSON")
     p.add_argument("words", nargs="*", metavar="[status|resume|cancel RUN_DIR] [key=value ...]")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, overrides_into="words")

@@ -25,4 +25,4 @@ def register(sub) -> None:
     t.add_argument("--run-dir", required=True, help="run directory (created; resumed if it exists)")
     t.add_argument("--nproc-per-node", type=int, default=1, help="local data-parallel worker processes (gloo on CPU)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=5")
-    t.set_defaults(func=_run)
+    t.set_defaults(func=_run, overrides_into="overrides")

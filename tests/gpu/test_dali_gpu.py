@@ -50,13 +50,13 @@ def test_mixed_decode_matches_cpu_and_reports_throughput(shards_224):
 def test_resnet18_fed_by_dali_vs_synthetic(shards_224):
     from data_pipeline.loading.dali_batches import DaliPhaseBatches
     from trainer.engine import distributed
-    from trainer.engine.deepspeed_engine import Engine
+    from trainer.engine.deepspeed_engine import Engine, EngineSettings
     from trainer.methods.models.net import IncrementalNet
 
     dist_info = distributed.init()
     model = IncrementalNet("resnet18", "imagenet").cuda().to(memory_format=torch.channels_last)
     model.head.grow(20)
-    engine = Engine(model, dist_info, 256, 0.1, 0.9, 5e-4, precision="bf16")
+    engine = Engine(model, dist_info, 256, 0.1, 0.9, 5e-4, EngineSettings(precision="bf16"))
     b = DaliPhaseBatches(shards_224, range(20), None, None, 256, 0, 1, seed=0, preset="imagenet", image_size=224,
                          device_id=0, threads=8, layout="channels_last")
 

@@ -12,14 +12,14 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 
 def test_resnet18_224_bf16_engine_one_phase_on_synthetic_data():
     from trainer.engine import distributed
-    from trainer.engine.deepspeed_engine import Engine
+    from trainer.engine.deepspeed_engine import Engine, EngineSettings
     from trainer.methods.models.net import IncrementalNet
 
     dist_info = distributed.init()
     torch.manual_seed(0)
     model = IncrementalNet("resnet18", "imagenet").cuda()
     model.head.grow(100)
-    engine = Engine(model, dist_info, 256, 0.1, 0.9, 5e-4, precision="bf16")
+    engine = Engine(model, dist_info, 256, 0.1, 0.9, 5e-4, EngineSettings(precision="bf16"))
     x = torch.rand(256, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 100, (256,), device="cuda")
     losses = []

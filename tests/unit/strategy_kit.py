@@ -9,8 +9,8 @@ import torch
 from core.protocol import make_plan
 from exemplars.memory import ExemplarMemory
 from trainer.config import load_config
-from trainer.methods.strategies import registry
 from trainer.methods.strategies.base import Batch, PhaseContext
+from trainer.run.session import build_strategy
 
 
 @pytest.fixture(autouse=False)
@@ -60,8 +60,8 @@ def start(name: str, phase: int, *overrides: str, preset: str = "cifar", memory:
     memory filled with random exemplars). Returns (strategy, model, ctx)."""
     torch.manual_seed(0)
     cfg = make_cfg(name, *overrides, preset=preset)
-    strategy = registry.get(name)(cfg)
-    model = strategy.build_model(cfg)
+    strategy = build_strategy(cfg)
+    model = strategy.build_model()
     memory = memory if memory is not None else ExemplarMemory()
     ctx = None
     for ph in range(phase + 1):
@@ -69,6 +69,13 @@ def start(name: str, phase: int, *overrides: str, preset: str = "cifar", memory:
             fill_memory(memory, PLAN.new_labels(ph - 1))
             strategy.after_phase(ctx)
             perturb(model, seed=ph)
-        ctx = PhaseContext(ph, PLAN, model, cfg, CPU, memory)
+        ctx = PhaseContext(ph, PLAN, model, CPU, memory)
         strategy.before_phase(ctx)
     return strategy, model, ctx
+
+
+def stage_of(strategy, ctx, name: str):
+    """The strategy's stage object called `name` in the phase of `ctx`."""
+    stages = {s.name: s for s in strategy.stages(ctx)}
+    assert name in stages, (name, list(stages))
+    return stages[name]

@@ -47,3 +47,20 @@ def test_missing_config_and_bad_imagefolder(tmp_path):
     r = mnemo("shards", "imagefolder", "--train", str(tmp_path / "no"), "--val", str(tmp_path / "no"),
               "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "image folder not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_overrides_and_options_in_any_order():
+    from mnemo.cli import parse
+
+    args = parse(["train", "--config", "C", "--run-dir", "R", "train.epochs=5", "--nproc-per-node", "2", "seed=3"])
+    assert args.overrides == ["train.epochs=5", "seed=3"] and args.nproc_per_node == 2
+    args = parse(["launch", "--config", "C", "seed=1", "--run-dir", "R", "--dry-run", "train.epochs=2"])
+    assert args.words == ["seed=1", "train.epochs=2"] and args.dry_run and args.run_dir == "R"
+
+
+def test_a_stray_word_after_an_option_is_still_an_error(capsys):
+    from mnemo.cli import parse
+
+    with pytest.raises(SystemExit) as e:
+        parse(["train", "--config", "C", "--run-dir", "R", "seed=1", "--nproc-per-node", "2", "oops"])
+    assert e.value.code == 2 and "unrecognized arguments: oops" in capsys.readouterr().err

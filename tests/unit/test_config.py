@@ -19,10 +19,10 @@ def test_default_config_loads():
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_recipe_loads_and_validates(recipe):
     from core.protocol import make_plan
-    from trainer.methods.strategies import registry
+    from trainer.methods.strategies.base import REGISTRY
 
     cfg = load_config(recipe)
-    registry.get(cfg.strategy.name)
+    REGISTRY.get(cfg.strategy.name)
     total = cfg.protocol.num_classes or {"glyphs": 62, "cifar": 100, "imagenet": 1000}[cfg.data.preset]
     plan = make_plan(max(total, 62) if cfg.data.preset == "glyphs" else 1000 if cfg.data.preset == "imagenet"
                      else 100, cfg.protocol.base_classes, cfg.protocol.phases, num_classes=total)
@@ -83,11 +83,12 @@ def test_base_inheritance_and_missing_file(tmp_path):
 
 
 def test_incremental_lr_applies_to_later_phases_only():
-    from trainer.run.driver import _default_stage_spec
+    from trainer.methods.strategies.stages import Train
+    from trainer.run.phase import default_spec
 
     cfg = load_config(ROOT / "configs" / "glyphs.yaml", ["train.incremental_lr=0.01"])
-    base, later = _default_stage_spec("train", cfg, 0), _default_stage_spec("train", cfg, 1)
+    base, later = default_spec(Train(), cfg.train, 0), default_spec(Train(), cfg.train, 1)
     assert base.lr == 0.1 and later.lr == 0.01
     assert later.lr_at(0) == 0.01 and later.lr_at(cfg.train.epochs - 1) < 0.01   # same milestones
-    plain = _default_stage_spec("train", load_config(ROOT / "configs" / "glyphs.yaml"), 1)
+    plain = default_spec(Train(), load_config(ROOT / "configs" / "glyphs.yaml").train, 1)
     assert plain.lr == 0.1

@@ -1,7 +1,8 @@
-"""trainer/exemplar_update.py: which real images a class group's exemplars start from."""
+"""exemplars/update.py and the selections: which real images a class group's exemplars start from."""
 import torch
 
-from exemplars.update import _select_group
+from exemplars.selections.base import SelectionContext
+from exemplars.update import build_selection
 from trainer.config import load_config
 from trainer.methods.models.net import IncrementalNet
 
@@ -21,7 +22,9 @@ def _select(selection, init, epochs=0):
     model = IncrementalNet(cfg.model.arch, cfg.data.preset)
     model.head.grow(2)
     model.eval()
-    return _select_group(model, [0, 1], _group_images(), 5, cfg, 0, torch.device("cpu"))
+    images, labels = _group_images()([0, 1])
+    ctx = SelectionContext(cfg.seed, 0, torch.device("cpu"), cfg.eval.batch_size)
+    return build_selection(cfg.exemplars).select(model, images, labels, [0, 1], 5, ctx)
 
 
 def test_mnemonics_starts_from_random_or_herding_exemplars():

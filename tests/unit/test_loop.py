@@ -1,11 +1,12 @@
-"""trainer/loop.py: device-resident loss bookkeeping and the non-finite loss stop."""
+"""trainer/engine/epoch_loop.py: device-resident loss bookkeeping and the non-finite loss stop."""
 import pytest
-import torch
 from strategy_kit import PLAN, batch, one_thread, start  # noqa: F401 (fixture)
 
 from trainer.engine import distributed
 from trainer.engine.deepspeed_engine import Engine
-from trainer.engine.epoch_loop import run_stage
+from trainer.engine.epoch_loop import StageRun, run_epochs
+from trainer.methods.strategies.base import Batch
+from trainer.methods.strategies.stages import Train
 from trainer.run.events import EventLog
 
 
@@ -20,7 +21,8 @@ class _Batches:
 
 def _run(strategy, model, log_every=0):
     engine = Engine(model, distributed.init(), 8, 0.05, 0.9, 5e-4)
-    return run_stage(engine, strategy, _Batches(), 2, lambda e: 0.05, "train", 0, EventLog(None), 1, log_every)
+    return run_epochs(engine, lambda m, x, y: strategy.loss(m, Batch(x, y), Train()), _Batches(),
+                      StageRun("train", 0, 2, lambda e: 0.05, log_every=log_every), EventLog(None))
 
 
 def test_stage_reports_the_mean_loss_of_its_last_epoch(one_thread):

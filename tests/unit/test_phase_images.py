@@ -50,14 +50,14 @@ def test_evaluation_in_class_chunks_equals_one_chunk_and_splits_over_ranks(digit
     from trainer.config import load_config
     from trainer.engine import distributed
     from trainer.engine.distributed import DistInfo
-    from trainer.methods.strategies import registry
     from trainer.run.evaluate import evaluate
+    from trainer.run.session import build_strategy
 
     m = load_manifest(digits_shards)
     cfg = load_config("configs/glyphs.yaml", ["data.image_size=32"])
-    strategy = registry.get("lwf")(cfg)
+    strategy = build_strategy(cfg)
     torch.manual_seed(0)
-    model = strategy.build_model(cfg)
+    model = strategy.build_model()
     model.head.grow(10)
     strategy.num_old, strategy.num_seen = 8, 10
     plan = make_plan(10, 4, 3)

@@ -1,9 +1,9 @@
-import itertools
 
 import torch
 
 from exemplars.memory import ExemplarMemory, quota
-from exemplars.selections.herding import herding_order, random_order
+from exemplars.selections.herding import herding_order
+from exemplars.selections.random import random_order
 
 
 def test_herding_greedy_matches_brute_force_each_step():

@@ -2,12 +2,13 @@
 class-balanced split held out of the training stage."""
 import pytest
 import torch
-from strategy_kit import PLAN, batch, fill_memory, one_thread, perturb, start  # noqa: F401 (fixture)
+from strategy_kit import PLAN, batch, fill_memory, one_thread, perturb, stage_of, start  # noqa: F401 (fixture)
 
 from exemplars.memory import ExemplarMemory
 from trainer.engine import distributed
 from trainer.engine.deepspeed_engine import Engine
-from trainer.methods.strategies.base import Batch, StageData
+from trainer.methods.strategies.base import Batch
+from trainer.methods.strategies.stages import StageData, Train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,8 +24,8 @@ def _phase_data(ctx, per_class=10, seed=0):
 def test_holdout_is_class_balanced_and_disjoint():
     strategy, model, ctx = start("bic", 1, memory=fill_memory(ExemplarMemory(), PLAN.new_labels(0), per_class=10))
     data = _phase_data(ctx)
-    train = strategy.stage_data("train", ctx, data)
-    val = strategy.stage_data("bias", ctx, data)
+    train = stage_of(strategy, ctx, "train").data(ctx, data)
+    val = stage_of(strategy, ctx, "bias").data(ctx, data)
     k = 1                                                   # round(0.1 * 10)
     for c in ctx.old_labels:
         assert int((val.ex_labels == c).sum()) == k and int((train.ex_labels == c).sum()) == 10 - k
@@ -33,30 +34,30 @@ def test_holdout_is_class_balanced_and_disjoint():
     assert len(train) + len(val) == len(data)
     seen = {tuple(t.flatten()[:16].tolist()) for t in train.real_images}
     assert not any(tuple(t.flatten()[:16].tolist()) in seen for t in val.real_images)
-    again = strategy.stage_data("bias", ctx, data)          # deterministic (a resumed phase gets the same)
+    again = stage_of(strategy, ctx, "bias").data(ctx, data)          # deterministic (a resumed phase gets the same)
     assert torch.equal(again.real_labels, val.real_labels) and torch.equal(again.ex_images, val.ex_images)
 
 
 def test_bias_stage_trains_only_its_two_parameters():
     strategy, model, ctx = start("bic", 1, memory=fill_memory(ExemplarMemory(), PLAN.new_labels(0), per_class=10))
     perturb(model, seed=3)
-    assert "bias" in strategy.stages(ctx)
-    strategy.before_stage("bias", ctx)
+    bias = stage_of(strategy, ctx, "bias")
+    bias.before(ctx)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable == ["head.alphas.1", "head.betas.1"]
     assert all(p.numel() == 1 for p in model.parameters() if p.requires_grad)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    spec = strategy.stage_spec("bias", ctx)
-    assert spec.weight_decay == 0.0 and spec.epochs == strategy.cfg.strategy.bic.bias_epochs
+    spec = bias.spec(ctx)
+    assert spec.weight_decay == 0.0 and spec.epochs == strategy.settings.bias_epochs
     engine = Engine(model, distributed.init(), 8, 0.5, 0.9, spec.weight_decay)
     model.train()
     for step in range(3):
         b = batch(ctx.seen_labels, n=8, seed=step)
-        engine.step(strategy.loss(engine.module, Batch(b.x, b.y), "bias")["loss"])
+        engine.step(bias.loss(strategy, engine.module, Batch(b.x, b.y))["loss"])
     after = engine.module.state_dict()
     changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
     assert changed == ["head.alphas.1", "head.betas.1"]       # BatchNorm statistics included: unchanged
-    strategy.after_stage("bias", ctx)
+    bias.after(ctx)
     assert not model.head.alphas[1].requires_grad and model.backbone.conv1.weight.requires_grad
     # each phase's logits go through that phase's layer: alpha_j * o + beta_j
     model.eval()
@@ -73,7 +74,7 @@ def test_train_stage_loss_weights_distillation_by_old_share():
     strategy, model, ctx = start("bic", 1)
     perturb(model, scale=0.2, seed=7)
     model.eval()
-    out = strategy.loss(model, batch(ctx.seen_labels, n=8), "train")
+    out = strategy.loss(model, batch(ctx.seen_labels, n=8), Train())
     lam = 4 / 6
     torch.testing.assert_close(out["loss"], lam * out["kd"] + (1 - lam) * out["ce"])
     assert not any(p.requires_grad for p in list(model.head.alphas) + list(model.head.betas))

@@ -4,25 +4,25 @@ import pytest
 import torch
 from strategy_kit import batch, fill_memory, one_thread, perturb, start  # noqa: F401 (fixture)
 
-from trainer.methods.strategies import registry
-from trainer.methods.strategies.base import StageData
+from trainer.methods.strategies.base import REGISTRY
+from trainer.methods.strategies.stages import StageData
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_has_every_method():
-    assert {"lwf", "icarl", "bic", "lucir", "lwm", "finetune", "joint"} <= set(registry.known())
+    assert {"lwf", "icarl", "bic", "lucir", "lwm", "finetune", "joint"} <= set(REGISTRY.known())
 
 
 def _stage_batch(strategy, ctx, stage, b):
     """The batch after the strategy's stage_data (BiC's bias stage: its held-out split)."""
     ex_x, ex_y = ctx.memory.tensors(ctx.old_labels)
     real = (b.x * 255).to(torch.uint8)
-    if stage == "balanced_finetune":
+    if not stage.rehearses:
         data = StageData(None, None, *ctx.memory.tensors(ctx.seen_labels))
     else:
         data = StageData(real, b.y, ex_x, ex_y)
-    data = strategy.stage_data(stage, ctx, data)
+    data = stage.data(ctx, data)
     xs = [t.float() / 255 for t in (data.real_images,) if t is not None and len(t)]
     xs += [t.float() for t in (data.ex_images,) if t is not None and len(t)]
     ys = [t for t in (data.real_labels, data.ex_labels) if t is not None and len(t)]
@@ -41,14 +41,14 @@ def test_finite_losses_in_every_stage(name, phase):
     fill_memory(ctx.memory, ctx.seen_labels, per_class=4)
     seen_stages = []
     for stage in strategy.stages(ctx):
-        if stage == "exemplars":
+        if not stage.trains:
             continue
         x, y = _stage_batch(strategy, ctx, stage, b)
         if x is None:
             continue
-        strategy.before_stage(stage, ctx)
+        stage.before(ctx)
         model.train()
-        out = strategy.loss(model, type(b)(x, y), stage)
+        out = stage.loss(strategy, model, type(b)(x, y))
         assert "loss" in out and out["loss"].dim() == 0
         for k, v in out.items():
             assert torch.isfinite(v), (name, stage, k, v)
@@ -56,8 +56,8 @@ def test_finite_losses_in_every_stage(name, phase):
         grads = torch.autograd.grad(out["loss"], params, allow_unused=True)
         assert any(g is not None and g.abs().sum() > 0 for g in grads), (name, stage)
         assert all(g is None or torch.isfinite(g).all() for g in grads)
-        strategy.after_stage(stage, ctx)
-        seen_stages.append(stage)
+        stage.after(ctx)
+        seen_stages.append(stage.name)
     assert "train" in seen_stages
     strategy.after_phase(ctx)
     scores = strategy.predict(model.eval(), b.x)

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from strategy_kit import batch, one_thread, perturb, start  # noqa: F401 (fixture)
+from strategy_kit import batch, one_thread, perturb, stage_of, start  # noqa: F401 (fixture)
 
 from trainer.methods.models.heads import CosineHead
-from trainer.methods.strategies.base import StageData
 from trainer.methods.strategies.lucir import less_forget_loss, margin_ranking_loss
+from trainer.methods.strategies.stages import StageData, Train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,7 +62,8 @@ def test_lucir_phase_set_up_imprint_lambda_and_frozen_parts():
     y = torch.tensor(ctx.new_labels).repeat_interleave(5)
     x = torch.randint(0, 256, (len(y), 3, 16, 16), generator=g, dtype=torch.uint8)
     old_norm = model.head.weights[0].detach().norm(dim=1).mean()
-    strategy.stage_data("train", ctx, StageData(x, y, None, None))
+    train, finetune = stage_of(strategy, ctx, "train"), stage_of(strategy, ctx, "balanced_finetune")
+    train.prepare(ctx, StageData(x, y, None, None))
     model.eval()
     with torch.no_grad():
         for j, label in enumerate(ctx.new_labels):
@@ -70,16 +71,16 @@ def test_lucir_phase_set_up_imprint_lambda_and_frozen_parts():
             w = model.head.weights[1][j]
             torch.testing.assert_close(F.normalize(w, dim=0), F.normalize(f, dim=0), atol=1e-5, rtol=1e-4)
             assert w.norm().item() == pytest.approx(old_norm.item(), rel=1e-5)
-    strategy.before_stage("train", ctx)
+    train.before(ctx)
     assert not model.head.weights[0].requires_grad and model.head.weights[1].requires_grad
     assert model.head.sigma.requires_grad and model.backbone.conv1.weight.requires_grad
-    strategy.after_stage("train", ctx)
-    strategy.before_stage("balanced_finetune", ctx)
+    train.after(ctx)
+    finetune.before(ctx)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"head.weights.0", "head.weights.1", "head.sigma"}
-    strategy.after_stage("balanced_finetune", ctx)
+    finetune.after(ctx)
     assert all(p.requires_grad for p in model.parameters())
-    spec = strategy.stage_spec("balanced_finetune", ctx)
+    spec = finetune.spec(ctx)
     assert (spec.epochs, spec.lr, spec.lr_at(10)) == (20, 0.01, pytest.approx(0.001))
 
 
@@ -87,9 +88,9 @@ def test_lucir_loss_terms():
     strategy, model, ctx = start("lucir", 1)
     b = batch(ctx.seen_labels, n=12)
     model.eval()
-    out = strategy.loss(model, b, "train")
+    out = strategy.loss(model, b, Train())
     assert out["less_forget"].abs().item() < 1e-5                   # student == teacher at the start
     perturb(model.backbone, scale=0.2, seed=3)
-    out = strategy.loss(model, b, "train")
+    out = strategy.loss(model, b, Train())
     torch.testing.assert_close(out["loss"], strategy.lam * out["less_forget"] + out["ce"] + out["margin"])
     assert out["less_forget"].item() > 0

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from strategy_kit import batch, fill_memory, one_thread, perturb, start  # noqa: F401 (fixture)
 
 from trainer.methods.losses import kd_loss
+from trainer.methods.strategies.stages import Train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -15,13 +16,13 @@ def test_lwf_kd_is_zero_when_student_equals_teacher(loss):
     strategy, model, ctx = start("lwf", 1, f"strategy.lwf.loss={loss}")
     model.eval()                          # the same BatchNorm statistics as the (eval-mode) teacher
     b = batch(ctx.seen_labels, n=12)
-    out = strategy.loss(model, b, "train")
+    out = strategy.loss(model, b, Train())
     assert abs(out["kd"].item()) < 1e-5
     trainable = [p for p in model.backbone.parameters()]
     grads = torch.autograd.grad(out["kd"], trainable)
     assert max(g.abs().max().item() for g in grads) < 1e-5
     perturb(model.backbone, scale=0.2, seed=5)
-    moved = strategy.loss(model, b, "train")["kd"]
+    moved = strategy.loss(model, b, Train())["kd"]
     assert moved.item() > 1e-4
 
 
@@ -32,11 +33,11 @@ def test_lwf_default_loss_has_the_gradient_of_eq5():
     model.eval()
     b = batch(ctx.seen_labels, n=12)
     params = list(model.parameters())
-    mine = torch.autograd.grad(strategy.loss(model, b, "train")["loss"], params, allow_unused=True)
+    mine = torch.autograd.grad(strategy.loss(model, b, Train())["loss"], params, allow_unused=True)
     logits = model(b.x)[:, : strategy.num_seen]
     with torch.no_grad():
         old = strategy.teacher(b.x)[:, : strategy.num_old]
-    lam, tau = strategy.cfg.train.kd_lambda, strategy.cfg.train.kd_temperature
+    lam, tau = strategy.setup.kd_lambda, strategy.setup.kd_temperature
     ref = lam * F.cross_entropy(logits, b.y) + (1 - lam) * kd_loss(logits[:, : strategy.num_old], old, tau)
     theirs = torch.autograd.grad(ref, params, allow_unused=True)
     for a, r in zip(mine, theirs):
@@ -87,7 +88,7 @@ def test_icarl_loss_is_binary_cross_entropy_with_teacher_targets():
     perturb(model, scale=0.2, seed=6)
     model.eval()
     b = batch(ctx.seen_labels, n=10)
-    out = strategy.loss(model, b, "train")
+    out = strategy.loss(model, b, Train())
     logits = model(b.x)[:, : strategy.num_seen]
     with torch.no_grad():
         q = torch.sigmoid(strategy.teacher(b.x)[:, : strategy.num_old])

@@ -10,6 +10,7 @@ from trainer.methods.strategies.lwm import (
     grad_cam,
     lwm_terms,
 )
+from trainer.methods.strategies.stages import BalancedFinetune, Train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -78,9 +79,9 @@ def test_grad_cam_definition():
 def test_lwm_loss_is_eq3():
     strategy, model, x = _student_teacher()
     b = batch(list(range(strategy.num_seen)), n=6, seed=4)
-    out = strategy.loss(model, type(b)(x, b.y), "train")
-    s = strategy.cfg.strategy.lwm
+    out = strategy.loss(model, type(b)(x, b.y), Train())
+    s = strategy.settings
     torch.testing.assert_close(out["loss"], out["ce"] + s.beta * out["kd"] + s.gamma * out["attention"])
     assert out["attention"].item() > 0 and out["kd"].item() > 0
-    ft = strategy.loss(model, type(b)(x, b.y), "balanced_finetune")
+    ft = strategy.loss(model, type(b)(x, b.y), BalancedFinetune())
     assert set(ft) == {"loss", "ce"}

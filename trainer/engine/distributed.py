@@ -70,14 +70,6 @@ def all_gather_object(obj) -> list:
     return out
 
 
-def broadcast_object(obj, src: int = 0):
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def average_buffers(model: torch.nn.Module) -> None:
     """Average floating-point buffers (BatchNorm running statistics) over ranks, in place.
 
@@ -94,5 +86,6 @@ def average_buffers(model: torch.nn.Module) -> None:
 
 
 def shutdown() -> None:
+    """Destroy the process group (the end of a run; a later `init` starts a new one)."""
     if dist.is_initialized():
         dist.destroy_process_group()

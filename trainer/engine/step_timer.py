@@ -17,15 +17,21 @@ each part, and peak memory (CUDA: max allocated since the stage began; CPU: the 
 from __future__ import annotations
 
 import math
+import resource
 import time
 
 import torch
 
 from trainer.engine import distributed
-from trainer.run.events import peak_memory_mb
 
 PARTS = ("data", "forward", "backward", "optimizer", "other")
 GPU_PARTS = ("forward", "backward", "optimizer")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024    # Linux: KiB
 
 
 def reset_peak_memory(device: torch.device) -> None:

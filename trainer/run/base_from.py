@@ -63,5 +63,4 @@ def check(cfg_dict: dict, defaults: dict) -> Path | None:
 
 def load_into(model: torch.nn.Module, base: Path) -> None:
     """Load the base run's phase-0 weights into `model` (grown to the base classes)."""
-    model_sd, _, _ = sealed_phases.load_phase(base, 0)
-    model.load_state_dict(model_sd)
+    model.load_state_dict(sealed_phases.load_file(base, 0, "model.pt"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from core.protocol import PhasePlan
-from exemplars.features import class_means, extract_features
+from exemplars.features import class_means, extract_features, nme_scores
 from trainer.engine import distributed
 
 
@@ -29,8 +29,7 @@ def predict_all(strategy, model, images: torch.Tensor, device, batch_size: int, 
 
 @torch.no_grad()
 def predict_nme(model, images, means: torch.Tensor, device, batch_size: int) -> torch.Tensor:
-    f = extract_features(model, images, device, batch_size)
-    return (f @ means.T).argmax(1)
+    return nme_scores(extract_features(model, images, device, batch_size), means).argmax(1)
 
 
 # Evaluation decodes the test set in chunks of classes of at most this many bytes (ImageNet-1k val at

@@ -2,17 +2,8 @@
 from __future__ import annotations
 
 import json
-import resource
 import time
 from pathlib import Path
-
-import torch
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024    # Linux: KiB
 
 
 class EventLog:

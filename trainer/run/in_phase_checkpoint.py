@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
+from core import atomic
+from core.errors import UserError
 from trainer.engine import distributed
+from trainer.run import checkpoint_io
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,10 @@ def _root(run_dir: Path) -> Path:
 def _write_pointer(run_dir: Path, point: dict, extra: dict) -> None:
     root = _root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / "extra.pt.tmp"
-    torch.save(extra, tmp)
     name = f"extra-p{point['phase']:02d}-s{point['stage_index']}-e{point['epoch']}.pt"
-    os.replace(tmp, root / name)
+    checkpoint_io.save(root / name, extra)
     point = {**point, "extra": name}
-    tmp = root / "state.json.tmp"
-    tmp.write_text(json.dumps(point))
-    os.replace(tmp, root / "state.json")
+    atomic.write_json(root / "state.json", point, indent=None)
     for p in root.iterdir():                       # drop what the new pointer no longer names
         if p.name.startswith("extra-") and p.name != name:
             p.unlink(missing_ok=True)
@@ -87,7 +83,11 @@ def load(run_dir: Path, phase: int) -> StagePoint | None:
             return None
         if st["engine_tag"] and not (root / "engine" / st["engine_tag"]).is_dir():
             raise FileNotFoundError(f"engine checkpoint {st['engine_tag']} is missing")
-        extra = torch.load(root / st["extra"], map_location="cpu", weights_only=False)
+        if st["engine_tag"]:
+            checkpoint_io.check_engine_checkpoint(root / "engine" / st["engine_tag"])
+        extra = checkpoint_io.load(root / st["extra"])
+    except UserError:
+        raise                   # not damage: a file mnemo did not write (checkpoint_io)
     except Exception as e:  # any damage: fall back to the sealed phase
         log.warning("in-phase checkpoint %s is unusable (%s); restarting phase %d from its beginning",
                     root, e, phase)

@@ -6,8 +6,9 @@ All values are percentages.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from core import atomic
 
 
 def average_accuracy(phases: list[dict], key: str = "accuracy") -> float | None:
@@ -52,9 +53,7 @@ class MetricsLog:
         return out
 
     def write(self, path: Path) -> None:
-        tmp = Path(str(path) + ".tmp")
-        tmp.write_text(json.dumps(self.summary(), indent=1))
-        tmp.replace(path)
+        atomic.write_json(path, self.summary(), indent=1)
 
     def state_dict(self) -> dict:
         return {"phases": self.phases, "acc_matrix": self.acc_matrix, "acc_matrix_nme": self.acc_matrix_nme}

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core import atomic
+
 PARTS = ("data", "forward", "backward", "optimizer", "other")
 SPLIT_ORDER = ("train", "exemplars", "balanced_finetune", "eval")
 
@@ -135,7 +137,5 @@ def write_profile(run_dir: Path) -> Path:
     """Rewrite RUN/profile.json (atomically) from the run's events and metrics."""
     run_dir = Path(run_dir)
     path = run_dir / "profile.json"
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(build_profile(run_dir), indent=1))
-    tmp.replace(path)
+    atomic.write_json(path, build_profile(run_dir), indent=1)
     return path

@@ -19,6 +19,7 @@ import yaml
 
 from core import faults
 from core.errors import UserError
+from trainer.run import checkpoint_io
 
 log = logging.getLogger(__name__)
 GUARDED_SECTIONS = ("protocol", "strategy", "model")
@@ -28,22 +29,16 @@ def phase_dir(run_dir: Path, phase: int) -> Path:
     return run_dir / "phases" / f"p{phase:02d}"
 
 
-def _save(obj, path: Path) -> None:
-    tmp = Path(str(path) + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def seal_phase(run_dir: Path, phase: int, model_sd: dict, memory_sd: dict, state: dict) -> Path:
     final = phase_dir(run_dir, phase)
     tmp = final.parent / f".{final.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    _save(model_sd, tmp / "model.pt")
+    checkpoint_io.save(tmp / "model.pt", model_sd)
     faults.maybe_fail("seal", phase)
-    _save(memory_sd, tmp / "memory.pt")
-    _save(state, tmp / "state.pt")
+    checkpoint_io.save(tmp / "memory.pt", memory_sd)
+    checkpoint_io.save(tmp / "state.pt", state)
     files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
     with open(tmp / "DONE", "w") as f:
         json.dump({"phase": phase, "files": files}, f)
@@ -103,10 +98,13 @@ def latest_sealed(run_dir: Path) -> int | None:
     return None
 
 
+def load_file(run_dir: Path, phase: int, name: str):
+    """One file of a sealed phase ("model.pt", "memory.pt" or "state.pt"), read as data only."""
+    return checkpoint_io.load(phase_dir(run_dir, phase) / name)
+
+
 def load_phase(run_dir: Path, phase: int) -> tuple[dict, dict, dict]:
-    d = phase_dir(run_dir, phase)
-    load = lambda name: torch.load(d / name, map_location="cpu", weights_only=False)  # noqa: E731
-    return load("model.pt"), load("memory.pt"), load("state.pt")
+    return tuple(load_file(run_dir, phase, name) for name in ("model.pt", "memory.pt", "state.pt"))
 
 
 _MISSING = object()
@@ -115,7 +113,7 @@ _MISSING = object()
 def config_diffs(stored, new, default, prefix: str = "") -> list[tuple[str, object, object]]:
     """(key, stored value, new value) for every leaf where a stored config differs from a new one; a
     key the stored config lacks (written by an older mnemo) counts as its default value. Used by the
-    resume guard here and by train.base_from (trainer/base_model.py)."""
+    resume guard here and by train.base_from (trainer/run/base_from.py)."""
     if stored is _MISSING:
         stored = default
     if isinstance(stored, dict) and isinstance(new, dict):

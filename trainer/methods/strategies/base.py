@@ -1,20 +1,42 @@
-"""The Strategy interface: how a class-incremental method plugs into the phase driver.
+"""The Strategy interface: how a class-incremental method plugs into the run.
 
 A strategy never calls backward(), optimizer.step(), .cuda() or torch.distributed: it grows and
-prepares the model, returns losses for batches, and predicts. Exemplar selection (random, herding,
-mnemonics) is orthogonal and owned by the driver, so any strategy runs with any selection.
+prepares the model, lists the phase's stages, returns losses for batches, and predicts. Exemplar
+selection (random, herding, mnemonics) is orthogonal and owned by the run, so any strategy runs with
+any selection. A strategy module owns its hyperparameters: `Settings`, a dataclass mounted at
+`strategy.<name>` in the config; it is handed those settings and the few run-wide values in
+`MethodSetup`, never the whole config.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from core import seeds
 from core.protocol import PhasePlan
-from data_pipeline.loading.phase_images import PhaseImages
+from core.registry import Registry
+from exemplars.memory import ExemplarMemory
+from trainer.methods.strategies.stages import BalancedFinetune, Exemplars, Stage, Train
+
+REGISTRY = Registry("strategy.name", "trainer.methods.strategies", skip=("base", "stages", "freezing"))
+register = REGISTRY.register
+
+
+@dataclass(frozen=True)
+class MethodSetup:
+    """What a strategy may read of the run beyond its own settings."""
+    seed: int = 0
+    arch: str = "resnet32"               # model.arch
+    preset: str = "glyphs"               # data.preset (flips, stems)
+    image_size: int = 32                 # data.image_size
+    kd_lambda: float = 0.5               # train.kd_lambda (Eq. 5)
+    kd_temperature: float = 2.0          # train.kd_temperature (Eq. 1)
+    lr_gamma: float = 0.1                # train.lr_gamma (a method's own stage schedules)
+    feature_batch_size: int = 256        # eval.batch_size (feature extraction)
 
 
 @dataclass
@@ -22,9 +44,8 @@ class PhaseContext:
     phase: int
     plan: PhasePlan
     model: nn.Module
-    cfg: Any                               # trainer.config.Config
     device: torch.device
-    memory: Any = None                     # exemplars.memory.ExemplarMemory
+    memory: ExemplarMemory | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -38,31 +59,6 @@ class PhaseContext:
     @property
     def seen_labels(self) -> list[int]:
         return self.plan.seen_labels(self.phase)
-
-
-@dataclass
-class StageSpec:
-    """How the driver runs a stage: epochs, starting lr, lr as a function of the epoch, and the weight
-    decay when it differs from train.weight_decay (e.g. BiC's bias layer: none)."""
-    epochs: int
-    lr: float
-    lr_at: Callable[[int], float]
-    weight_decay: float | None = None
-
-
-@dataclass
-class StageData:
-    """Training data of a stage: real images (uint8) and exemplar tensors (float), with labels.
-
-    `real_images` is a uint8 tensor, or the driver's lazily decoded PhaseImages (indexing it with a
-    mask or index tensor decodes only the classes selected; `.images` decodes all of it)."""
-    real_images: torch.Tensor | PhaseImages | None
-    real_labels: torch.Tensor | None
-    ex_images: torch.Tensor | None
-    ex_labels: torch.Tensor | None
-
-    def __len__(self) -> int:
-        return sum(len(t) for t in (self.real_labels, self.ex_labels) if t is not None)
 
 
 @dataclass
@@ -80,24 +76,28 @@ def frozen_copy(model: nn.Module) -> nn.Module:
 
 class Strategy:
     name: ClassVar[str] = "base"
+    Settings: ClassVar[type | None] = None       # dataclass at strategy.<name>; None: no settings
     uses_exemplars: ClassVar[bool] = True        # rehearse E_{0:i-1} and keep a memory
     balanced_finetune: ClassVar[bool] = True     # Algorithm 1 step 18
     uses_teacher: ClassVar[bool] = True          # keep Θ_{i-1} frozen for distillation
 
-    def __init__(self, cfg):
-        self.cfg = cfg
+    def __init__(self, settings=None, setup: MethodSetup | None = None):
+        if settings is None and self.Settings is not None:
+            settings = self.Settings()
+        self.settings = settings
+        self.setup = setup or MethodSetup()
         self.teacher: nn.Module | None = None
         self.num_old = 0
         self.num_seen = 0
 
     # -- model -------------------------------------------------------------------------------
-    def build_model(self, cfg) -> nn.Module:
+    def build_model(self) -> nn.Module:
         """The network this method trains (a fresh one, no classes yet). LUCIR: cosine head without
-        the last ReLU; BiC: bias-correction layers around the head. The driver grows its head once per
+        the last ReLU; BiC: bias-correction layers around the head. The run grows its head once per
         phase (also when rebuilding a sealed phase), so per-phase head parts line up on resume."""
         from trainer.methods.models.net import IncrementalNet
 
-        return IncrementalNet(cfg.model.arch, cfg.data.preset)
+        return IncrementalNet(self.setup.arch, self.setup.preset)
 
     # -- phase hooks -------------------------------------------------------------------------
     def before_phase(self, ctx: PhaseContext) -> None:
@@ -105,44 +105,27 @@ class Strategy:
         self.num_old = len(ctx.old_labels)
         self.num_seen = len(ctx.seen_labels)
         self.teacher = frozen_copy(ctx.model) if ctx.phase > 0 and self.uses_teacher else None
-        g = torch.Generator().manual_seed(self.cfg.seed * 7919 + ctx.phase)
-        ctx.model.head.grow(len(ctx.new_labels), generator=g)
+        ctx.model.head.grow(len(ctx.new_labels), generator=seeds.generator("head", self.setup.seed, ctx.phase))
 
     def train_labels(self, ctx: PhaseContext) -> list[int]:
         """Classes whose real data the phase trains on (joint: all seen classes)."""
         return ctx.new_labels
 
-    def stages(self, ctx: PhaseContext) -> list[str]:
-        """The phase's steps in order. "exemplars" marks where the driver updates the memory
-        (select/optimise new, adjust old, trim); the driver knows "train" (D ∪ E_old, train.*
-        hyperparameters) and "balanced_finetune" (exemplars of all seen classes, train.finetune_*);
-        any other stage needs `stage_spec` and `stage_data` from the strategy."""
+    def stages(self, ctx: PhaseContext) -> list[Stage]:
+        """The phase's steps in order (stages.py): train, then the exemplar level, then the balanced
+        fine-tune in incremental phases."""
         if not self.uses_exemplars:
-            return ["train"]
-        stages = ["train", "exemplars"]
+            return [Train()]
+        stages = [Train(), Exemplars()]
         if self.balanced_finetune and ctx.phase > 0:
-            stages.append("balanced_finetune")
+            stages.append(BalancedFinetune())
         return stages
-
-    def stage_spec(self, stage: str, ctx: PhaseContext) -> StageSpec | None:
-        """Epochs and learning rates of `stage`; None = the driver's default for train/balanced_finetune."""
-        return None
-
-    def stage_data(self, stage: str, ctx: PhaseContext, data: StageData) -> StageData:
-        """Change a stage's data (e.g. BiC holds out a validation split); default: as the driver built it."""
-        return data
-
-    def before_stage(self, stage: str, ctx: PhaseContext) -> None:
-        """E.g. freeze everything but a bias layer; the engine optimises only requires_grad parameters."""
-
-    def after_stage(self, stage: str, ctx: PhaseContext) -> None:
-        """Undo what before_stage did."""
 
     def after_phase(self, ctx: PhaseContext) -> None:
         self.teacher = None          # free memory; rebuilt from the sealed model next phase
 
     # -- per batch ---------------------------------------------------------------------------
-    def loss(self, model: nn.Module, batch: Batch, stage: str) -> dict[str, torch.Tensor]:
+    def loss(self, model: nn.Module, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:

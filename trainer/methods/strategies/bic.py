@@ -17,15 +17,37 @@ split; no weight decay. BiC replaces the generic balanced fine-tune, so it has n
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 
+from core import seeds
 from trainer.methods.losses import kd_kl
 from trainer.methods.models.heads import BiasCorrectedHead, LinearHead
 from trainer.methods.schedule import step_lr
 from trainer.methods.strategies import freezing
-from trainer.methods.strategies.base import Batch, StageData, StageSpec, Strategy
-from trainer.methods.strategies.registry import register
+from trainer.methods.strategies.base import Batch, Strategy, register
+from trainer.methods.strategies.stages import (
+    Exemplars,
+    Stage,
+    StageData,
+    StageSpec,
+    Train,
+)
+
+
+@dataclass
+class BiCSettings:
+    val_fraction: float = 0.1            # share of each old class's exemplars held out; as many per new class
+    kd_temperature: float = 2.0          # T of BiC's distillation (Eq. 3)
+    bias_epochs: int = 50                # second stage: the bias layer on the held-out split
+    bias_lr: float = 0.01
+    bias_lr_milestones: list[int] = field(default_factory=lambda: [30, 40])
+
+    def __post_init__(self):
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
 
 
 def balanced_holdout(labels: torch.Tensor, classes: list[int], k: int, g: torch.Generator) -> torch.Tensor:
@@ -37,18 +59,74 @@ def balanced_holdout(labels: torch.Tensor, classes: list[int], k: int, g: torch.
     return mask
 
 
+class BiCTrain(Train):
+    """Stage 1: the usual training stage on what the held-out split leaves."""
+
+    def __init__(self, bic: BiC):
+        self.bic = bic
+
+    def data(self, ctx, data: StageData) -> StageData:
+        split = self.bic.holdout(ctx, data)
+        if split is None:
+            return data
+        real_val, ex_val = split
+        return StageData(data.real_images[~real_val], data.real_labels[~real_val],
+                         data.ex_images[~ex_val], data.ex_labels[~ex_val])
+
+
+class BiasCorrection(Stage):
+    """Stage 2: only the newest bias layer (alpha, beta) trains, on the held-out split, no weight decay."""
+    name = "bias"
+
+    def __init__(self, bic: BiC):
+        self.bic = bic
+        self._saved = None
+
+    def data(self, ctx, data: StageData) -> StageData:
+        split = self.bic.holdout(ctx, data)
+        if split is None:
+            return StageData(None, None, None, None)
+        real_val, ex_val = split
+        return StageData(data.real_images[real_val], data.real_labels[real_val],
+                         data.ex_images[ex_val], data.ex_labels[ex_val])
+
+    def spec(self, ctx) -> StageSpec:
+        s, gamma = self.bic.settings, self.bic.setup.lr_gamma
+        ms = list(s.bias_lr_milestones)
+        return StageSpec(s.bias_epochs, s.bias_lr, lambda e: step_lr(s.bias_lr, e, ms, gamma), weight_decay=0.0)
+
+    def before(self, ctx) -> None:
+        params = BiC.bias_parameters(ctx.model)
+        for p in params:
+            p.requires_grad_(True)
+        self._saved = freezing.train_only(ctx.model, params)
+
+    def after(self, ctx) -> None:
+        freezing.restore(ctx.model, self._saved)
+        self._saved = None
+        for p in BiC.bias_parameters(ctx.model):
+            p.requires_grad_(False)
+
+    def loss(self, strategy, model, batch: Batch) -> dict[str, torch.Tensor]:
+        model.backbone.eval()                 # frozen features: no BatchNorm statistics updates
+        with torch.no_grad():
+            f = model.features(batch.x)
+        ce = F.cross_entropy(model.head(f)[:, : strategy.num_seen], batch.y)
+        return {"loss": ce, "ce": ce}
+
+
 @register
 class BiC(Strategy):
     name = "bic"
+    Settings = BiCSettings
     balanced_finetune = False
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, settings=None, setup=None):
+        super().__init__(settings, setup)
         self._split: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._saved = None
 
-    def build_model(self, cfg):
-        net = super().build_model(cfg)
+    def build_model(self):
+        net = super().build_model()
         net.head = BiasCorrectedHead(LinearHead(net.backbone.out_dim))
         return net
 
@@ -64,71 +142,35 @@ class BiC(Strategy):
         for p in list(head.alphas) + list(head.betas):
             p.requires_grad_(False)          # identity during "train"; only the "bias" stage moves them
 
-    def stages(self, ctx) -> list[str]:
-        if not self.uses_exemplars:
-            return ["train", "bias"] if ctx.phase > 0 else ["train"]
-        return ["train", "bias", "exemplars"] if ctx.phase > 0 else ["train", "exemplars"]
+    def stages(self, ctx) -> list[Stage]:
+        if ctx.phase == 0:
+            return [BiCTrain(self), Exemplars()] if self.uses_exemplars else [BiCTrain(self)]
+        stages = [BiCTrain(self), BiasCorrection(self)]
+        return stages + [Exemplars()] if self.uses_exemplars else stages
 
-    # -- the held-out split -----------------------------------------------------------------------
-    def _holdout(self, ctx, data: StageData) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def holdout(self, ctx, data: StageData) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(real mask, exemplar mask) of the phase's class-balanced validation split, drawn once per
+        phase (a resumed phase draws the same); None in phase 0 or without old exemplars."""
         if ctx.phase == 0 or data.ex_labels is None or data.real_labels is None:
             return None
         if self._split is None:
             counts = [int((data.ex_labels == c).sum()) for c in ctx.old_labels]
             m = min(counts) if counts else 0
-            k = min(max(1, round(self.cfg.strategy.bic.val_fraction * m)), m - 1)
+            k = min(max(1, round(self.settings.val_fraction * m)), m - 1)
             if k <= 0:
                 return None
-            g = torch.Generator().manual_seed(self.cfg.seed * 7919 + ctx.phase * 31 + 17)
+            g = seeds.generator("bic_holdout", self.setup.seed, ctx.phase)
             self._split = (balanced_holdout(data.real_labels, ctx.new_labels, k, g),
                            balanced_holdout(data.ex_labels, ctx.old_labels, k, g))
         return self._split
 
-    def stage_data(self, stage, ctx, data: StageData) -> StageData:
-        split = self._holdout(ctx, data) if stage in ("train", "bias") else None
-        if split is None:
-            return data if stage != "bias" else StageData(None, None, None, None)
-        real_val, ex_val = split
-        keep_real, keep_ex = (real_val, ex_val) if stage == "bias" else (~real_val, ~ex_val)
-        return StageData(data.real_images[keep_real], data.real_labels[keep_real],
-                         data.ex_images[keep_ex], data.ex_labels[keep_ex])
-
-    def stage_spec(self, stage, ctx) -> StageSpec | None:
-        if stage != "bias":
-            return None
-        s = self.cfg.strategy.bic
-        ms = list(s.bias_lr_milestones)
-        return StageSpec(s.bias_epochs, s.bias_lr, lambda e: step_lr(s.bias_lr, e, ms, self.cfg.train.lr_gamma),
-                         weight_decay=0.0)
-
-    def before_stage(self, stage, ctx) -> None:
-        if stage == "bias":
-            params = self.bias_parameters(ctx.model)
-            for p in params:
-                p.requires_grad_(True)
-            self._saved = freezing.train_only(ctx.model, params)
-
-    def after_stage(self, stage, ctx) -> None:
-        if stage == "bias":
-            freezing.restore(ctx.model, self._saved)
-            self._saved = None
-            for p in self.bias_parameters(ctx.model):
-                p.requires_grad_(False)
-
-    # -- per batch -----------------------------------------------------------------------------------
-    def loss(self, model, batch: Batch, stage: str) -> dict[str, torch.Tensor]:
-        if stage == "bias":
-            model.backbone.eval()                 # frozen features: no BatchNorm statistics updates
-            with torch.no_grad():
-                f = model.features(batch.x)
-            ce = F.cross_entropy(model.head(f)[:, : self.num_seen], batch.y)
-            return {"loss": ce, "ce": ce}
+    def loss(self, model, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
         logits = model(batch.x)[:, : self.num_seen]
         ce = F.cross_entropy(logits, batch.y)
-        if stage != "train" or self.teacher is None or self.num_old == 0:
+        if not stage.distills or self.teacher is None or self.num_old == 0:
             return {"loss": ce, "ce": ce}
         with torch.no_grad():
             old = self.teacher(batch.x)[:, : self.num_old]
-        kd = kd_kl(logits[:, : self.num_old], old, self.cfg.strategy.bic.kd_temperature, tau_squared=False)
+        kd = kd_kl(logits[:, : self.num_old], old, self.settings.kd_temperature, tau_squared=False)
         lam = self.num_old / self.num_seen
         return {"loss": lam * kd + (1 - lam) * ce, "ce": ce, "kd": kd}

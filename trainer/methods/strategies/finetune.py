@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from trainer.methods.strategies.base import Batch, Strategy
-from trainer.methods.strategies.registry import register
+from trainer.methods.strategies.base import Batch, Strategy, register
 
 
 @register
@@ -13,6 +12,6 @@ class Finetune(Strategy):
     uses_exemplars = False
     uses_teacher = False             # no distillation: no copy of the previous model
 
-    def loss(self, model, batch: Batch, stage: str):
+    def loss(self, model, batch: Batch, stage):
         ce = F.cross_entropy(model(batch.x)[:, : self.num_seen], batch.y)
         return {"loss": ce, "ce": ce}

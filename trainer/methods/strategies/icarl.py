@@ -15,27 +15,33 @@ nearest mean. Classes without exemplars (memory 0) fall back to the network's he
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from core.errors import check_choice
 from data_pipeline.loading.augment import FLIP
-from exemplars.features import class_means
+from exemplars.features import class_means, nme_scores
+from trainer.methods.strategies.base import register
 from trainer.methods.strategies.lwf import LwF
-from trainer.methods.strategies.registry import register
 
 
-def nme_scores(features: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
-    """-squared distances between L2-normalised features and the class means (argmax = nearest)."""
-    f = torch.nn.functional.normalize(features, dim=1)
-    return -torch.cdist(f, means.to(f.dtype)).pow(2)
+@dataclass
+class ICaRLSettings:
+    # sigmoid: iCaRL's own loss (Algorithm 3); softmax: Eq. 5 (the iCaRL of the LUCIR/mnemonics code base)
+    loss: str = "sigmoid"
+
+    def __post_init__(self):
+        check_choice("loss", self.loss, ("softmax", "sigmoid"))
 
 
 @register
 class ICaRL(LwF):
     name = "icarl"
-    distill_loss_key = "icarl"
+    Settings = ICaRLSettings
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, settings=None, setup=None):
+        super().__init__(settings, setup)
         self.means: torch.Tensor | None = None
 
     def before_phase(self, ctx) -> None:
@@ -47,7 +53,7 @@ class ICaRL(LwF):
         self.means = None
         if ctx.memory is not None and self.uses_exemplars:
             means = class_means(ctx.model, ctx.memory, ctx.seen_labels, ctx.device,
-                                FLIP[self.cfg.data.preset], self.cfg.eval.batch_size)
+                                FLIP[self.setup.preset], self.setup.feature_batch_size)
             self.means = None if means is None else means.to(ctx.device)
 
     def predict(self, model, x: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Joint training: every phase trains on all data of all seen classes (the upper bound)."""
 from __future__ import annotations
 
+from trainer.methods.strategies.base import register
 from trainer.methods.strategies.finetune import Finetune
-from trainer.methods.strategies.registry import register
 
 
 @register

@@ -11,12 +11,15 @@ The balanced fine-tune on exemplars uses the classification term only.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from core.errors import check_choice
 from trainer.methods.losses import kd_kl, lwf_mc_loss
-from trainer.methods.strategies.base import Batch, Strategy
-from trainer.methods.strategies.registry import register
+from trainer.methods.strategies.base import Batch, Strategy, register
+from trainer.methods.strategies.stages import Stage
 
 
 def eq5_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_old: torch.Tensor | None, num_old: int,
@@ -28,21 +31,30 @@ def eq5_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_old: torch.Tens
     return {"loss": lam * ce + (1 - lam) * kd, "ce": ce, "kd": kd}
 
 
+@dataclass
+class LwFSettings:
+    # softmax: the mnemonics paper's Eq. 5, lambda*CE + (1-lambda)*KD(tau) with train.kd_lambda/kd_temperature;
+    # sigmoid: LwF-MC as iCaRL implements it (per-class BCE, sigmoid targets from the teacher)
+    loss: str = "softmax"
+
+    def __post_init__(self):
+        check_choice("loss", self.loss, ("softmax", "sigmoid"))
+
+
 @register
 class LwF(Strategy):
     name = "lwf"
-    distill_loss_key = "lwf"          # which strategy.<section>.loss selects softmax/sigmoid
+    Settings = LwFSettings
 
-    def teacher_old_logits(self, x: torch.Tensor, stage: str) -> torch.Tensor | None:
-        if stage != "train" or self.teacher is None or self.num_old == 0:
+    def teacher_old_logits(self, x: torch.Tensor, stage: Stage) -> torch.Tensor | None:
+        if not stage.distills or self.teacher is None or self.num_old == 0:
             return None
         with torch.no_grad():
             return self.teacher(x)[:, : self.num_old]
 
-    def loss(self, model, batch: Batch, stage: str) -> dict[str, torch.Tensor]:
+    def loss(self, model, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
         logits = model(batch.x)[:, : self.num_seen]
         old = self.teacher_old_logits(batch.x, stage)
-        if getattr(self.cfg.strategy, self.distill_loss_key).loss == "sigmoid":
+        if self.settings.loss == "sigmoid":
             return lwf_mc_loss(logits, batch.y, old, self.num_old)
-        t = self.cfg.train
-        return eq5_loss(logits, batch.y, old, self.num_old, t.kd_lambda, t.kd_temperature)
+        return eq5_loss(logits, batch.y, old, self.num_old, self.setup.kd_lambda, self.setup.kd_temperature)

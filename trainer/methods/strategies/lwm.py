@@ -19,12 +19,14 @@ in the paper; docs/strategies.md describes how to choose them on a held-out vali
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from trainer.methods.losses import sigmoid_kd
-from trainer.methods.strategies.base import Batch, Strategy
-from trainer.methods.strategies.registry import register
+from trainer.methods.strategies.base import Batch, Strategy, register
+from trainer.methods.strategies.stages import Stage
 
 
 def grad_cam(maps: torch.Tensor, scores: torch.Tensor, cls: torch.Tensor, create_graph: bool) -> torch.Tensor:
@@ -58,15 +60,22 @@ def lwm_terms(model, teacher, x: torch.Tensor, num_old: int, num_seen: int):
     return logits, sigmoid_kd(logits[:, :num_old], t_old.detach()), attention_distillation_loss(q_s, q_t)
 
 
+@dataclass
+class LwMSettings:
+    beta: float = 2.0                    # weight of L_D (sigmoid distillation); chosen on validation, docs/strategies.md
+    gamma: float = 4.0                   # weight of L_AD (Grad-CAM attention distillation); ditto
+
+
 @register
 class LwM(Strategy):
     name = "lwm"
+    Settings = LwMSettings
 
-    def loss(self, model, batch: Batch, stage: str) -> dict[str, torch.Tensor]:
-        if stage != "train" or self.teacher is None or self.num_old == 0:
+    def loss(self, model, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
+        if not stage.distills or self.teacher is None or self.num_old == 0:
             ce = F.cross_entropy(model(batch.x)[:, : self.num_seen], batch.y)
             return {"loss": ce, "ce": ce}
-        s = self.cfg.strategy.lwm
+        s = self.settings
         logits, ld, lad = lwm_terms(model, self.teacher, batch.x, self.num_old, self.num_seen)
         ce = F.cross_entropy(logits, batch.y)
         return {"loss": ce + s.beta * ld + s.gamma * lad, "ce": ce, "kd": ld, "attention": lad}

@@ -1,0 +1,19 @@
+"""The `data` config section: where the shards are and how the loaders decode and augment them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+DATA_PRESETS = ("glyphs", "cifar", "imagenet")
+LOADERS = ("torch", "dali", "auto")
+
+
+@dataclass
+class DataSettings:
+    shards: str = "data/glyphs"          # directory holding manifest.json
+    preset: str = "glyphs"               # augmentation/eval transforms: glyphs | cifar | imagenet
+    image_size: int = 32                 # model input side in pixels
+    loader: str = "torch"                # torch | dali | auto
+    cache_max_gb: float = 8.0            # the torch loader keeps a phase's decoded images in memory
+    workers: int = 2                     # decode threads/processes
+    exemplar_share: Optional[float] = None   # exemplars' share of each batch; null: as samples of D ∪ E

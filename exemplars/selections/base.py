@@ -1,0 +1,70 @@
+"""The selection interface: how an exemplar selection plugs into the exemplar update.
+
+A selection is one module in this package that registers its class; its hyperparameters are its own
+`Settings` dataclass, mounted at `exemplars.<name>` in the config. The exemplar update
+(exemplars/update.py) groups classes, spreads groups over ranks and calls `select` (and `adjust`, for
+`exemplars.adjust_old`) per group; it never names a selection.
+
+Selections must not depend on the rank or on random augmentation at feature extraction: a group's
+exemplars are a function of the model, the group's images and `SelectionContext` only, so every
+number of processes gives the same memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from core.registry import Registry
+
+REGISTRY = Registry("exemplars.selection", "exemplars.selections", skip=("base",))
+register = REGISTRY.register
+
+
+@dataclass(frozen=True)
+class SelectionContext:
+    """What a selection may know of the run: where it is and how to draw its random numbers."""
+    seed: int
+    phase: int
+    device: torch.device
+    feature_batch_size: int = 256
+
+
+class Selection:
+    name: ClassVar[str] = "base"
+    Settings: ClassVar[type | None] = None        # dataclass at exemplars.<name>; None: no settings
+
+    def __init__(self, settings=None):
+        if settings is None and self.Settings is not None:
+            settings = self.Settings()
+        self.settings = settings
+
+    def select(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, group: list[int], m: int,
+               ctx: SelectionContext) -> dict[int, torch.Tensor]:
+        """E_i for one class group: per label of `group`, at most `m` exemplars as float pixels in [0, 1],
+        best first. `images`: the group's real images (uint8, model input size), `labels` theirs."""
+        raise NotImplementedError
+
+    def adjust(self, model: nn.Module, exemplars: dict[int, torch.Tensor], group: list[int],
+               ctx: SelectionContext) -> dict[int, torch.Tensor] | None:
+        """Adjusted old exemplars of one group (Eq. 10), or None: this selection does not adjust."""
+        return None
+
+    @classmethod
+    def adjusts(cls) -> bool:
+        return cls.adjust is not Selection.adjust
+
+
+def adjuster_for(selection: Selection, settings_of) -> Selection:
+    """The plug-in that adjusts old exemplars under `exemplars.adjust_old`: the configured selection when it
+    adjusts, else the registered selection that does (the paper's Eq. 10 belongs to mnemonics, and
+    Table 2 applies it to herding and random exemplars too). `settings_of(name)`: that plug-in's settings."""
+    if selection.adjusts():
+        return selection
+    adjusting = [cls for cls in REGISTRY.classes().values() if cls.adjusts()]
+    if len(adjusting) != 1:
+        raise RuntimeError(f"exemplars.adjust_old needs exactly one selection that adjusts, found "
+                           f"{[c.name for c in adjusting]}")
+    return adjusting[0](settings_of(adjusting[0].name))

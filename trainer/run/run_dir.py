@@ -1,0 +1,117 @@
+"""RunDir: everything a run keeps on disk, behind one object.
+
+    RUN/config.yaml      resolved config + git sha (guarded: a resumed run refuses a different protocol,
+                         strategy or model)
+    RUN/metrics.json     rewritten after every phase            RUN/events.jsonl   one line per epoch/stage
+    RUN/profile.json     where each phase's time went           RUN/phases/pNN/    sealed phases (DONE last)
+    RUN/ckpt/            checkpoints inside the phase in progress (in_phase_checkpoint.py)
+
+What is saved is named by key: `seal(phase, states)` and `resume(phase, states)` take a mapping of
+objects with `state_dict`/`load_state_dict`. In a sealed phase "model" and "memory" have files of their
+own (model.pt, memory.pt); every other key goes into state.pt, beside the plain `info` values. Inside a
+phase every key goes into one extra-*.pt. Everything is read as data only (checkpoint_io.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Protocol
+
+from trainer.engine.distributed import DistInfo, barrier
+from trainer.run import in_phase_checkpoint, run_profile, sealed_phases
+from trainer.run.in_phase_checkpoint import StagePoint
+from trainer.run.metrics import MetricsLog
+
+OWN_FILES = ("model", "memory")          # keys of a sealed phase with a file of their own
+
+
+class Stateful(Protocol):
+    def state_dict(self): ...
+
+    def load_state_dict(self, sd) -> None: ...
+
+
+class Value:
+    """A plain value (a dict of timings, a record) saved under a key like any other state."""
+
+    def __init__(self, value=None):
+        self.value = value
+
+    def state_dict(self):
+        return self.value
+
+    def load_state_dict(self, sd) -> None:
+        self.value = sd
+
+
+def _states_of(states: Mapping[str, Stateful]) -> dict:
+    return {key: obj.state_dict() for key, obj in states.items()}
+
+
+def _load_states(states: Mapping[str, Stateful], saved: Mapping) -> None:
+    for key, obj in states.items():
+        obj.load_state_dict(saved[key])
+
+
+class RunDir:
+    def __init__(self, path: str | Path, dist: DistInfo):
+        self.path, self.dist = Path(path), dist
+        self.config_path = self.path / "config.yaml"
+        self.metrics_path = self.path / "metrics.json"
+        self.events_path = self.path / "events.jsonl"
+
+    # -- sealed phases -----------------------------------------------------------------------
+    def latest_sealed(self) -> int | None:
+        return sealed_phases.latest_sealed(self.path)
+
+    def phase_problem(self, phase: int) -> str | None:
+        return sealed_phases.phase_problem(self.path, phase)
+
+    def seal(self, phase: int, states: Mapping[str, Stateful], info: dict) -> None:
+        """Seal `phase` (rank 0 writes; DONE last), then rewrite metrics.json and profile.json."""
+        if not self.dist.is_main:
+            return
+        saved = _states_of(states)
+        rest = {**info, **{k: v for k, v in saved.items() if k not in OWN_FILES}}
+        sealed_phases.seal_phase(self.path, phase, saved["model"], saved["memory"], rest)
+
+    def resume(self, phase: int, states: Mapping[str, Stateful]) -> dict:
+        """Load sealed `phase` into `states`; returns state.pt (its plain values too)."""
+        model_sd, memory_sd, rest = sealed_phases.load_phase(self.path, phase)
+        _load_states(states, {**rest, "model": model_sd, "memory": memory_sd})
+        return rest
+
+    # -- inside a phase ----------------------------------------------------------------------
+    def stage_point(self, phase: int) -> StagePoint | None:
+        return in_phase_checkpoint.load(self.path, phase)
+
+    def restore_point(self, point: StagePoint, states: Mapping[str, Stateful]) -> None:
+        _load_states({k: v for k, v in states.items() if k in point.extra}, point.extra)
+
+    def save_stage_done(self, phase: int, index: int, stage: str, states: Mapping[str, Stateful]) -> None:
+        in_phase_checkpoint.save_stage_done(self.path, self.dist, phase, index, stage, _states_of(states))
+
+    def save_in_stage(self, engine, phase: int, index: int, stage: str, epoch: int,
+                      states: Mapping[str, Stateful]) -> None:
+        in_phase_checkpoint.save_in_stage(self.path, self.dist, engine, phase, index, stage, epoch,
+                                          _states_of(states))
+
+    def engine_dir(self) -> Path:
+        return in_phase_checkpoint.engine_dir(self.path)
+
+    def clear_points(self) -> None:
+        in_phase_checkpoint.clear(self.path, self.dist)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def prepare(self, cfg_dict: dict, defaults: dict, write_config) -> None:
+        """Create the directory and write config.yaml (rank 0), after every rank checked the config guard."""
+        if self.dist.is_main:
+            self.path.mkdir(parents=True, exist_ok=True)
+            sealed_phases.guard_config(self.path, cfg_dict, defaults)
+            write_config(self.config_path)
+        barrier()
+        sealed_phases.guard_config(self.path, cfg_dict, defaults)     # every rank refuses, not only rank 0
+
+    def write_results(self, metrics: MetricsLog) -> None:
+        if self.dist.is_main:
+            metrics.write(self.metrics_path)
+            run_profile.write_profile(self.path)      # per-phase time split and stage throughput
