@@ -39,7 +39,7 @@ def write_digits_tree(root: str | Path, per_class_train: int = 40, per_class_tes
 
 
 # ---------------------------------------------------------------------------------------------------
-# ImageNet-shaped trees (issue 5): train/<synset>/*.JPEG, val in one of the standard forms
+# ImageNet-shaped trees: train/<synset>/*.JPEG, val in one of the standard forms
 
 VAL_FORMS = ("kaggle", "devkit", "tf", "caffe", "folders")
 

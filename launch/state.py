@@ -8,9 +8,9 @@ Writes go to a temporary file and `os.replace`, so a crash never leaves half a f
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from core import atomic
 from core.errors import UserError
 
 LAUNCH_FILE = "launch.json"
@@ -45,9 +45,7 @@ def require(run_dir: Path) -> dict:
 def save(run_dir: Path, state: dict) -> None:
     p = path(run_dir)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, p)
+    atomic.write_json(p, state, indent=1)
 
 
 def sealed_phases(run_dir: Path) -> list[int]:

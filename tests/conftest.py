@@ -27,7 +27,7 @@ def digits_shards(tmp_path_factory):
 @pytest.fixture(scope="session")
 def imagenet_fixture(tmp_path_factory):
     """An ImageNet-shaped tree (1,000 synsets x 2 real JPEGs of varied sizes, flat val + Kaggle
-    ground truth, 1 image per class) converted by `mnemo shards imagenet` (issue 5)."""
+    ground truth, 1 image per class) converted by `mnemo shards imagenet`."""
     from data_pipeline.convert.imagenet import convert_imagenet
     from data_pipeline.fixtures import write_imagenet_tree
 

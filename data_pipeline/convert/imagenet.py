@@ -30,6 +30,7 @@ import re
 import time
 from pathlib import Path
 
+from core import atomic
 from core.errors import UserError
 from data_pipeline.shards.manifest import MANIFEST, Manifest, ShardInfo, sha256_file
 
@@ -136,9 +137,7 @@ def convert_class(job: dict) -> dict:
     shards = write_class_shards(root, split, cid, samples(), "jpg", int(params["shard_mb"] * 2**20))
     rec = {"split": split, "class": cid, "params": params, "source": digest, "images": len(files) - len(skipped),
            "shards": [s.to_json() for s in shards], "skipped": skipped}
-    tmp = Path(str(_record_path(root, split, cid)) + ".tmp")
-    tmp.write_text(json.dumps(rec))
-    tmp.replace(_record_path(root, split, cid))
+    atomic.write_json(_record_path(root, split, cid), rec, indent=None)
     return {**rec, "reused": False, "redo": why}
 
 

@@ -23,11 +23,11 @@ import math
 
 import torch
 
+from core import seeds
+
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + epoch * 9_176 + stream) % (2**63))
-    return g
+    return seeds.generator("epoch_plan", seed, epoch, stream)
 
 
 EXEMPLAR_STREAM = 1_000_000          # generator stream of the exemplar draws in share mode

@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import atomic
 from core.errors import UserError
 
 FORMAT = "mnemo-shards"
@@ -90,9 +91,7 @@ class Manifest:
 
     def write(self) -> Path:
         out = self.root / MANIFEST
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
-        tmp.replace(out)
+        atomic.write_json(out, self.to_json(), indent=1)
         return out
 
     def verify(self, checksums: bool = False) -> None:

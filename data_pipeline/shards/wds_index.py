@@ -17,6 +17,7 @@ import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core import atomic
 from core.errors import UserError
 
 INDEX_VERSION = "v1.2"
@@ -61,9 +62,7 @@ class IndexBuilder:
         return "\n".join(lines) + "\n"
 
     def write(self, path: Path) -> None:
-        tmp = Path(str(path) + ".tmp")
-        tmp.write_text(self.text())
-        tmp.replace(path)
+        atomic.write_text(path, self.text())
 
 
 def index_tar(tar_path: Path) -> IndexBuilder:

@@ -1,4 +1,4 @@
-"""DALI on a GPU (issue 5): mixed (nvJPEG) decode, tensors on the device, DALI-fed vs synthetic
+"""DALI on a GPU: mixed (nvJPEG) decode, tensors on the device, DALI-fed vs synthetic
 ResNet-18 training img/s. Run through the device tool when a GPU is lent (`pytest tests/gpu -s`
 prints the figures); skipped elsewhere with the reason shown.
 """

@@ -1,5 +1,5 @@
 """`mnemo train ... data.loader=dali` end to end on the digits shards (DALI CPU pipelines), and how
-data.loader resolves (issue 5)."""
+data.loader resolves."""
 import json
 import subprocess
 import sys

@@ -1,5 +1,5 @@
 """Every registered strategy on tiny data: finite losses and gradients in every stage of phases 0
-and 1, and the registry knows the issue's methods."""
+and 1, and the registry knows every method of the design card."""
 import pytest
 import torch
 from strategy_kit import batch, fill_memory, one_thread, perturb, start  # noqa: F401 (fixture)

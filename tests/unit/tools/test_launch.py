@@ -9,7 +9,7 @@ import pytest
 
 from mnemo.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RECIPE_2X8 = ROOT / "configs" / "slurm" / "imagenet1k_b500_25_2x8.yaml"
 RECIPE_1X8 = ROOT / "configs" / "slurm" / "imagenet1k_b500_25_1x8.yaml"
 

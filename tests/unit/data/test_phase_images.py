@@ -1,4 +1,4 @@
-"""data_pipeline/phase_images.py: lazy per-class decoding of a set of classes (issue 5)."""
+"""data_pipeline/loading/phase_images.py: lazy per-class decoding of a set of classes."""
 import pytest
 import torch
 

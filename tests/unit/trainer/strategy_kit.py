@@ -22,7 +22,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PLAN = make_plan(10, 4, 3, 1993)          # phases of 4, 2, 2, 2 classes
 CPU = torch.device("cpu")
 

@@ -1,5 +1,5 @@
 """The DALI loader (CPU pipelines here): exact per-rank split, labels, exemplar mixing, eval transform
-against torchvision, phase-local shard access (issue 5)."""
+against torchvision, phase-local shard access."""
 import io
 import struct
 

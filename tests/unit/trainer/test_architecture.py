@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PACKAGES = ("core", "trainer", "exemplars", "data_pipeline", "launch", "reporting", "benchmarks", "mnemo")
 MAX_MODULES = 12            # modules at one level of a folder
 MAX_LINES = 60              # lines of one function under trainer/

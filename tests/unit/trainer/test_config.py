@@ -5,7 +5,7 @@ import pytest
 from core.errors import UserError
 from trainer.config import load_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
 
 

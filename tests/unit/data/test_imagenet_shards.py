@@ -1,4 +1,4 @@
-"""`mnemo shards imagenet` (issue 5): layouts, labels, index files, subset, resume, bad images."""
+"""`mnemo shards imagenet`: layouts, labels, index files, subset, resume, bad images."""
 import io
 import json
 import shutil
@@ -19,7 +19,7 @@ from data_pipeline.fixtures import VAL_FORMS, synset_ids, write_imagenet_tree
 from data_pipeline.shards.manifest import load_manifest
 from data_pipeline.shards.wds_index import add_index_files, index_tar, read_index
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 QUIET = dict(workers=0, progress=lambda *a: None)
 
 

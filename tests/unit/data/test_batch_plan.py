@@ -1,4 +1,4 @@
-"""The epoch plan both loaders follow (issue 5): exactly once per epoch, equal steps, exemplar share."""
+"""The epoch plan both loaders follow: exactly once per epoch, equal steps, exemplar share."""
 import pytest
 import torch
 
