@@ -57,6 +57,16 @@ class Selection:
         return cls.adjust is not Selection.adjust
 
 
+def pick_per_class(images: torch.Tensor, labels: torch.Tensor, group: list[int], order_of) -> dict[int, torch.Tensor]:
+    """Per label of `group`: its images at the indices `order_of(label, class_images)` (best first), as
+    float pixels in [0, 1]."""
+    out = {}
+    for label in group:
+        cls = images[labels == label]
+        out[label] = cls[order_of(label, cls)].float().div_(255)
+    return out
+
+
 def adjuster_for(selection: Selection, settings_of) -> Selection:
     """The plug-in that adjusts old exemplars under `exemplars.adjust_old`: the configured selection when it
     adjusts, else the registered selection that does (the paper's Eq. 10 belongs to mnemonics, and

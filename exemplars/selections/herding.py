@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from exemplars.features import extract_features
-from exemplars.selections.base import Selection, register
+from exemplars.selections.base import Selection, pick_per_class, register
 
 
 def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
@@ -28,12 +28,8 @@ def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def herd(model, images: torch.Tensor, labels: torch.Tensor, group: list[int], m: int, ctx) -> dict[int, torch.Tensor]:
-    out = {}
-    for label in group:
-        cls = images[labels == label]
-        order = herding_order(extract_features(model, cls, ctx.device, ctx.feature_batch_size), m)
-        out[label] = cls[order].float().div_(255)
-    return out
+    return pick_per_class(images, labels, group, lambda label, cls: herding_order(
+        extract_features(model, cls, ctx.device, ctx.feature_batch_size), m))
 
 
 @register

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from core import seeds
-from exemplars.selections.base import Selection, register
+from exemplars.selections.base import Selection, pick_per_class, register
 
 
 def random_order(n: int, m: int, generator: torch.Generator) -> torch.Tensor:
@@ -12,12 +12,8 @@ def random_order(n: int, m: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def pick_random(images: torch.Tensor, labels: torch.Tensor, group: list[int], m: int, ctx) -> dict[int, torch.Tensor]:
-    out = {}
-    for label in group:
-        cls = images[labels == label]
-        order = random_order(len(cls), m, seeds.generator("exemplars", ctx.seed, ctx.phase, label, 0))
-        out[label] = cls[order].float().div_(255)
-    return out
+    return pick_per_class(images, labels, group, lambda label, cls: random_order(
+        len(cls), m, seeds.generator("exemplars", ctx.seed, ctx.phase, label, 0)))
 
 
 @register

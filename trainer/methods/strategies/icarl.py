@@ -19,20 +19,16 @@ from dataclasses import dataclass
 
 import torch
 
-from core.errors import check_choice
 from data_pipeline.loading.augment import FLIP
 from exemplars.features import class_means, nme_scores
 from trainer.methods.strategies.base import register
-from trainer.methods.strategies.lwf import LwF
+from trainer.methods.strategies.lwf import LwF, LwFSettings
 
 
 @dataclass
-class ICaRLSettings:
+class ICaRLSettings(LwFSettings):
     # sigmoid: iCaRL's own loss (Algorithm 3); softmax: Eq. 5 (the iCaRL of the LUCIR/mnemonics code base)
     loss: str = "sigmoid"
-
-    def __post_init__(self):
-        check_choice("loss", self.loss, ("softmax", "sigmoid"))
 
 
 @register
