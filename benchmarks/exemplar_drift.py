@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from core.errors import UserError
-from trainer.run import sealed_phases as store
+from trainer.run.storage import sealed_phases as store
 
 
 def load_bank(run: Path, phase: int) -> dict[int, torch.Tensor]:

@@ -42,8 +42,8 @@ from data_pipeline.shards.reader import read_classes
 from exemplars.mnemonics import start_params, theta_logits, unroll
 from exemplars.sharding import class_groups
 from trainer.config import config_from_dict, stored_config
-from trainer.run import sealed_phases
 from trainer.run.session import build_strategy
+from trainer.run.storage import sealed_phases
 
 
 def load_run(run: Path, phase: int):

@@ -71,21 +71,23 @@ def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labe
     faults.maybe_fail("exemplars", ctx.phase)
     t_adjust = 0.0
     old_present = [l for l in old_labels if l in memory.bank and len(memory.get(l)) > 1]
-    if settings.adjust_old and old_present:
+    adjuster = adjuster_for(selection, lambda name: getattr(settings, name, None)) if settings.adjust_old else None
+    if adjuster is not None and old_present:
         t1 = time.perf_counter()
-        adjuster = adjuster_for(selection, lambda name: getattr(settings, name, None))
         adjusted = _spread(class_groups(old_present, settings.group_size), lambda g: sum(len(memory.get(l)) for l in g),
                            rank, world, gather,
                            lambda g: adjuster.adjust(model, {l: memory.get(l) for l in g}, g, ctx))
         for l, x in adjusted.items():
             memory.set(l, x)
         t_adjust = time.perf_counter() - t1
+    mine = selection.notes + (adjuster.notes if adjuster is not None and adjuster is not selection else [])
+    groups = [note for part in gather(mine) for note in part]
     for l in new_labels:
         memory.set(l, new[l])
     memory.trim(m)                      # fixed-total mode: old classes shrink after adjustment
     model.train(was_training)
     info = {"per_class": m, "total": len(memory), "select_s": round(t_select, 3), "adjust_s": round(t_adjust, 3),
-            "selection": settings.selection, "adjusted": bool(settings.adjust_old and old_present)}
+            "selection": settings.selection, "adjusted": bool(settings.adjust_old and old_present), "groups": groups}
     log.info("phase %d exemplars: %s, %d per class, %d in memory (select %.1fs, adjust %.1fs)", ctx.phase,
              settings.selection, m, len(memory), t_select, t_adjust)
     return info

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from core.errors import UserError  # noqa: E402
 from reporting.plots import save  # noqa: E402
 from reporting.run_dir import RunInfo, load_sealed  # noqa: E402
-from trainer.run import sealed_phases  # noqa: E402
+from trainer.run.storage import sealed_phases  # noqa: E402
 
 MAX_CLASSES = 10
 MAX_OTHERS = 60

@@ -134,9 +134,7 @@ def load_run(path: str | Path, name: str | None = None) -> RunInfo:
     if not any((run_dir / n).exists() for n in ("config.yaml", "metrics.json", "phases")):
         raise UserError(f"{run_dir} is not a run directory (no config.yaml, metrics.json or phases/): "
                         "pass directories made by mnemo train --run-dir")
-    from trainer.run import (
-        sealed_phases,  # torch: imported once the path is known to be a run
-    )
+    from trainer.run.storage import sealed_phases  # torch: imported once the path is known to be a run
 
     notes: list[str] = []
     config: dict = {}
@@ -189,7 +187,7 @@ def load_runs(paths: list[str | Path]) -> list[RunInfo]:
 def load_sealed(run: RunInfo, phase: int):
     """(model with the sealed weights in eval mode, memory bank {label: float16 images}, state dict)."""
     from trainer.methods.models.net import IncrementalNet
-    from trainer.run import sealed_phases
+    from trainer.run.storage import sealed_phases
 
     model_sd, memory_sd, state = sealed_phases.load_phase(run.path, phase)
     data = run.section("data")

@@ -40,6 +40,7 @@ class Selection:
         if settings is None and self.Settings is not None:
             settings = self.Settings()
         self.settings = settings
+        self.notes: list[dict] = []       # per optimised group: {"what", "classes", "before", "after"} (events)
 
     def select(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, group: list[int], m: int,
                ctx: SelectionContext) -> dict[int, torch.Tensor]:

@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 class _Trace:
     """Progress of one class group's pixel optimisation: meta-loss first/last, outer steps, pixel change."""
 
-    def __init__(self, what: str, group: list[int], phase: int):
-        self.what, self.group, self.phase, self.losses = what, group, phase, []
+    def __init__(self, what: str, group: list[int], phase: int, notes: list[dict]):
+        self.what, self.group, self.phase, self.losses, self.notes = what, group, phase, [], notes
         self.t0 = time.perf_counter()
 
     def __call__(self, rec: dict) -> None:
@@ -39,6 +39,9 @@ class _Trace:
         """`fixed`: the meta-loss on one fixed real batch with the initial and the final exemplars."""
         if not self.losses:
             return
+        first, last = fixed if fixed is not None else (self.losses[0], self.losses[-1])
+        self.notes.append({"what": self.what, "classes": [int(c) for c in self.group], "before": float(first),
+                           "after": float(last)})
         delta = (after.float() - before.float().to(after.device)).abs().mul_(255)
         log.info("phase %d mnemonics %s classes %s: meta-loss %.4f -> %.4f over %d outer steps%s, pixel change "
                  "mean %.3f max %.1f (of 255), %.1fs", self.phase, self.what, self.group[0] if len(self.group) == 1
@@ -71,7 +74,7 @@ class Mnemonics(Selection):
         x0, y = _stack(out, group, ctx.device)
         g = seeds.generator("exemplars", ctx.seed, ctx.phase, group[0], 1)
         val = tensor_batches(images, labels, s.val_batch_size, g)
-        trace = _Trace("select", group, ctx.phase)
+        trace = _Trace("select", group, ctx.phase, self.notes)
         x = optimise_exemplars(model, x0, y, val, s, generator=g, progress=trace)
         pick = torch.linspace(0, len(labels) - 1, min(len(labels), s.val_batch_size)).long()
         probe = [(images[pick].float().div(255).to(ctx.device), labels[pick].to(ctx.device))]   # all classes
@@ -82,7 +85,7 @@ class Mnemonics(Selection):
     def adjust(self, model, exemplars, group, ctx):
         x0, y = _stack(exemplars, group, ctx.device)
         g = seeds.generator("exemplars", ctx.seed, ctx.phase, group[0], 2)
-        trace = _Trace("adjust", group, ctx.phase)
+        trace = _Trace("adjust", group, ctx.phase, self.notes)
         x = adjust_exemplars(model, x0, y, self.settings, generator=g, progress=trace)
         trace.report(x0, x)
         return _unstack(x, exemplars, group)

@@ -11,8 +11,8 @@ from exemplars.selections.base import Selection
 from trainer.config import load_config
 from trainer.methods.strategies.base import REGISTRY as STRATEGIES
 from trainer.methods.strategies.base import Strategy
-from trainer.run import sealed_phases
 from trainer.run.driver import run
+from trainer.run.storage import sealed_phases
 
 FAST = ["train.epochs=1", "train.base_epochs=1", "train.finetune_epochs=1", "protocol.base_classes=4",
         "protocol.phases=2", "exemplars.per_class=3", "data.image_size=16", "train.batch_size=32",

@@ -11,8 +11,8 @@ import torch
 
 from core.errors import UserError
 from trainer.config import load_config
-from trainer.run import checkpoint_io
 from trainer.run.driver import run
+from trainer.run.storage import checkpoint_io
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["train.epochs=1", "train.base_epochs=1", "train.finetune_epochs=1", "protocol.base_classes=4",

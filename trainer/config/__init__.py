@@ -29,6 +29,7 @@ from trainer.config.sections import (
     ARCHS,
     EvalConfig,
     LaunchConfig,
+    LoggingConfig,
     ModelConfig,
     ProtocolConfig,
     TrainConfig,
@@ -74,6 +75,7 @@ def config_type() -> type:
             ("strategy", strategy, field(default_factory=strategy)),
             ("exemplars", exemplars, field(default_factory=exemplars)),
             ("eval", EvalConfig, field(default_factory=EvalConfig)),
+            ("logging", LoggingConfig, field(default_factory=LoggingConfig)),
             ("launch", LaunchConfig, field(default_factory=LaunchConfig)),
         ], namespace={"to_dict": lambda self: to_dict(self)}))
         _BUILT[key] = config

@@ -53,6 +53,11 @@ class EvalConfig:
 
 
 @dataclass
+class LoggingConfig:
+    tensorboard: bool = True             # rank 0 writes RUN/tb/ (TensorBoard event files) beside events.jsonl
+
+
+@dataclass
 class LaunchConfig:
     """Cluster resources for `mnemo launch` (launch/); `mnemo train` ignores this section."""
     cluster: str = "slurm"               # slurm | local | debug (submitit executors)

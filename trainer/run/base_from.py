@@ -21,7 +21,7 @@ import yaml
 
 from core.errors import UserError
 from trainer.config import stored_config
-from trainer.run import sealed_phases
+from trainer.run.storage import sealed_phases
 
 # Keys phase-0 training does not read (the exemplar level, later-phase-only settings, bookkeeping).
 FREE_KEYS = (

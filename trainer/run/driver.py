@@ -35,6 +35,7 @@ def run(cfg, run_dir: str | Path, stop_after_phase: int | None = None) -> dict:
             session.metrics.write(session.run_dir.metrics_path)
             log.info("results for %s\n%s", session.run_dir.path, session.metrics.table())
         session.events.write(event="end")
+        session.events.close()
         return session.metrics.summary()
     finally:
         if session.dist.world > 1:

@@ -23,10 +23,11 @@ from trainer.methods.models import weight_transfer
 from trainer.methods.schedule import scaled_milestones, step_lr
 from trainer.methods.strategies.base import Batch, PhaseContext
 from trainer.methods.strategies.stages import Stage, StageData, StageSpec, Train
-from trainer.run import base_from, sealed_phases
+from trainer.run import base_from
 from trainer.run.evaluate import evaluate
-from trainer.run.run_dir import Value
 from trainer.run.session import Session
+from trainer.run.storage import sealed_phases
+from trainer.run.storage.run_dir import Value
 
 log = logging.getLogger("mnemo")
 
@@ -43,6 +44,17 @@ def default_spec(stage: Stage, train, phase: int) -> StageSpec | None:
     return None
 
 
+def exemplar_grid(memory, labels: list[int], classes: int = 4, per_class: int = 8) -> torch.Tensor:
+    """One image (C, H, W) of the first exemplars of a few classes, a row per class (TensorBoard)."""
+    from torchvision.utils import make_grid
+
+    rows = [memory.get(label)[:per_class].float() for label in labels[:classes] if label in memory.bank]
+    rows = [torch.cat([r, r.new_zeros((per_class - len(r), *r.shape[1:]))]) for r in rows if len(r)]
+    if not rows:
+        return torch.zeros(3, 1, 1)
+    return make_grid(torch.cat(rows), nrow=per_class, padding=1, pad_value=1.0)
+
+
 class Phase:
     def __init__(self, session: Session, index: int):
         self.s, self.index = session, index
@@ -53,7 +65,7 @@ class Phase:
         """What an in-phase checkpoint holds, by key."""
         s = self.s
         out = {"memory": s.memory, "strategy": s.strategy, "timings": self.timings,
-               "exemplar_info": self.exemplar_info}
+               "exemplar_info": self.exemplar_info, "events": s.events}
         return {**out, "model": s.model} if with_model else out
 
     def run(self) -> torch.nn.Module:
@@ -112,6 +124,7 @@ class Phase:
                              s.cfg.exemplars, s.cfg.data.image_size, sel, s.dist.rank, s.dist.world,
                              distributed.all_gather_object)
         s.events.write(event="exemplars", phase=self.index, **info)
+        s.events.image("exemplars/new_classes", exemplar_grid(s.memory, ctx.new_labels))
         self.exemplar_info.value = info
         self.timings.value["exemplars_s"] = time.perf_counter() - t0
 
@@ -185,7 +198,9 @@ class Phase:
                   "timings": {k: round(v, 3) for k, v in self.timings.value.items()}}
         s.metrics.add(record, result["acc_row"], result.get("acc_row_nme"))
         self.log_result(result, record["wall_s"])
+        so_far = s.metrics.summary()
         s.events.write(event="phase", **{k: v for k, v in record.items() if k != "timings"}, **record["timings"],
+                       average_accuracy_so_far=so_far["average_accuracy"], forgetting_so_far=so_far["forgetting"],
                        weights_digest=digests[0], ranks=len(digests))
         s.run_dir.seal(self.index, s.states(), {"num_classes": s.model.num_classes, "plan": list(s.plan.order)})
         s.run_dir.write_results(s.metrics)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from core.protocol import PhasePlan, make_plan
 from data_pipeline.loading.loaders import resolve_loader
@@ -26,7 +27,8 @@ from trainer.methods.strategies.base import REGISTRY, MethodSetup, Strategy
 from trainer.run import base_from
 from trainer.run.events import EventLog
 from trainer.run.metrics import MetricsLog
-from trainer.run.run_dir import RunDir
+from trainer.run.storage.run_dir import RunDir
+from trainer.run.tensorboard import TensorBoardSink
 
 log = logging.getLogger("mnemo")
 
@@ -59,6 +61,15 @@ def build_strategy(cfg) -> Strategy:
                         kd_lambda=t.kd_lambda, kd_temperature=t.kd_temperature, lr_gamma=t.lr_gamma,
                         feature_batch_size=cfg.eval.batch_size)
     return cls(getattr(cfg.strategy, cls.name, None), setup)
+
+
+def _event_log(cfg, run_dir: RunDir, dist: DistInfo) -> EventLog:
+    if not dist.is_main:
+        return EventLog(None)
+    sink = TensorBoardSink(run_dir.tb_path) if cfg.logging.tensorboard else None
+    events = EventLog(run_dir.events_path, sink)
+    events.text("config", "```\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False) + "```")
+    return events
 
 
 @dataclass
@@ -96,7 +107,7 @@ class Session:
         torch.manual_seed(cfg.seed)
         session = cls(cfg, run_dir, dist, manifest, plan, strategy, strategy.build_model().to(dist.device),
                       ExemplarMemory(), MetricsLog(plan.num_phases),
-                      EventLog(run_dir.events_path if dist.is_main else None), base,
+                      _event_log(cfg, run_dir, dist), base,
                       caches={"train": ClassCache(), "test": ClassCache()})
         session._resume()
         return session
@@ -118,7 +129,8 @@ class Session:
 
     def states(self) -> dict:
         """What a sealed phase holds, by key (RunDir.seal / resume)."""
-        return {"model": self.model, "memory": self.memory, "strategy": self.strategy, "metrics": self.metrics}
+        return {"model": self.model, "memory": self.memory, "strategy": self.strategy, "metrics": self.metrics,
+                "events": self.events}
 
     def read(self, split: str, labels: list[int]) -> PhaseImages:
         """The images of `labels` in `split`, decoded lazily class by class (decoded classes are cached

@@ -6,7 +6,7 @@ import torch
 
 from benchmarks.exemplar_drift import main, run_drift
 from exemplars.memory import ExemplarMemory
-from trainer.run import sealed_phases
+from trainer.run.storage import sealed_phases
 
 
 def _seal(run, phase, bank):

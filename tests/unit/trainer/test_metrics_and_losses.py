@@ -32,7 +32,7 @@ def test_config_guard_names_changed_keys_and_accepts_keys_added_later(tmp_path):
 
     from core.errors import UserError
     from trainer.config import Config
-    from trainer.run.sealed_phases import guard_config
+    from trainer.run.storage.sealed_phases import guard_config
 
     defaults = Config().to_dict()
     old = Config().to_dict()

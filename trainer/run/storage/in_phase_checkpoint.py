@@ -17,7 +17,7 @@ from pathlib import Path
 from core import atomic
 from core.errors import UserError
 from trainer.engine import distributed
-from trainer.run import checkpoint_io
+from trainer.run.storage import checkpoint_io
 
 log = logging.getLogger(__name__)
 

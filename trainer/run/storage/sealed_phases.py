@@ -19,7 +19,7 @@ import yaml
 
 from core import faults
 from core.errors import UserError
-from trainer.run import checkpoint_io
+from trainer.run.storage import checkpoint_io
 
 log = logging.getLogger(__name__)
 GUARDED_SECTIONS = ("protocol", "strategy", "model")

@@ -4,6 +4,7 @@
                          strategy or model)
     RUN/metrics.json     rewritten after every phase            RUN/events.jsonl   one line per epoch/stage
     RUN/profile.json     where each phase's time went           RUN/phases/pNN/    sealed phases (DONE last)
+    RUN/tb/              TensorBoard event files (tensorboard.py)
     RUN/ckpt/            checkpoints inside the phase in progress (in_phase_checkpoint.py)
 
 What is saved is named by key: `seal(phase, states)` and `resume(phase, states)` take a mapping of
@@ -17,9 +18,10 @@ from pathlib import Path
 from typing import Mapping, Protocol
 
 from trainer.engine.distributed import DistInfo, barrier
-from trainer.run import in_phase_checkpoint, run_profile, sealed_phases
-from trainer.run.in_phase_checkpoint import StagePoint
+from trainer.run import run_profile
 from trainer.run.metrics import MetricsLog
+from trainer.run.storage import in_phase_checkpoint, sealed_phases
+from trainer.run.storage.in_phase_checkpoint import StagePoint
 
 OWN_FILES = ("model", "memory")          # keys of a sealed phase with a file of their own
 
@@ -49,7 +51,8 @@ def _states_of(states: Mapping[str, Stateful]) -> dict:
 
 def _load_states(states: Mapping[str, Stateful], saved: Mapping) -> None:
     for key, obj in states.items():
-        obj.load_state_dict(saved[key])
+        if key in saved or not getattr(obj, "optional_state", False):
+            obj.load_state_dict(saved[key])
 
 
 class RunDir:
@@ -58,6 +61,7 @@ class RunDir:
         self.config_path = self.path / "config.yaml"
         self.metrics_path = self.path / "metrics.json"
         self.events_path = self.path / "events.jsonl"
+        self.tb_path = self.path / "tb"
 
     # -- sealed phases -----------------------------------------------------------------------
     def latest_sealed(self) -> int | None:
