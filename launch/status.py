@@ -167,7 +167,8 @@ def report(run_dir: Path) -> dict:
     return {"run_dir": str(run_dir), "cluster": st["cluster"], "mode": st["mode"], "status": status,
             "phases_done": done, "phases_total": total, "sealed": sealed, "jobs": jobs, "active": len(active),
             "last_error": last_error, "eta_s": eta_s, "phase_s": per_phase, "folder": str(folder),
-            "average_accuracy": (m or {}).get("average_accuracy")}
+            "average_accuracy": (m or {}).get("average_accuracy"),
+            "tensorboard": str(run_dir / "tb") if (run_dir / "tb").is_dir() else None}
 
 
 def format_report(r: dict) -> str:
@@ -192,4 +193,6 @@ def format_report(r: dict) -> str:
                          f"phases at {r['phase_s']:.0f} s/phase (measured; queue waits not included)")
     if r["average_accuracy"] is not None and r["status"] == "complete":
         lines.append(f"average incremental accuracy {r['average_accuracy']:.2f} %")
+    if r.get("tensorboard"):
+        lines.append(f"curves: tensorboard --logdir {r['tensorboard']}   (or the folder of several runs)")
     return "\n".join(lines)

@@ -128,6 +128,9 @@ def test_status_of_a_failed_local_run_names_phase_error_and_eta(tmp_path):
     assert (r["eta_s"], r["phase_s"]) == (80.0, 20.0)       # 4 phases left at the incremental phases' 20 s
     text = format_report(r)
     assert "last error: phase 2 (job 41): UserError: cannot read image" in text and "ETA: 1.3 min" in text
+    assert "tensorboard --logdir" not in text                      # no RUN/tb yet
+    (tmp_path / "run" / "tb").mkdir()
+    assert f"tensorboard --logdir {tmp_path / 'run' / 'tb'}" in format_report(report(tmp_path / "run"))
 
 
 def test_launch_package_calls_only_the_trainer_entry_point():
