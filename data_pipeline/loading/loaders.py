@@ -7,7 +7,7 @@
 Both loaders follow the same epoch plan (batch_plan.py), so the choice changes decode/augment speed
 and the random augmentation draws, not which samples meet in which batch. The DALI loader reads real
 images from the shards only when a stage trains on the phase's real data as the driver built it; a
-stage whose real data a strategy changed (`Strategy.stage_data`) keeps the in-memory loader.
+stage whose real data a strategy's stage narrowed (`Stage.data`) keeps the in-memory loader.
 """
 from __future__ import annotations
 

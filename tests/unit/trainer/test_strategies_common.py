@@ -15,7 +15,7 @@ def test_registry_has_every_method():
 
 
 def _stage_batch(strategy, ctx, stage, b):
-    """The batch after the strategy's stage_data (BiC's bias stage: its held-out split)."""
+    """The batch after the stage's `data` (BiC's bias stage: its held-out split)."""
     ex_x, ex_y = ctx.memory.tensors(ctx.old_labels)
     real = (b.x * 255).to(torch.uint8)
     if not stage.rehearses:

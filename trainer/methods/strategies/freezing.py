@@ -1,7 +1,7 @@
 """Freeze all but chosen parameters for one stage, and restore the exact flags afterwards.
 
 The engine optimises the model's `requires_grad` parameters, so a strategy chooses what a stage
-trains by flipping those flags in `before_stage` and restoring them in `after_stage`. Restoring the
+trains by flipping those flags in its stage's `before` and restoring them in `after`. Restoring the
 saved flags (rather than setting everything trainable) keeps parameters that were frozen for another
 reason frozen: old-class weights (LUCIR), older bias layers (BiC), the previous phase's convolution
 weights under weight transfer.
