@@ -55,32 +55,37 @@ def resolve_loader(name: str, device: torch.device = torch.device("cpu")) -> str
     return "dali"
 
 
-@dataclass(frozen=True)
-class StageInput:
-    """What one training stage trains on: real images (uint8, or the phase's lazily decoded PhaseImages)
-    and exemplar tensors (float), each with labels; `phase_real`: the phase's real data as the run read it."""
+@dataclass
+class StageData:
+    """Training data of a stage: real images (uint8) and exemplar tensors (float), with labels.
+
+    `real_images` is a uint8 tensor, or the run's lazily decoded PhaseImages (indexing it with a
+    mask or index tensor decodes only the classes selected; `.images` decodes all of it)."""
     real_images: object | None
     real_labels: torch.Tensor | None
     ex_images: torch.Tensor | None
     ex_labels: torch.Tensor | None
-    phase_real: object | None = None
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in (self.real_labels, self.ex_labels) if t is not None)
 
 
-def train_batches(loader: str, settings: DataSettings, batch_size: int, data: StageInput, manifest,
+def train_batches(loader: str, settings: DataSettings, batch_size: int, data: StageData, phase_real, manifest,
                   label_of: dict[int, int], rank: int, world: int, device: torch.device, seed: int):
     """The batches of one training stage: an object with `steps_per_epoch` and `epoch(e)`.
 
-    `loader`: resolve_loader's answer. The DALI loader is used when `data.real_images` is exactly the
-    phase's real data, which then is never decoded in memory; exemplar-only stages (balanced fine-tune)
-    need no decoding and keep PhaseBatches."""
+    `loader`: resolve_loader's answer; `phase_real`: the phase's real data as the run read it (a lazily
+    decoded PhaseImages). The DALI loader is used when `data.real_images` is exactly that set, which then
+    is never decoded in memory; exemplar-only stages (balanced fine-tune) need no decoding and keep
+    PhaseBatches."""
     from data_pipeline.loading.phase_batches import PhaseBatches
     from data_pipeline.loading.phase_images import PhaseImages
 
     share = settings.exemplar_share
-    if loader == "dali" and data.real_images is not None and data.real_images is data.phase_real:
+    if loader == "dali" and data.real_images is not None and data.real_images is phase_real:
         from data_pipeline.loading.dali_batches import DaliPhaseBatches
 
-        class_ids = sorted(set(data.phase_real.class_ids.tolist()))
+        class_ids = sorted(set(phase_real.class_ids.tolist()))
         return DaliPhaseBatches(manifest, class_ids, data.ex_images, data.ex_labels, batch_size, rank, world, seed,
                                 settings.preset, settings.image_size, label_of=label_of, exemplar_share=share,
                                 threads=max(1, settings.workers), device_id=_device_id(device))

@@ -32,11 +32,11 @@ class EventLog:
             self.sink.record(event, self.step)
 
     def text(self, tag: str, text: str) -> None:
-        if self.sink is not None and self.path is not None:
+        if self.sink is not None:
             self.sink.text(tag, text)
 
     def image(self, tag: str, grid) -> None:
-        if self.sink is not None and self.path is not None:
+        if self.sink is not None:
             self.sink.image(tag, grid, self.step)
 
     def close(self) -> None:

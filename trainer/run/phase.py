@@ -13,7 +13,7 @@ import torch
 
 from core import faults, seeds
 from data_pipeline.loading.augment import FLIP
-from data_pipeline.loading.loaders import StageInput, resolve_loader, train_batches
+from data_pipeline.loading.loaders import resolve_loader, train_batches
 from exemplars.selections.base import SelectionContext
 from exemplars.update import update_memory
 from trainer.engine import distributed
@@ -149,10 +149,9 @@ class Phase:
             raise RuntimeError(f"stage '{stage.name}' of strategy '{s.strategy.name}' has no spec")
         if spec.epochs <= 0 or len(data) < s.dist.world:
             return False
-        batches = train_batches(resolve_loader(s.cfg.data.loader, s.dist.device), s.cfg.data, t.batch_size,
-                                StageInput(data.real_images, data.real_labels, data.ex_images, data.ex_labels,
-                                           self.real), s.manifest, s.plan.label_of(), s.dist.rank, s.dist.world,
-                                s.dist.device, seeds.seed_of("stage_batches", s.cfg.seed, self.index))
+        batches = train_batches(resolve_loader(s.cfg.data.loader, s.dist.device), s.cfg.data, t.batch_size, data,
+                                self.real, s.manifest, s.plan.label_of(), s.dist.rank, s.dist.world, s.dist.device,
+                                seeds.seed_of("stage_batches", s.cfg.seed, self.index))
         stage.before(ctx)
         engine = Engine(s.model, s.dist, t.batch_size, spec.lr, t.momentum,
                         t.weight_decay if spec.weight_decay is None else spec.weight_decay, s.cfg.engine)
@@ -173,7 +172,6 @@ class Phase:
         timings[f"{stage.name}_s"] = timings.get(f"{stage.name}_s", 0.0) + figures["seconds"]
         timings[f"{stage.name}_img_s"] = figures["img_s"]
         s.model = ctx.model = engine.module
-        del engine
         stage.after(ctx)
         return True
 

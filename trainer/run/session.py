@@ -98,11 +98,11 @@ class Session:
         strategy = build_strategy(cfg)
         log.info("data.loader=%s: training stages use the %s loader", cfg.data.loader,
                  resolve_loader(cfg.data.loader, dist.device))
-        run_dir, cfg_dict = RunDir(path, dist), cfg.to_dict()
+        run_dir, cfg_dict, default = RunDir(path, dist), cfg.to_dict(), defaults()
         # train.base_from is checked only while phase 0 is not sealed: a finished phase 0 resumes even if
         # the base run is gone
-        base = base_from.check(cfg_dict, defaults()) if run_dir.phase_problem(0) else None
-        run_dir.prepare(cfg_dict, defaults(), lambda path: dump_config(
+        base = base_from.check(cfg_dict, default) if run_dir.phase_problem(0) else None
+        run_dir.prepare(cfg_dict, default, lambda path: dump_config(
             cfg, path, extra={"git_sha": git_sha(), "world_size": dist.world}))
         torch.manual_seed(cfg.seed)
         session = cls(cfg, run_dir, dist, manifest, plan, strategy, strategy.build_model().to(dist.device),

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
 
+from data_pipeline.loading.loaders import StageData
+
 if TYPE_CHECKING:
     from trainer.methods.strategies.base import Batch, PhaseContext, Strategy
 
@@ -31,21 +33,6 @@ class StageSpec:
     lr: float
     lr_at: Callable[[int], float]
     weight_decay: float | None = None
-
-
-@dataclass
-class StageData:
-    """Training data of a stage: real images (uint8) and exemplar tensors (float), with labels.
-
-    `real_images` is a uint8 tensor, or the run's lazily decoded PhaseImages (indexing it with a
-    mask or index tensor decodes only the classes selected; `.images` decodes all of it)."""
-    real_images: object | None
-    real_labels: torch.Tensor | None
-    ex_images: torch.Tensor | None
-    ex_labels: torch.Tensor | None
-
-    def __len__(self) -> int:
-        return sum(len(t) for t in (self.real_labels, self.ex_labels) if t is not None)
 
 
 class Stage:
