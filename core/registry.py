@@ -8,8 +8,19 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import ClassVar
 
 from core.errors import UserError
+
+
+class Plugin:
+    """What a registered plug-in shares: its `name` and its own `Settings` dataclass (mounted in the config
+    under the plug-in's name; None: no settings), given to it as `self.settings`."""
+    name: ClassVar[str] = "base"
+    Settings: ClassVar[type | None] = None
+
+    def __init__(self, settings=None):
+        self.settings = self.Settings() if settings is None and self.Settings is not None else settings
 
 
 class Registry:

@@ -12,12 +12,11 @@ number of processes gives the same memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
 
-from core.registry import Registry
+from core.registry import Plugin, Registry
 
 REGISTRY = Registry("exemplars.selection", "exemplars.selections", skip=("base",))
 register = REGISTRY.register
@@ -32,14 +31,11 @@ class SelectionContext:
     feature_batch_size: int = 256
 
 
-class Selection:
-    name: ClassVar[str] = "base"
-    Settings: ClassVar[type | None] = None        # dataclass at exemplars.<name>; None: no settings
+class Selection(Plugin):
+    """A selection's `Settings` are mounted at exemplars.<name>."""
 
     def __init__(self, settings=None):
-        if settings is None and self.Settings is not None:
-            settings = self.Settings()
-        self.settings = settings
+        super().__init__(settings)
         self.notes: list[dict] = []       # per optimised group: {"what", "classes", "before", "after"} (events)
 
     def select(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, group: list[int], m: int,

@@ -18,7 +18,7 @@ from torch import nn
 
 from core import seeds
 from core.protocol import PhasePlan
-from core.registry import Registry
+from core.registry import Plugin, Registry
 from exemplars.memory import ExemplarMemory
 from trainer.methods.strategies.stages import BalancedFinetune, Exemplars, Stage, Train
 
@@ -74,17 +74,14 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return teacher
 
 
-class Strategy:
-    name: ClassVar[str] = "base"
-    Settings: ClassVar[type | None] = None       # dataclass at strategy.<name>; None: no settings
+class Strategy(Plugin):
+    """A strategy's `Settings` are mounted at strategy.<name>."""
     uses_exemplars: ClassVar[bool] = True        # rehearse E_{0:i-1} and keep a memory
     balanced_finetune: ClassVar[bool] = True     # Algorithm 1 step 18
     uses_teacher: ClassVar[bool] = True          # keep Θ_{i-1} frozen for distillation
 
     def __init__(self, settings=None, setup: MethodSetup | None = None):
-        if settings is None and self.Settings is not None:
-            settings = self.Settings()
-        self.settings = settings
+        super().__init__(settings)
         self.setup = setup or MethodSetup()
         self.teacher: nn.Module | None = None
         self.num_old = 0
