@@ -16,6 +16,7 @@ from typing import Optional
 
 import torch
 
+from core.errors import UserError
 from trainer.engine.distributed import DistInfo
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,16 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def micro_batch(asked: int | None, per_rank: int, global_batch: int, world: int) -> int:
+    """The per-rank micro-batch: `engine.micro_batch_size`, which must divide the per-rank batch."""
+    if asked is None:
+        return per_rank
+    if asked < 1 or per_rank % asked:
+        raise UserError(f"engine.micro_batch_size {asked} must divide the per-rank batch {per_rank} "
+                        f"(train.batch_size {global_batch} / {world} processes)")
+    return asked
+
+
 class Engine:
     def __init__(self, model: torch.nn.Module, dist: DistInfo, global_batch: int, lr: float, momentum: float,
                  weight_decay: float, settings: EngineSettings | None = None):
@@ -55,16 +66,20 @@ class Engine:
         settings = settings or EngineSettings()
         deepspeed = _quiet_deepspeed()
         per_rank = max(1, global_batch // dist.world)
-        micro = settings.micro_batch_size or per_rank
-        accum = max(1, per_rank // micro)
+        micro = micro_batch(settings.micro_batch_size, per_rank, global_batch, dist.world)
+        accum = per_rank // micro
         self.precision = resolve_precision(settings.precision, dist.device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        zero = {"stage": settings.zero_stage}
+        if settings.zero_stage in (1, 2):
+            # gradients are reduced bucket by bucket while the backward pass still runs
+            zero.update(overlap_comm=True, contiguous_gradients=True, reduce_scatter=True)
         config = {
             "train_micro_batch_size_per_gpu": micro,
             "gradient_accumulation_steps": accum,
             "train_batch_size": micro * accum * dist.world,
-            "zero_optimization": {"stage": settings.zero_stage},
+            "zero_optimization": zero,
             "zero_allow_untested_optimizer": True,
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
@@ -72,15 +87,15 @@ class Engine:
             # engine in fp32: master weights, the frozen teacher, exemplar optimisation and evaluation
             # all keep fp32 parameters, and bf16 needs no loss scaling.
         }
-        self.accum = accum
-        model.to(memory_format=torch.contiguous_format)   # DeepSpeed's broadcast views params as bytes
+        self.micro, self.accum = micro, accum
+        # Parameters stay in the default layout (the model computes channels_last from its input,
+        # trainer/methods/models/net.py): DeepSpeed views them as bytes to broadcast them, and ZeRO 1/2
+        # partition them as flat buffers; channels_last parameters break both.
+        model.to(memory_format=torch.contiguous_format)
         self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config,
                                                             dist_init_required=False)
         self.device = dist.device
         self.world = dist.world
-        # channels_last: faster convolutions on GPU tensor cores and in oneDNN on CPU (ResNet-20 at
-        # 32 px on 2 cores: 270 -> 350 img/s, docs/benchmarks.md)
-        self.ds.module.to(memory_format=torch.channels_last)
         self.setup_s = time.perf_counter() - t0          # DeepSpeed set-up, reported in RUN/profile.json
 
     @property
@@ -105,6 +120,10 @@ class Engine:
         if self.precision == "bf16":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def skip_micro_step(self) -> None:
+        """Count a micro-step that has no images (an epoch's short tail): no backward, no update."""
+        self.ds.step()
 
     def step(self, loss: torch.Tensor, mark=None) -> None:
         """Backward, then the optimizer step; `mark(part)` (trainer.engine.step_timer) is told when each ends."""

@@ -38,6 +38,23 @@ class StageRun:
     on_epoch_end: Callable[[int], None] | None = None
 
 
+def micro_batches(x: torch.Tensor, y: torch.Tensor, micro: int, accum: int):
+    """One rank's batch as the engine's `accum` micro-steps: (x, y, weight) chunks of `micro` images, and
+    a leading None for each micro-step a short batch (an epoch's tail) has no images for. The weight
+    makes the accumulated gradient the whole batch's mean: the engine divides every micro-step's loss
+    by `accum`, so a chunk of n_m of the batch's n images counts n_m * accum / n (1.0 when it is a
+    full micro-batch of a full batch). BatchNorm sees micro-batch statistics, as on more GPUs."""
+    if accum <= 1:
+        yield x, y, 1.0
+        return
+    k = min(accum, math.ceil(len(y) / micro))       # more than micro * accum: a tail joined the batch
+    chunks = list(zip(x.tensor_split(k), y.tensor_split(k)))
+    for _ in range(accum - len(chunks)):      # before the real ones: the last micro-step has a backward
+        yield None
+    for xm, ym in chunks:
+        yield xm, ym, len(ym) * accum / len(y)
+
+
 def _check_finite(finite: torch.Tensor, run: StageRun, epoch: int, step: int) -> None:
     if not bool(finite):                       # the one host sync, at log points and epoch ends only
         raise FloatingPointError(f"phase {run.phase} {run.stage} epoch {epoch}: the loss became non-finite by "
@@ -58,13 +75,18 @@ def _train_epoch(engine: Engine, loss_fn: LossFn, batches, run: StageRun, epoch:
         x, y = x.to(engine.device, non_blocking=True), y.to(engine.device, non_blocking=True)
         wait += time.perf_counter() - t_data
         timer.mark("data")
-        with engine.autocast():
-            losses = loss_fn(model, x, y)
-        timer.mark("forward")
-        finite &= torch.isfinite(losses["loss"].detach())
-        engine.step(losses["loss"], mark=timer.mark)
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + v.detach().float() * len(y)
+        for chunk in micro_batches(x, y, engine.micro, engine.accum):
+            if chunk is None:
+                engine.skip_micro_step()
+                continue
+            xm, ym, weight = chunk
+            with engine.autocast():
+                losses = loss_fn(model, xm, ym)
+            timer.mark("forward")
+            finite &= torch.isfinite(losses["loss"].detach())
+            engine.step(losses["loss"] * weight if weight != 1.0 else losses["loss"], mark=timer.mark)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float() * len(ym)
         n_img += len(y)
         if run.log_every and (step + 1) % run.log_every == 0:
             _check_finite(finite, run, epoch, step)

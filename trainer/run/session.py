@@ -120,9 +120,6 @@ class Session:
             self.run_dir.resume(sealed, self.states())
             self.start = sealed + 1
             log.info("resuming %s after sealed phase %d", self.run_dir.path, sealed)
-        # The engine trains the model channels_last; keep that layout from the start, so a resumed run's
-        # teacher copy has the same layout (and bit-identical outputs) as an uninterrupted run's.
-        self.model.to(memory_format=torch.channels_last)
         if self.start >= self.plan.num_phases:
             log.info("run %s is already complete", self.run_dir.path)
         self.events.write(event="start", phase=self.start, world=self.dist.world, device=str(self.dist.device))
