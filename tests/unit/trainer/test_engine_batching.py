@@ -8,14 +8,10 @@ steps, then differ by 3e-8 at step 5; on random labels at lr 0.1 such a differen
 step (1e-5 at step 6, 2e-2 at step 12), which is why the runs are short and the tolerance is 1e-6. A
 wrong batch (whole batches accumulated) or a lost reduction differs by 1e-3 or more.
 """
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from strategy_kit import one_thread  # noqa: F401 (fixture)
+from two_ranks import check, two_ranks
 import torch
 from torch import nn
 
@@ -25,7 +21,6 @@ from trainer.engine.deepspeed_engine import Engine, EngineSettings
 from trainer.engine.epoch_loop import StageRun, micro_batches, run_epochs
 from trainer.run.events import EventLog
 
-ROOT = Path(__file__).resolve().parents[3]
 STEPS = [24, 24, 24, 7]          # images per step of one epoch: full batches and a short tail
 
 
@@ -85,9 +80,6 @@ def test_a_micro_batch_that_does_not_divide_the_rank_batch_is_a_user_error():
 # One rank of a two-process run: ResNet-20 with BatchNorm, 5 steps of its half of each global batch;
 # rank 0 saves the weights.
 WORKER = r"""
-import sys, torch
-sys.path.insert(0, {root!r})
-torch.set_num_threads(1)
 from torch import nn
 from trainer.engine import distributed
 from trainer.engine.deepspeed_engine import Engine, EngineSettings
@@ -105,28 +97,15 @@ for _ in range(5):
     x, y = x[info.rank::2], y[info.rank::2]
     engine.step(nn.functional.cross_entropy(engine.module(x), y))
 if info.is_main:
-    torch.save({{k: v.detach().clone() for k, v in engine.module.state_dict().items()}}, out)
+    torch.save({k: v.detach().clone() for k, v in engine.module.state_dict().items()}, out)
 distributed.shutdown()
 """
-
-
-def _two_ranks(stage: int, out: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code = WORKER.format(root=str(ROOT))
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(stage), str(out)], cwd=ROOT, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r),
-                                              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-             for r in range(2)]
-    errs = [p.communicate(timeout=300)[1] for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(e[-3000:] for e in errs)
 
 
 def test_zero_stages_1_and_2_train_and_agree_with_stage_0(tmp_path):
     weights = {}
     for stage in (0, 1, 2):
-        _two_ranks(stage, tmp_path / f"z{stage}.pt")
+        check(two_ranks(WORKER, stage, tmp_path / f"z{stage}.pt"))
         weights[stage] = torch.load(tmp_path / f"z{stage}.pt", weights_only=True)
     for stage in (1, 2):
         for k, w in weights[0].items():

@@ -30,6 +30,7 @@ class StagePoint:
     epoch: int | None            # last finished epoch of an interrupted stage; None = stage complete
     engine_tag: str | None
     extra: dict
+    pointer: dict            # state.json as read: what other ranks load (load_pointer)
 
 
 def _root(run_dir: Path) -> Path:
@@ -85,14 +86,19 @@ def load(run_dir: Path, phase: int) -> StagePoint | None:
             raise FileNotFoundError(f"engine checkpoint {st['engine_tag']} is missing")
         if st["engine_tag"]:
             checkpoint_io.check_engine_checkpoint(root / "engine" / st["engine_tag"])
-        extra = checkpoint_io.load(root / st["extra"])
+        return load_pointer(run_dir, st)
     except UserError:
         raise                   # not damage: a file mnemo did not write (checkpoint_io)
     except Exception as e:  # any damage: fall back to the sealed phase
         log.warning("in-phase checkpoint %s is unusable (%s); restarting phase %d from its beginning",
                     root, e, phase)
         return None
-    return StagePoint(st["phase"], st["stage_index"], st["stage"], st["epoch"], st["engine_tag"], extra)
+
+
+def load_pointer(run_dir: Path, st: dict) -> StagePoint:
+    """The checkpoint that state.json `st` names (another rank chose it: any error here is raised)."""
+    extra = checkpoint_io.load(_root(run_dir) / st["extra"])
+    return StagePoint(st["phase"], st["stage_index"], st["stage"], st["epoch"], st["engine_tag"], extra, st)
 
 
 def clear(run_dir: Path, dist_info) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Protocol
 
-from trainer.engine.distributed import DistInfo, barrier
+from trainer.engine.distributed import DistInfo, barrier, broadcast_object
 from trainer.run import run_profile
 from trainer.run.metrics import MetricsLog
 from trainer.run.storage import in_phase_checkpoint, sealed_phases
@@ -64,11 +64,14 @@ class RunDir:
         self.tb_path = self.path / "tb"
 
     # -- sealed phases -----------------------------------------------------------------------
+    # Where to resume is decided by rank 0 and broadcast: on a shared file system ranks can see
+    # different listings for a while (attribute caches), and ranks resuming different phases would
+    # train different models.
     def latest_sealed(self) -> int | None:
-        return sealed_phases.latest_sealed(self.path)
+        return broadcast_object(sealed_phases.latest_sealed(self.path) if self.dist.is_main else None)
 
     def phase_problem(self, phase: int) -> str | None:
-        return sealed_phases.phase_problem(self.path, phase)
+        return broadcast_object(sealed_phases.phase_problem(self.path, phase) if self.dist.is_main else None)
 
     def seal(self, phase: int, states: Mapping[str, Stateful], info: dict) -> None:
         """Seal `phase` (rank 0 writes; DONE last), then rewrite metrics.json and profile.json."""
@@ -86,7 +89,12 @@ class RunDir:
 
     # -- inside a phase ----------------------------------------------------------------------
     def stage_point(self, phase: int) -> StagePoint | None:
-        return in_phase_checkpoint.load(self.path, phase)
+        """The in-phase checkpoint to resume `phase` from, as rank 0 sees it (every rank loads the same one)."""
+        point = in_phase_checkpoint.load(self.path, phase) if self.dist.is_main else None
+        pointer = broadcast_object(None if point is None else point.pointer)
+        if point is None and pointer is not None:
+            point = in_phase_checkpoint.load_pointer(self.path, pointer)
+        return point
 
     def restore_point(self, point: StagePoint, states: Mapping[str, Stateful]) -> None:
         _load_states({k: v for k, v in states.items() if k in point.extra}, point.extra)

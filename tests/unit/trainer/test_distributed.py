@@ -1,0 +1,117 @@
+"""trainer/engine/distributed.py and rendezvous.py: where ranks meet, which device each drives, the
+long-timeout exemplar exchange, and one resume point for all ranks.
+
+The two-rank tests are real gloo process groups; the device choices are pure functions of the
+environment and of the visible device count (the PCI-bus check itself runs in tests/gpu/)."""
+import json
+
+import pytest
+import torch
+from two_ranks import check, two_ranks
+
+from core.errors import UserError
+from trainer.engine import distributed, rendezvous
+
+
+def test_srun_without_master_variables_meets_at_the_first_node_on_a_port_from_the_job_id(monkeypatch):
+    monkeypatch.setattr(rendezvous.shutil, "which", lambda name: None)      # parsed without scontrol
+    env = {"SLURM_JOB_NODELIST": "gpu[07-08,11],cpu3", "SLURM_JOB_ID": "123456"}
+    got = rendezvous.master_from_slurm(env)
+    assert got == {"MASTER_ADDR": "gpu07", "MASTER_PORT": str(20000 + 123456 % 10000)}
+    assert 20000 <= rendezvous.job_port("4294967295") < 30000 < 32768      # below the ephemeral range
+    assert rendezvous.job_port("991_3") == 20991                            # array job: the array's id
+    assert rendezvous.master_from_slurm({**env, "MASTER_ADDR": "h", "MASTER_PORT": "1"}) == {}
+    assert rendezvous.master_from_slurm({}) == {}
+    assert rendezvous._first_of_nodelist("node1") == "node1"
+
+
+def test_the_first_host_comes_from_scontrol_where_it_exists(monkeypatch):
+    calls = []
+
+    class Done:
+        returncode, stdout = 0, "alpha\nbeta\n"
+
+    monkeypatch.setattr(rendezvous.shutil, "which", lambda name: "/usr/bin/scontrol")
+    monkeypatch.setattr(rendezvous.subprocess, "run", lambda args, **kw: calls.append(args) or Done())
+    assert rendezvous.first_host("odd-list") == "alpha"
+    assert calls == [["scontrol", "show", "hostnames", "odd-list"]]
+
+
+def test_each_local_rank_drives_a_visible_device_of_its_own():
+    assert rendezvous.cuda_index(3, 8, visible=8) == 3          # every task sees the node's GPUs
+    assert rendezvous.cuda_index(3, 8, visible=1) == 0          # one GPU bound per task
+    with pytest.raises(UserError, match="local rank 2 has no GPU of its own: this task sees 2 GPU"):
+        rendezvous.cuda_index(2, 4, visible=2)
+    assert rendezvous.local_world({"SLURM_TASKS_PER_NODE": "8(x2)"}) == 8
+    assert rendezvous.local_world({"LOCAL_WORLD_SIZE": "4", "SLURM_NTASKS_PER_NODE": "8"}) == 4
+
+
+@pytest.mark.parametrize("env", [{"SLURM_GPUS_ON_NODE": "8"}, {"CUDA_VISIBLE_DEVICES": "0,1"}])
+def test_a_job_given_gpus_that_torch_cannot_see_stops_naming_the_driver(monkeypatch, env):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for k in ("SLURM_GPUS_ON_NODE", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(UserError, match=rf"the job was given GPUs \({list(env)[0]}=.*sees no CUDA device: .*driver"):
+        distributed._device("auto", 0)
+    monkeypatch.delenv(list(env)[0])
+    assert distributed._device("auto", 0) == torch.device("cpu")         # no GPUs given: CPU, quietly
+    with pytest.raises(UserError, match="device=cuda was asked for"):
+        distributed._device("cuda", 0)
+
+
+EXCHANGE = r"""
+import time
+from trainer.engine import distributed
+info = distributed.init("cpu")
+if info.rank == 1:
+    time.sleep(8)                       # a long class group: longer than the default group's timeout
+got = distributed.exchange_objects({"rank": info.rank})
+print("exchanged", [g["rank"] for g in got])
+if info.rank == 1:
+    time.sleep(8)
+try:
+    distributed.all_gather_object(info.rank)
+    print("default group waited")
+except Exception as e:
+    print("default group timed out:", type(e).__name__)
+"""
+
+
+def test_the_exemplar_exchange_outlives_the_training_collectives_timeout():
+    """The default group times out after MNEMO_DIST_TIMEOUT_MIN (here 3 s): a rank idle for 8 s waits in
+    the exchange group (long timeout), while the same wait in the default group fails."""
+    out = [r.stdout for r in two_ranks(EXCHANGE, env={"MNEMO_DIST_TIMEOUT_MIN": "0.05"}, timeout=120)]
+    assert all("exchanged [0, 1]" in o for o in out), out
+    assert "default group timed out" in out[0], out
+
+
+RESUME = r"""
+import json, sys
+from trainer.engine import distributed
+from trainer.run.storage.run_dir import RunDir
+info = distributed.init("cpu")
+run = RunDir(sys.argv[1 + info.rank], info)       # each rank its own listing of "the" run directory
+point = run.stage_point(2)
+print(json.dumps({"sealed": run.latest_sealed(), "problem0": run.phase_problem(0),
+                  "point": None if point is None else [point.stage_index, point.epoch, point.extra["memory"]]}))
+"""
+
+
+def test_ranks_that_see_different_listings_resume_where_rank_0_says(tmp_path):
+    from trainer.run.storage import sealed_phases
+    from trainer.run.storage.in_phase_checkpoint import _write_pointer
+
+    fresh, stale = tmp_path / "fresh", tmp_path / "stale"
+    for phase in (0, 1):
+        sealed_phases.seal_phase(fresh, phase, {"w": torch.zeros(1)}, {}, {})
+    sealed_phases.seal_phase(stale, 0, {"w": torch.zeros(1)}, {}, {})
+    _write_pointer(fresh, {"phase": 2, "stage_index": 1, "stage": "train", "epoch": 3, "engine_tag": None},
+                   {"memory": "fresh"})
+    (stale / "ckpt").mkdir()
+    for name in (fresh / "ckpt").iterdir():          # rank 1's listing has the file, not yet the pointer
+        if name.name.startswith("extra-"):
+            (stale / "ckpt" / name.name).write_bytes(name.read_bytes())
+    got = [json.loads(o) for o in check(two_ranks(RESUME, fresh, stale))]
+    assert got[0] == got[1] == {"sealed": 1, "problem0": None, "point": [1, 3, "fresh"]}, got
