@@ -1,9 +1,11 @@
 """Fault injection for crash-safety tests: `MNEMO_FAULT=point:phase[:epoch]` SIGKILLs this process.
 
 Points: `train` (after the given epoch of the phase's "train" stage), `exemplars` (in the middle of
-the exemplar level, after new exemplars are chosen), `seal` (after model.pt is written, before DONE).
+the exemplar level, after new exemplars are chosen), `mnemonics` (after the given outer step of a
+class group's pixel optimisation), `seal` (after model.pt is written, before DONE).
 With `MNEMO_FAULT_ONCE=FILE` the fault fires only if FILE does not exist yet (it is created first),
-so the resumed process runs through. Unset in normal use: then every call is a no-op.
+so the resumed process runs through; with `MNEMO_FAULT_RANK=R` only the process of rank R (the RANK
+variable) fires. Unset in normal use: then every call is a no-op.
 """
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ def maybe_fail(point: str, phase: int, epoch: int | None = None) -> None:
     if parts[0] != point or int(parts[1]) != phase:
         return
     if len(parts) > 2 and (epoch is None or int(parts[2]) != epoch):
+        return
+    rank = os.environ.get("MNEMO_FAULT_RANK")
+    if rank is not None and os.environ.get("RANK", "0") != rank:
         return
     once = os.environ.get("MNEMO_FAULT_ONCE")
     if once:

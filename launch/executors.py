@@ -62,11 +62,24 @@ def _mem(mem_gb: float) -> str:
     return f"{int(mem_gb)}GB" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}MB"
 
 
+def srun_args(lc) -> list[str]:
+    """Flags of the srun that starts the tasks. One task that exits badly ends the step at once: the
+    others would otherwise wait in a collective until its timeout. With GPUs, every task sees all of
+    its node's GPUs (CUDA IPC and NVLink between the ranks of a node need that) and drives the one of
+    its local rank (trainer/engine/rendezvous.py; two ranks on one GPU are refused)."""
+    args = ["--kill-on-bad-exit=1"]
+    if lc.gpus_per_node:
+        args.append("--gpu-bind=none")
+    return args
+
+
 def sbatch_parameters(lc, dependency: str | None = None) -> dict:
     """Keyword arguments of submitit's SlurmExecutor.update_parameters for one job."""
     extra = extra_sbatch(lc)
     if dependency:
         extra.setdefault("kill-on-invalid-dep", "yes")    # a failed phase cancels the rest of the chain
+    if lc.mode == "requeue":
+        extra.setdefault("requeue", True)                 # requeueable after preemption or node failure
     params = {
         "job_name": lc.job_name,
         "time": lc.time_min,
@@ -83,6 +96,7 @@ def sbatch_parameters(lc, dependency: str | None = None) -> dict:
         "signal_delay_s": lc.signal_delay_s,
         "setup": [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}", *lc.setup],
         "additional_parameters": extra or None,
+        "srun_args": srun_args(lc),
     }
     return {k: v for k, v in params.items() if v is not None}
 

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from core import seeds
+from core import faults, seeds
 from exemplars.mnemonics import (
     MnemonicsSettings,
     adjust_exemplars,
@@ -34,6 +34,7 @@ class _Trace:
 
     def __call__(self, rec: dict) -> None:
         self.losses.append(rec["loss"])
+        faults.maybe_fail("mnemonics", self.phase, len(self.losses))    # crash tests: after outer step k
 
     def report(self, before: torch.Tensor, after: torch.Tensor, fixed: tuple[float, float] | None = None) -> None:
         """`fixed`: the meta-loss on one fixed real batch with the initial and the final exemplars."""

@@ -1,5 +1,6 @@
 """Crash safety and data parallelism: SIGKILL at three points then resume gives the identical
-metrics.json; 2 gloo processes match 1 process at the same global batch."""
+metrics.json, also for a two-process run (one rank killed), for the DALI loader and in the middle of
+mnemonics optimisation; 2 gloo processes match 1 process at the same global batch."""
 import json
 import os
 import shutil
@@ -40,6 +41,54 @@ def reference(tmp_path_factory, digits_shards):
     return run
 
 
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory, digits_shards):
+    run = tmp_path_factory.mktemp("ddp") / "run"
+    r = mnemo_train(run, digits_shards, nproc=2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run
+
+
+def kill_and_resume(reference: Path, shards, tmp_path: Path, fault: str, *extra, nproc=1, rank=None):
+    """Phase 0 of `reference` sealed, phase 1 killed at `fault` (on one rank), resumed: the same metrics."""
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    shutil.rmtree(run / "phases" / "p01")
+    (run / "metrics.json").unlink()
+    env = {"MNEMO_FAULT": fault, **({"MNEMO_FAULT_RANK": str(rank)} if rank is not None else {})}
+    killed = mnemo_train(run, shards, *extra, env=env, nproc=nproc)
+    assert killed.returncode == -signal.SIGKILL if nproc == 1 else killed.returncode != 0, killed.stderr[-2000:]
+    assert not (run / "phases" / "p01" / "DONE").exists()
+    resumed = mnemo_train(run, shards, *extra, nproc=nproc)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert comparable(json.loads((run / "metrics.json").read_text())) == \
+        comparable(json.loads((reference / "metrics.json").read_text()))
+    return resumed
+
+
+LIGHT = ["train.epochs=2", "train.base_epochs=2"]
+MNEMONICS = ["exemplars.selection=mnemonics", "exemplars.mnemonics.epochs=4", "exemplars.mnemonics.inner_steps=1",
+             "exemplars.mnemonics.val_batch_size=16"]
+
+
+def test_two_process_run_with_one_rank_killed_resumes_identically(ddp_run, digits_shards, tmp_path):
+    resumed = kill_and_resume(ddp_run, digits_shards, tmp_path, "train:1:1", nproc=2, rank=1)
+    assert "resuming from" in resumed.stderr and "after epoch 2" in resumed.stderr
+
+
+@pytest.mark.parametrize("case", ["dali", "mnemonics"])
+def test_sigkill_then_resume_with_dali_and_inside_mnemonics_optimisation(digits_shards, tmp_path, case):
+    pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
+    extra = [*LIGHT, "data.loader=dali"] if case == "dali" else [*LIGHT, *MNEMONICS]
+    fault = "train:1:0" if case == "dali" else "mnemonics:1:3"
+    ref = tmp_path / "ref"
+    r = mnemo_train(ref, digits_shards, *extra)
+    assert r.returncode == 0, r.stderr[-3000:]
+    if case == "mnemonics":
+        assert "over 4 outer steps" in r.stderr          # the kill lands inside a group's optimisation
+    kill_and_resume(ref, digits_shards, tmp_path, fault, *extra)
+
+
 @pytest.mark.parametrize("fault", ["train:1:1", "exemplars:1", "seal:1"])
 def test_sigkill_then_resume_gives_identical_metrics(reference, digits_shards, tmp_path, fault):
     run = tmp_path / "run"
@@ -69,7 +118,7 @@ def test_damaged_newest_phase_falls_back_with_a_warning(reference, digits_shards
         comparable(json.loads((reference / "metrics.json").read_text()))
 
 
-def test_two_processes_match_one_process(reference, digits_shards, tmp_path):
+def test_two_processes_match_one_process(reference, ddp_run):
     """Same global batches in the same order, gradients all-reduced: the training-loss curves of 1 and 2
     processes must agree closely. They are not bit-identical: each rank's BatchNorm normalises with
     the statistics of its half batch, and sums run in another order. Those perturbations act like a
@@ -77,9 +126,7 @@ def test_two_processes_match_one_process(reference, digits_shards, tmp_path):
     end of each stage and end metrics loosely and on NME (class means of features), which on
     this tiny set (60-100 test images) is far steadier than the CNN head after 8 epochs; a broken
     all-reduce or data split shows up in the loss curves first."""
-    run = tmp_path / "ddp"
-    r = mnemo_train(run, digits_shards, nproc=2)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run = ddp_run
 
     def curve(path):
         events = [json.loads(l) for l in (path / "events.jsonl").read_text().splitlines()]

@@ -39,13 +39,17 @@ def test_dry_run_of_the_2x8_recipe_is_a_chain_of_26_phase_jobs(capsys, tmp_path)
             assert f["dependency"] == f"'afterok:<job {i}>'" and f["kill-on-invalid-dep"] == "yes"
         assert f"{sys.executable} -u -m submitit.core._submit {tmp_path / 'run' / 'submitit'}" in s
         assert s.count("srun ") == 1 and f"export PYTHONPATH={ROOT}" in s
+        srun = next(line for line in s.splitlines() if line.startswith("srun "))
+        # one crashed rank ends the step; every task sees the node's GPUs and takes its local rank's
+        assert "--kill-on-bad-exit=1" in srun and "--gpu-bind=none" in srun, srun
+        assert "requeue" not in f
 
 
 def test_dry_run_of_the_single_node_recipe_is_one_requeueable_job(capsys, tmp_path):
     (script,) = dry_run(capsys, "--config", RECIPE_1X8, "--run-dir", tmp_path / "run")
     f = flags(script)
     assert (f["nodes"], f["ntasks-per-node"], f["gpus-per-node"], f["time"]) == ("1", "8", "8", "1440")
-    assert "dependency" not in f
+    assert "dependency" not in f and "requeue" in f
 
 
 def test_flags_override_the_launch_section_and_reach_sbatch(capsys, tmp_path):
