@@ -26,6 +26,9 @@ from exemplars.selections.base import (
 from exemplars.sharding import assign_groups, class_groups
 
 log = logging.getLogger(__name__)
+# Every rank's own progress through its class groups (shown on all ranks: trainer/run/session.py), so a
+# long, unequal exemplar level shows who is still working and who waits in the exchange.
+progress = logging.getLogger("mnemo.progress.exemplars")
 Gather = Callable[[object], list]          # all_gather_object: every rank's object, in rank order
 
 
@@ -38,8 +41,15 @@ def _spread(groups: list[list[int]], cost_of, rank: int, world: int, gather: Gat
     """Run `work(group)` for this rank's groups; gather every rank's results."""
     assignment = assign_groups(groups, [cost_of(g) for g in groups], world)
     mine: dict[int, torch.Tensor] = {}
-    for gi in assignment[rank]:
+    t0 = time.perf_counter()
+    for n, gi in enumerate(assignment[rank]):
         mine.update({l: t.to(torch.float16) for l, t in work(groups[gi]).items()})
+        if world > 1:
+            progress.info("rank %d: class group %d/%d done (classes %d-%d), %.0fs", rank, n + 1,
+                          len(assignment[rank]), groups[gi][0], groups[gi][-1], time.perf_counter() - t0)
+    if world > 1:
+        progress.info("rank %d: %d class group(s) done in %.0fs; waiting for the other ranks", rank,
+                      len(assignment[rank]), time.perf_counter() - t0)
     merged: dict[int, torch.Tensor] = {}
     for part in gather(mine):
         merged.update(part)

@@ -74,6 +74,8 @@ MNEMONICS = ["exemplars.selection=mnemonics", "exemplars.mnemonics.epochs=4", "e
 def test_two_process_run_with_one_rank_killed_resumes_identically(ddp_run, digits_shards, tmp_path):
     resumed = kill_and_resume(ddp_run, digits_shards, tmp_path, "train:1:1", nproc=2, rank=1)
     assert "resuming from" in resumed.stderr and "after epoch 2" in resumed.stderr
+    for rank in (0, 1):                      # each rank reports its own part of the exemplar level
+        assert f"rank {rank}: " in resumed.stderr and "waiting for the other ranks" in resumed.stderr
 
 
 @pytest.mark.parametrize("case", ["dali", "mnemonics"])

@@ -260,3 +260,72 @@ def test_a_job_sbatch_refuses_is_a_one_line_user_error(local_slurm, digits_shard
     err = capsys.readouterr().err.strip().splitlines()         # sbatch's own lines, then mnemo's one line
     assert err[-1].startswith("mnemo: error: sbatch refused the job for phase 0: ") and "partition" in err[-1], err
     assert json.loads((run / "launch.json").read_text())["jobs"] == []
+
+
+# ---- multi-process runs on the cluster: plain srun, torchrun inside srun, a rank killed ---------------
+DDP = [*FAST, "protocol.phases=1"]
+
+
+def _train_argv(run: Path, shards: Path) -> list[str]:
+    return ["-m", "mnemo.cli", "train", "--config", "configs/glyphs.yaml", "--run-dir", str(run),
+            f"data.shards={shards}", *DDP]
+
+
+def _one_thread_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(digits_shards, tmp_path_factory) -> dict:
+    """`mnemo train --nproc-per-node 2` outside SLURM: what every two-rank way of starting must equal."""
+    run = tmp_path_factory.mktemp("ddp_ref") / "run"
+    r = subprocess.run([sys.executable, *_train_argv(run, digits_shards), "--nproc-per-node", "2"], cwd=ROOT,
+                       env=_one_thread_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return comparable(json.loads((run / "metrics.json").read_text()))
+
+
+@pytest.mark.parametrize("how", ["srun", "torchrun"])
+def test_srun_and_torchrun_on_the_cluster_equal_nproc_per_node(local_slurm, digits_shards, ddp_reference,
+                                                                 tmp_path, how):
+    """Plain `srun -n 2 mnemo train` sets only SLURM_* (the rendezvous comes from the node list and the
+    job id); torchrun inside a one-task step sets the torch variables itself."""
+    run = tmp_path / "run"
+    if how == "srun":
+        argv = ["srun", "-n", "2", "-c", "1", "--kill-on-bad-exit=1", sys.executable, *_train_argv(run, digits_shards)]
+    else:
+        argv = ["srun", "-n", "1", "-c", "2", sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node", "2", *_train_argv(run, digits_shards)]
+    env = {k: v for k, v in _one_thread_env().items() if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")}
+    r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert next(e for e in events if e["event"] == "start")["world"] == 2
+    assert comparable(json.loads((run / "metrics.json").read_text())) == ddp_reference
+
+
+def test_a_rank_killed_mid_phase_ends_the_job_at_once_and_the_run_resumes(local_slurm, digits_shards, ddp_reference,
+                                                                          tmp_path):
+    run, once = tmp_path / "run", tmp_path / "fault-fired"
+    fault = {"MNEMO_FAULT": "train:1:0", "MNEMO_FAULT_RANK": "1", "MNEMO_FAULT_ONCE": str(once),
+             "OMP_NUM_THREADS": "1"}
+    saved = {k: os.environ.get(k) for k in fault}
+    os.environ.update(fault)                      # the job takes the submitting environment
+    try:
+        assert mnemo("launch", "--config", "configs/glyphs.yaml", "--run-dir", run, *JOB_FLAGS, "--tasks-per-node",
+                     "2", f"data.shards={digits_shards}", *DDP) == 0
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    r = wait_for(run, settled, "stopped")
+    ended = time.time()
+    assert [(j["phase"], j["state"]) for j in r["jobs"]] == [(0, "COMPLETED"), (1, "FAILED")], r
+    # rank 1 died after its first epoch of phase 1; the job ended within seconds (srun's
+    # --kill-on-bad-exit stops rank 0, which on NCCL would otherwise wait out the 30-minute timeout)
+    assert once.exists() and ended - once.stat().st_mtime < 60, ended - once.stat().st_mtime
+    sh = (run / "submitit" / f"{r['jobs'][1]['job_id']}_submission.sh").read_text()
+    assert "--kill-on-bad-exit=1" in sh
+    assert mnemo("launch", "resume", run) == 0
+    r = wait_for(run, lambda r: settled(r) and len(r["jobs"]) == 3, "resumed")
+    assert r["status"] == "complete" and r["jobs"][2]["state"] == "COMPLETED", r
+    assert comparable(json.loads((run / "metrics.json").read_text())) == ddp_reference

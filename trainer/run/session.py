@@ -43,6 +43,7 @@ def setup_logging(rank: int) -> None:
         h._mnemo = True
         root.addHandler(h)
     root.setLevel(level)
+    logging.getLogger("mnemo.progress").setLevel(logging.INFO)    # per-rank progress, on every rank
 
 
 def git_sha() -> str:
