@@ -12,6 +12,9 @@ from step to step. Transforms:
 * train, 32 px presets (glyphs, cifar): decode, resize the short side to S and centre-crop S, random
   translation by zero-padded crop (augment.PAD), flip where the preset allows (augment.FLIP).
 * eval: decode, resize the short side to 256/224 * S (imagenet preset; S for the others), centre crop S.
+Resize-and-centre-crop is bicubic (antialiased) with DALI's rounding, the arithmetic of the torch
+loader's reader (shards/image_codec.resize_and_centre_crop): both loaders see the same pixels, to
+the resamplers' tolerance (tests/unit/data/test_loader_pixels.py).
 
 Output is float in [0, 1] (the model normalises inside itself) or, with `normalize=True`, ImageNet
 mean/std normalised; layout NCHW, NHWC or channels_last (logical NCHW over NHWC memory); dtype
@@ -77,7 +80,7 @@ def _graph(enc, spec: PipeSpec):
         mirror = fn.random.coin_flip(probability=0.5)
     elif spec.mode == "train":
         img = fn.decoders.image(enc, device=dec, output_type=types.RGB)
-        img = fn.resize(img, device=dev, resize_shorter=s, interp_type=types.INTERP_LINEAR, antialias=True)
+        img = fn.resize(img, device=dev, resize_shorter=s, interp_type=types.INTERP_CUBIC, antialias=True)
         img = fn.crop(img, device=dev, crop=[s, s], crop_pos_x=0.5, crop_pos_y=0.5)
         pad = PAD[spec.preset]
         if pad > 0:
@@ -89,7 +92,7 @@ def _graph(enc, spec: PipeSpec):
             mirror = fn.random.coin_flip(probability=0.5)
     else:
         img = fn.decoders.image(enc, device=dec, output_type=types.RGB)
-        img = fn.resize(img, device=dev, resize_shorter=spec.eval_resize(), interp_type=types.INTERP_LINEAR,
+        img = fn.resize(img, device=dev, resize_shorter=spec.eval_resize(), interp_type=types.INTERP_CUBIC,
                         antialias=True)
         crop = [s, s]
     mean, std = ((IMAGENET_MEAN, IMAGENET_STD) if spec.normalize else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))

@@ -19,14 +19,24 @@ def open_rgb(data: bytes | str, name: str = "") -> Image.Image:
     return img.convert("RGB")
 
 
+def resize_and_centre_crop(img: Image.Image, short: int, crop: int) -> Image.Image:
+    """Resize the short side to `short` (bicubic), then centre-crop crop x crop.
+
+    The arithmetic of DALI's `resize(resize_shorter=short, interp_type=INTERP_CUBIC, antialias=True)` +
+    `crop(crop_pos=0.5)` (data_pipeline/loading/dali_pipeline.py), so both loaders see the same pixels:
+    the long side is rounded to nearest, and a crop margin m is split at (m + 1) // 2 (half up; DALI's
+    rounding), not m // 2, which on odd margins shifts the crop by one pixel."""
+    w, h = img.size
+    scale = short / min(w, h)
+    nw, nh = max(short, round(w * scale)), max(short, round(h * scale))
+    img = img.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - crop + 1) // 2, (nh - crop + 1) // 2
+    return img.crop((left, top, left + crop, top + crop))
+
+
 def resize_square(img: Image.Image, size: int) -> Image.Image:
     """Resize the short side to `size`, then centre-crop a size x size square."""
-    w, h = img.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    img = img.resize((nw, nh), Image.BICUBIC)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return img.crop((left, top, left + size, top + size))
+    return resize_and_centre_crop(img, size, size)
 
 
 def resize_short_side(img: Image.Image, size: int) -> Image.Image:

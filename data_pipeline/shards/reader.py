@@ -3,7 +3,8 @@
 Used through phase_images.PhaseImages, which calls it per class (lazily) for the torch fallback
 loader, exemplar selection and evaluation. The stored side is the model
 input side for 32 px presets; for the imagenet preset the train images are kept at 256/224 of it so
-random-resized-crop has room, and eval images are resize(256/224 S) + centre crop S (the standard).
+random-resized-crop has room, and eval images are resize(256/224 S) + centre crop S (the standard), with the arithmetic of the DALI
+pipeline (image_codec.resize_and_centre_crop), so both loaders see the same pixels.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import webdataset as wds
 from PIL import Image
 
 from core.errors import UserError
-from data_pipeline.shards.image_codec import open_rgb, resize_square
+from data_pipeline.shards.image_codec import open_rgb, resize_and_centre_crop, resize_square
 from data_pipeline.shards.manifest import Manifest
 
 
@@ -37,9 +38,7 @@ def stored_side(preset: str, image_size: int, split: str) -> int:
 
 def _to_square(img: Image.Image, preset: str, side: int, image_size: int, split: str) -> np.ndarray:
     if preset == "imagenet" and split != "train":
-        img = resize_square(img, round(image_size * 256 / 224))
-        off = (img.size[0] - image_size) // 2
-        img = img.crop((off, off, off + image_size, off + image_size))
+        img = resize_and_centre_crop(img, round(image_size * 256 / 224), image_size)
     elif img.size != (side, side):
         img = resize_square(img, side)
     return np.asarray(img)

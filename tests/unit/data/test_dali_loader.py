@@ -1,5 +1,5 @@
-"""The DALI loader (CPU pipelines here): exact per-rank split, labels, exemplar mixing, eval transform
-against torchvision, phase-local shard access."""
+"""The DALI loader (CPU pipelines here): exact per-rank split, labels, exemplar mixing, phase-local
+shard access. Its pixels against the torch loader's: test_loader_pixels.py."""
 import io
 import struct
 
@@ -175,40 +175,6 @@ def test_labels_map_to_the_manifest_classes(imagenet_fixture):
         assert key.startswith(m.classes[cid]["key"])          # train keys are <synset>_<k>
     got = torch.cat([y for _, y in b.epoch(0)])
     assert sorted(got.tolist()) == sorted(label_of[c] for c in cids for _ in range(2))
-
-
-def _jpeg(w: int, h: int, seed: int) -> bytes:
-    from data_pipeline.fixtures import _crop, _sample_images
-
-    buf = io.BytesIO()
-    _crop(_sample_images(), np.random.default_rng(seed), w, h).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
-def test_dali_eval_matches_the_torchvision_eval_transform(tmp_path):
-    """Resize(256) + CenterCrop(224) + ToTensor. Tolerance: mean |diff| <= 0.002 and max |diff| <= 0.05 per
-    image (decoders and resamplers differ by a few 8-bit levels). Sizes are chosen with even crop
-    margins: on odd margins DALI centres the crop half a pixel away from torchvision (which rounds half to even)."""
-    from PIL import Image
-    from torchvision import transforms
-
-    sizes, rng = [], np.random.default_rng(0)
-    while len(sizes) < 6:                      # ImageNet-like sizes whose centre-crop margins are even
-        short, long_ = sorted(int(v) for v in rng.integers(256, 700, 2))
-        scaled = 256 * long_ / short
-        if abs(scaled - round(scaled)) < 0.2 and int(scaled) == round(scaled) and (int(scaled) - 224) % 2 == 0:
-            sizes.append((long_, short) if len(sizes) % 2 else (short, long_))
-    w = ShardSetWriter(tmp_path, "eval", [{"id": 0, "name": "a", "key": "a"}], None, "jpg")
-    payloads = [_jpeg(a, b, i) for i, (a, b) in enumerate(sizes)]
-    w.write_class("test", 0, [(f"k{i}", p) for i, p in enumerate(payloads)])
-    m = w.finish()
-    x = torch.cat([x for x, _ in dali_eval_batches(m, "test", [0], 4, "imagenet", 224)])
-    tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
-    ref = torch.stack([tf(Image.open(io.BytesIO(p)).convert("RGB")) for p in payloads])
-    diff = (x - ref).abs()
-    assert x.shape == ref.shape == (len(sizes), 3, 224, 224)
-    assert diff.mean((1, 2, 3)).max() <= 0.002, diff.mean((1, 2, 3))
-    assert diff.amax((1, 2, 3)).max() <= 0.05, diff.amax((1, 2, 3))
 
 
 def test_dali_reads_the_index_files_with_its_own_webdataset_reader(imagenet_fixture):
