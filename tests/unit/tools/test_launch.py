@@ -45,6 +45,17 @@ def test_dry_run_of_the_2x8_recipe_is_a_chain_of_26_phase_jobs(capsys, tmp_path)
         assert "requeue" not in f
 
 
+@pytest.mark.parametrize("recipe,gpus", [(RECIPE_2X8, 16), (RECIPE_1X8, 8)])
+def test_cluster_recipes_keep_64_images_per_gpu_with_linearly_scaled_learning_rates(recipe, gpus):
+    from trainer.config import load_config
+
+    cfg = load_config(recipe)
+    t = cfg.train
+    assert t.batch_size / gpus == 64 and t.warmup_epochs > 0
+    assert t.lr == pytest.approx(0.1 * t.batch_size / 128) and t.finetune_lr == pytest.approx(0.01 * t.batch_size / 128)
+    assert cfg.launch.nodes * cfg.launch.gpus_per_node == gpus
+
+
 def test_dry_run_of_the_single_node_recipe_is_one_requeueable_job(capsys, tmp_path):
     (script,) = dry_run(capsys, "--config", RECIPE_1X8, "--run-dir", tmp_path / "run")
     f = flags(script)
