@@ -18,9 +18,9 @@ from core.errors import UserError
 # Linux hands out ephemeral ports from 32768-60999: a port derived from the job id stays below, in
 # 20000-29999 (two jobs on one node collide only if their ids agree modulo 10000).
 PORT_BASE, PORT_SPAN = 20000, 10000
-CUDA_REQUIREMENT = ("torch's CUDA build needs an NVIDIA driver that supports it (the cu130 wheels need "
-                    "driver >= 580; install a cu12x build with MNEMO_CUDA=cu126 bash scripts/setup.sh "
-                    "for older drivers, see docs/cluster.md)")
+CUDA_REQUIREMENT = ("torch's CUDA build needs an NVIDIA driver that supports it (the default CUDA 13.0 "
+                    "build needs driver >= 580; for an older driver set up a CUDA 12 build with "
+                    "MNEMO_CUDA=cu128 bash scripts/setup.sh, docs/cluster.md); nvidia-smi shows the driver")
 
 
 def _first_of_nodelist(nodelist: str) -> str:
