@@ -104,7 +104,7 @@ def _measure_one(cfg: dict) -> dict:
             "step_s": round(min(step_times), 3), "step_s_all": [round(t, 3) for t in step_times]}
 
 
-def _run_isolated(cfg: dict, timeout: float | None) -> dict:
+def run_isolated(cfg: dict, timeout: float | None) -> dict:
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     # glibc: serve every allocation >= 64 KiB with its own mmap and unmap it on free, so that RSS
     # follows the live tensors instead of keeping freed heap pages (peak RSS ~ peak live bytes).
@@ -151,7 +151,7 @@ def profile_mnemonics(steps=(1, 5, 25, 50), sizes=(32, 224), checkpoint=(True, F
                        "segment": seg, "classes": classes, "per_class": per_class.get(size, 2),
                        "val_batch": val_batch.get(size, 8), "repeats": repeats,
                        "threads": threads}
-                results.append(_run_isolated(cfg, timeout))
+                results.append(run_isolated(cfg, timeout))
                 if log:
                     log(json.dumps(results[-1]))
     out = {"model": "timm resnet18", "device": device, "torch": torch.__version__,

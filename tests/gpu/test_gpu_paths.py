@@ -36,3 +36,11 @@ def test_resnet18_224_bf16_engine_one_phase_on_synthetic_data():
     print(f"\nresnet18 224px bf16 channels_last synthetic: {img_s:.0f} img/s, "
           f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+def test_each_rank_drives_its_own_gpu_and_the_pci_check_passes_on_one():
+    from trainer.engine import distributed
+
+    info = distributed.init()
+    assert info.device.type == "cuda"
+    distributed.check_one_rank_per_gpu(info)        # one rank: its (host, PCI bus id) is unique
