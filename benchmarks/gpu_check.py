@@ -121,12 +121,12 @@ def check_syncs(smoke: bool) -> dict:
 
 
 def _jpeg_shards(root: Path, smoke: bool) -> Path:
-    """ImageNet-shaped JPEG shards: 1000 classes x 4 (toy: 1000 x 1) real photo crops of 300-500 px."""
+    """ImageNet-shaped JPEG shards: 1000 classes x 4 (toy: 100 x 2) real photo crops of 300-500 px."""
     from data_pipeline.convert.imagenet import convert_imagenet
     from data_pipeline.fixtures import write_imagenet_tree
 
-    per_class, side = (1, (40, 80)) if smoke else (4, (300, 500))
-    tree = write_imagenet_tree(root / "tree", classes=1000, train_per_class=per_class, val_per_class=1,
+    classes, per_class, side = (100, 2, (40, 80)) if smoke else (1000, 4, (300, 500))
+    tree = write_imagenet_tree(root / "tree", classes=classes, train_per_class=per_class, val_per_class=1,
                                min_side=side[0], max_side=side[1], quirks=False, quality=90)
     convert_imagenet(tree["train"], tree["val"], root / "shards", workers=min(8, os.cpu_count() or 1),
                      progress=lambda *a: None)
@@ -154,7 +154,7 @@ def check_dali(smoke: bool) -> dict:
         manifest = load_manifest(_jpeg_shards(Path(tmp), smoke))
         made = time.perf_counter() - t0
         device_id = None if smoke else 0
-        batches = DaliPhaseBatches(manifest, list(range(1000)), None, None, z["batch"], 0, 1, 0, "imagenet",
+        batches = DaliPhaseBatches(manifest, list(range(manifest.num_classes)), None, None, z["batch"], 0, 1, 0, "imagenet",
                                    224 if not smoke else z["size"], threads=min(8, os.cpu_count() or 1),
                                    device_id=device_id, layout="channels_last",
                                    dtype=torch.float32 if smoke else torch.bfloat16)
@@ -171,7 +171,7 @@ def check_dali(smoke: bool) -> dict:
         train_img_s = _train(engine, batches, 2)
     return {"images": n, "shards_s": round(made, 1), "decode": "cpu" if smoke else "mixed (nvJPEG)",
             "decode_img_s": round(n / decode_s, 1), "train_img_s_dali_fed": train_img_s,
-            "note": f"{n} photo crops over 1000 classes, {'toy 32' if smoke else '224'} px random-resized-crop, "
+            "note": f"{n} photo crops over {manifest.num_classes} classes, {'toy 32' if smoke else '224'} px random-resized-crop, "
                     f"{'fp32' if smoke else 'bf16'} channels_last"}
 
 

