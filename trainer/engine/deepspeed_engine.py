@@ -83,6 +83,9 @@ class Engine:
             "zero_allow_untested_optimizer": True,
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
+            # its throughput timer synchronises the device in the forward pre-hook and in step(): two
+            # full host syncs per step, for a figure the epoch loop measures itself
+            "timers": {"throughput": {"enabled": False, "synchronized": False}},
             # Mixed precision runs as torch.autocast around the forward pass (see `autocast`), with the
             # engine in fp32: master weights, the frozen teacher, exemplar optimisation and evaluation
             # all keep fp32 parameters, and bf16 needs no loss scaling.
@@ -94,13 +97,34 @@ class Engine:
         model.to(memory_format=torch.contiguous_format)
         self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config,
                                                             dist_init_required=False)
+        self._module = self.ds.module
         self.device = dist.device
         self.world = dist.world
         self.setup_s = time.perf_counter() - t0          # DeepSpeed set-up, reported in RUN/profile.json
 
     @property
     def module(self) -> torch.nn.Module:
-        return self.ds.module
+        return self._module
+
+    def close(self) -> None:
+        """Release the engine: its forward hooks leave the module (they hold the engine, its optimizer
+        and momentum alive, and a deep copy of the module, the next phase's teacher, would carry them
+        too), then DeepSpeed's own destroy. The module stays usable; the engine does not."""
+        if self.ds is None:
+            return
+        for name in ("module_forward_pre_hook", "module_forward_post_hook", "first_dataloader_check"):
+            handle = getattr(self.ds, name, None)
+            if handle is not None:
+                handle.remove()
+                setattr(self.ds, name, None)
+        self.ds.destroy()
+        self.ds, self.optimizer = None, None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:

@@ -153,21 +153,21 @@ class Phase:
                                 self.real, s.manifest, s.plan.label_of(), s.dist.rank, s.dist.world, s.dist.device,
                                 seeds.seed_of("stage_batches", s.cfg.seed, self.index))
         stage.before(ctx)
-        engine = Engine(s.model, s.dist, t.batch_size, spec.lr, t.momentum,
-                        t.weight_decay if spec.weight_decay is None else spec.weight_decay, s.cfg.engine)
-        if resume_epoch is not None:
-            engine.load_checkpoint(s.run_dir.engine_dir(), engine_tag)
+        wd = t.weight_decay if spec.weight_decay is None else spec.weight_decay
+        with Engine(s.model, s.dist, t.batch_size, spec.lr, t.momentum, wd, s.cfg.engine) as engine:
+            if resume_epoch is not None:
+                engine.load_checkpoint(s.run_dir.engine_dir(), engine_tag)
 
-        def on_epoch_end(epoch, engine=engine):
-            every = t.checkpoint_every
-            if every and (epoch + 1) % every == 0 and epoch + 1 < spec.epochs:
-                s.run_dir.save_in_stage(engine, self.index, k, stage.name, epoch, self.point_states(False))
-            faults.maybe_fail(stage.name, self.index, epoch)
+            def on_epoch_end(epoch, engine=engine):
+                every = t.checkpoint_every
+                if every and (epoch + 1) % every == 0 and epoch + 1 < spec.epochs:
+                    s.run_dir.save_in_stage(engine, self.index, k, stage.name, epoch, self.point_states(False))
+                faults.maybe_fail(stage.name, self.index, epoch)
 
-        run = StageRun(stage.name, self.index, spec.epochs, spec.lr_at, 0 if resume_epoch is None else resume_epoch + 1,
-                       t.log_every, on_epoch_end)
-        figures = run_epochs(engine, lambda model, x, y: stage.loss(s.strategy, model, Batch(x, y)), batches, run,
-                             s.events)
+            start = 0 if resume_epoch is None else resume_epoch + 1
+            run = StageRun(stage.name, self.index, spec.epochs, spec.lr_at, start, t.log_every, on_epoch_end)
+            figures = run_epochs(engine, lambda model, x, y: stage.loss(s.strategy, model, Batch(x, y)), batches,
+                                 run, s.events)
         timings = self.timings.value
         timings[f"{stage.name}_s"] = timings.get(f"{stage.name}_s", 0.0) + figures["seconds"]
         timings[f"{stage.name}_img_s"] = figures["img_s"]
