@@ -7,6 +7,8 @@ trimmed as new ones arrive).
 """
 from __future__ import annotations
 
+import uuid
+
 import torch
 
 STORE_DTYPE = torch.float16
@@ -20,8 +22,15 @@ def quota(per_class: int, budget: int | None, num_seen: int) -> int:
 
 
 class ExemplarMemory:
+    """`version` changes with every change of the bank (unique across processes), so a checkpoint
+    writer can tell that the memory it saved earlier in the phase is still current."""
+
     def __init__(self):
         self.bank: dict[int, torch.Tensor] = {}
+        self._changed()
+
+    def _changed(self) -> None:
+        self.version = uuid.uuid4().hex[:16]
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.bank.values())
@@ -31,6 +40,7 @@ class ExemplarMemory:
 
     def set(self, label: int, images: torch.Tensor) -> None:
         self.bank[int(label)] = images.detach().to("cpu", STORE_DTYPE).contiguous()
+        self._changed()
 
     def get(self, label: int) -> torch.Tensor:
         return self.bank[int(label)]
@@ -38,6 +48,7 @@ class ExemplarMemory:
     def trim(self, m: int) -> None:
         for label in list(self.bank):
             self.bank[label] = self.bank[label][:m].clone()
+        self._changed()
 
     def tensors(self, labels=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(images float32 (N,C,H,W), labels int64) of the given (default: all) classes."""
@@ -53,3 +64,4 @@ class ExemplarMemory:
 
     def load_state_dict(self, sd: dict) -> None:
         self.bank = {int(k): v.to(STORE_DTYPE) for k, v in sd["bank"].items()}
+        self._changed()

@@ -1,9 +1,12 @@
 """Checkpoints inside a phase (RUN/ckpt/), so a crash loses at most `train.checkpoint_every` epochs.
 
 Two kinds, both described by RUN/ckpt/state.json, which is replaced last and is the commit point:
-  * after a stage completes: model weights, exemplar memory, strategy state, timings (extra.pt);
+  * after a stage completes: model weights, strategy state, timings (extra.pt);
   * every N epochs inside a training stage: a DeepSpeed engine checkpoint (model + optimizer, all
-    ranks call it) under RUN/ckpt/engine/<tag>/ plus extra.pt (memory, strategy state, timings).
+    ranks call it) under RUN/ckpt/engine/<tag>/ plus extra.pt (strategy state, timings).
+The exemplar memory (3-6 GB at ImageNet-1k) has a file of its own, memory-<version>.pt, written only
+when the memory changed since the file the last pointer named (it changes at the exemplar level, not
+inside a training stage), so an epoch's checkpoint does not grow with it.
 A checkpoint belongs to one phase; it is only used when that phase is the next one to run.
 """
 from __future__ import annotations
@@ -37,38 +40,48 @@ def _root(run_dir: Path) -> Path:
     return run_dir / "ckpt"
 
 
-def _write_pointer(run_dir: Path, point: dict, extra: dict) -> None:
+def _write_pointer(run_dir: Path, point: dict, extra: dict, memory=None) -> dict:
+    """Write extra.pt (and the memory's file, if it changed), then state.json; returns the bytes written."""
     root = _root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     name = f"extra-p{point['phase']:02d}-s{point['stage_index']}-e{point['epoch']}.pt"
     checkpoint_io.save(root / name, extra)
+    written = {"extra": (root / name).stat().st_size, "memory": 0}
     point = {**point, "extra": name}
+    if memory is not None:
+        point["memory"] = f"memory-{memory.version}.pt"
+        if not (root / point["memory"]).is_file():
+            checkpoint_io.save(root / point["memory"], memory.state_dict())
+            written["memory"] = (root / point["memory"]).stat().st_size
     atomic.write_json(root / "state.json", point, indent=None)
+    keep = {name, point.get("memory")}
     for p in root.iterdir():                       # drop what the new pointer no longer names
-        if p.name.startswith("extra-") and p.name != name:
+        if p.name.startswith(("extra-", "memory-")) and p.name not in keep:
             p.unlink(missing_ok=True)
     eng = root / "engine"
     if eng.is_dir():
         for p in eng.iterdir():
             if p.is_dir() and p.name != point.get("engine_tag"):
                 shutil.rmtree(p, ignore_errors=True)
+    return written
 
 
-def save_stage_done(run_dir: Path, dist_info, phase: int, stage_index: int, stage: str, extra: dict) -> None:
+def save_stage_done(run_dir: Path, dist_info, phase: int, stage_index: int, stage: str, extra: dict,
+                    memory=None) -> None:
     if dist_info.is_main:
         _write_pointer(run_dir, {"phase": phase, "stage_index": stage_index, "stage": stage, "epoch": None,
-                                 "engine_tag": None}, extra)
+                                 "engine_tag": None}, extra, memory)
     distributed.barrier()
 
 
 def save_in_stage(run_dir: Path, dist_info, engine, phase: int, stage_index: int, stage: str, epoch: int,
-                  extra: dict) -> None:
+                  extra: dict, memory=None) -> None:
     tag = f"p{phase:02d}-s{stage_index}-e{epoch}"
     engine.save_checkpoint(_root(run_dir) / "engine", tag)       # collective: every rank calls it
     distributed.barrier()
     if dist_info.is_main:
         _write_pointer(run_dir, {"phase": phase, "stage_index": stage_index, "stage": stage, "epoch": epoch,
-                                 "engine_tag": tag}, extra)
+                                 "engine_tag": tag}, extra, memory)
     distributed.barrier()
 
 
@@ -98,6 +111,8 @@ def load(run_dir: Path, phase: int) -> StagePoint | None:
 def load_pointer(run_dir: Path, st: dict) -> StagePoint:
     """The checkpoint that state.json `st` names (another rank chose it: any error here is raised)."""
     extra = checkpoint_io.load(_root(run_dir) / st["extra"])
+    if st.get("memory"):
+        extra["memory"] = checkpoint_io.load(_root(run_dir) / st["memory"])
     return StagePoint(st["phase"], st["stage_index"], st["stage"], st["epoch"], st["engine_tag"], extra, st)
 
 

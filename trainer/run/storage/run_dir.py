@@ -49,6 +49,14 @@ def _states_of(states: Mapping[str, Stateful]) -> dict:
     return {key: obj.state_dict() for key, obj in states.items()}
 
 
+def _memory_apart(states: Mapping[str, Stateful]) -> tuple[dict, Stateful | None]:
+    """The exemplar memory (saved in a file of its own while its `version` holds) and everything else."""
+    memory = states.get("memory")
+    if memory is None or not hasattr(memory, "version"):
+        return dict(states), None
+    return {k: v for k, v in states.items() if k != "memory"}, memory
+
+
 def _load_states(states: Mapping[str, Stateful], saved: Mapping) -> None:
     for key, obj in states.items():
         if key in saved or not getattr(obj, "optional_state", False):
@@ -100,12 +108,14 @@ class RunDir:
         _load_states({k: v for k, v in states.items() if k in point.extra}, point.extra)
 
     def save_stage_done(self, phase: int, index: int, stage: str, states: Mapping[str, Stateful]) -> None:
-        in_phase_checkpoint.save_stage_done(self.path, self.dist, phase, index, stage, _states_of(states))
+        rest, memory = _memory_apart(states)
+        in_phase_checkpoint.save_stage_done(self.path, self.dist, phase, index, stage, _states_of(rest), memory)
 
     def save_in_stage(self, engine, phase: int, index: int, stage: str, epoch: int,
                       states: Mapping[str, Stateful]) -> None:
+        rest, memory = _memory_apart(states)
         in_phase_checkpoint.save_in_stage(self.path, self.dist, engine, phase, index, stage, epoch,
-                                          _states_of(states))
+                                          _states_of(rest), memory)
 
     def engine_dir(self) -> Path:
         return in_phase_checkpoint.engine_dir(self.path)
