@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # long, unequal exemplar level shows who is still working and who waits in the exchange.
 progress = logging.getLogger("mnemo.progress.exemplars")
 Gather = Callable[[object], list]          # all_gather_object: every rank's object, in rank order
+# every rank's {label: tensor} merged on every rank, moved as tensors; and the bytes this rank sent
+Exchange = Callable[[dict], tuple[dict, int]]
 
 
 def build_selection(settings) -> Selection:
@@ -37,8 +39,9 @@ def build_selection(settings) -> Selection:
     return REGISTRY.get(settings.selection)(getattr(settings, settings.selection, None))
 
 
-def _spread(groups: list[list[int]], cost_of, rank: int, world: int, gather: Gather, work) -> dict[int, torch.Tensor]:
-    """Run `work(group)` for this rank's groups; gather every rank's results."""
+def _spread(groups: list[list[int]], cost_of, rank: int, world: int, exchange: Exchange, work,
+            sent: list[int]) -> dict[int, torch.Tensor]:
+    """Run `work(group)` for this rank's groups; exchange every rank's results (bytes sent into `sent`)."""
     assignment = assign_groups(groups, [cost_of(g) for g in groups], world)
     mine: dict[int, torch.Tensor] = {}
     t0 = time.perf_counter()
@@ -50,20 +53,23 @@ def _spread(groups: list[list[int]], cost_of, rank: int, world: int, gather: Gat
     if world > 1:
         progress.info("rank %d: %d class group(s) done in %.0fs; waiting for the other ranks", rank,
                       len(assignment[rank]), time.perf_counter() - t0)
-    merged: dict[int, torch.Tensor] = {}
-    for part in gather(mine):
-        merged.update(part)
+    merged, nbytes = exchange(mine)
+    sent.append(nbytes)
+    if world > 1:
+        progress.info("rank %d: sent %d exemplar tensors (%.1f MB) to the other ranks", rank, len(mine), nbytes / 1e6)
     return merged
 
 
 def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labels: list[int], group_images,
                   counts: dict[int, int], settings, image_size: int, ctx: SelectionContext, rank: int = 0,
-                  world: int = 1, gather: Gather = lambda obj: [obj]) -> dict:
+                  world: int = 1, gather: Gather = lambda obj: [obj],
+                  exchange: Exchange = lambda tensors: (tensors, 0)) -> dict:
     """Steps 10-17 of Algorithm 1 on `memory` (in place); returns what was done (for events.jsonl).
 
     `settings`: the `exemplars` config section; `group_images(labels) -> (images, labels)`: the real D_i
     images (uint8) and incremental labels of a class group, decoded when asked (a rank decodes only its
-    own groups); `counts`: images per new class (for balancing groups over ranks)."""
+    own groups); `counts`: images per new class (for balancing groups over ranks); `gather` collects
+    small objects (notes), `exchange` the exemplar tensors."""
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -75,8 +81,9 @@ def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labe
         return selection.select(model, model_view(images, image_size), labels, group, m, ctx)
 
     new_groups = class_groups(list(new_labels), settings.group_size)
+    sent: list[int] = []
     new = _spread(new_groups, lambda g: sum(min(m, counts[l]) for l in g) + sum(counts[l] for l in g) / 100,
-                  rank, world, gather, select)
+                  rank, world, exchange, select, sent)
     t_select = time.perf_counter() - t0
     faults.maybe_fail("exemplars", ctx.phase)
     t_adjust = 0.0
@@ -85,8 +92,8 @@ def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labe
     if adjuster is not None and old_present:
         t1 = time.perf_counter()
         adjusted = _spread(class_groups(old_present, settings.group_size), lambda g: sum(len(memory.get(l)) for l in g),
-                           rank, world, gather,
-                           lambda g: adjuster.adjust(model, {l: memory.get(l) for l in g}, g, ctx))
+                           rank, world, exchange,
+                           lambda g: adjuster.adjust(model, {l: memory.get(l) for l in g}, g, ctx), sent)
         for l, x in adjusted.items():
             memory.set(l, x)
         t_adjust = time.perf_counter() - t1
@@ -97,7 +104,8 @@ def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labe
     memory.trim(m)                      # fixed-total mode: old classes shrink after adjustment
     model.train(was_training)
     info = {"per_class": m, "total": len(memory), "select_s": round(t_select, 3), "adjust_s": round(t_adjust, 3),
-            "selection": settings.selection, "adjusted": bool(settings.adjust_old and old_present), "groups": groups}
+            "selection": settings.selection, "adjusted": bool(settings.adjust_old and old_present), "groups": groups,
+            **({"exchange_bytes_sent": sum(sent)} if world > 1 else {})}
     log.info("phase %d exemplars: %s, %d per class, %d in memory (select %.1fs, adjust %.1fs)", ctx.phase,
              settings.selection, m, len(memory), t_select, t_adjust)
     return info

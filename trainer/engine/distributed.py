@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -140,6 +141,31 @@ def exchange_objects(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj, group=_EXCHANGE.get("group"))
     return out
+
+
+def exchange_tensors(mine: dict) -> tuple[dict, int]:
+    """Every rank's {key: tensor} on every rank, over the long-timeout CPU group, as tensors: the
+    shapes and dtypes go first (a small pickle), then each rank broadcasts its tensors as one flat
+    buffer per dtype. Returns the merged dict (CPU tensors) and the bytes this rank sent."""
+    mine = {k: t.detach().cpu().contiguous() for k, t in mine.items()}
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return mine, 0
+    group = _EXCHANGE.get("group")
+    layouts = exchange_objects({k: (tuple(t.shape), t.dtype) for k, t in mine.items()})
+    merged, sent = {}, 0
+    for src, layout in enumerate(layouts):
+        for dtype in sorted({d for _, d in layout.values()}, key=str):
+            keys = sorted(k for k, (_, d) in layout.items() if d == dtype)
+            numels = [math.prod(layout[k][0]) for k in keys]
+            if src == dist.get_rank():
+                flat = torch.cat([mine[k].reshape(-1) for k in keys])
+                sent += flat.numel() * flat.element_size()
+            else:
+                flat = torch.empty(sum(numels), dtype=dtype)
+            dist.broadcast(flat, src=src, group=group)
+            for k, part in zip(keys, flat.split(numels)):
+                merged[k] = part.view(layout[k][0]).clone() if src != dist.get_rank() else mine[k]
+    return merged, sent
 
 
 def broadcast_object(obj, src: int = 0):

@@ -122,7 +122,7 @@ class Phase:
         t0 = time.perf_counter()
         info = update_memory(s.model, s.memory, ctx.new_labels, ctx.old_labels, group_images, counts,
                              s.cfg.exemplars, s.cfg.data.image_size, sel, s.dist.rank, s.dist.world,
-                             distributed.exchange_objects)
+                             distributed.exchange_objects, distributed.exchange_tensors)
         s.events.write(event="exemplars", phase=self.index, **info)
         s.events.image("exemplars/new_classes", exemplar_grid(s.memory, ctx.new_labels))
         self.exemplar_info.value = info
