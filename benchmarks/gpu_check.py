@@ -263,7 +263,8 @@ def main(argv=None) -> int:
     scale = a.budget_s / sum(BUDGET_S[n] for n in a.only)
     results = []
     for name in a.only:
-        results.append(_isolated(name, a.smoke, BUDGET_S[name] * scale))
+        # the smoke run proves the code, not the time: a loaded CI machine gets room (5 min a check)
+        results.append(_isolated(name, a.smoke, 300 if a.smoke else BUDGET_S[name] * scale))
         print(json.dumps(results[-1]), flush=True)
     print(_table(results))
     if a.out:
