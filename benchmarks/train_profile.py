@@ -75,7 +75,6 @@ def profile_train(arch: str = "resnet18", size: int | None = None, precision: st
     dist_info = distributed.init(device)
     dev = dist_info.device
     torch.manual_seed(0)
-    requested_cl = channels_last
     model = IncrementalNet(arch, PRESET[arch])
     model.head.grow(classes)
     model = model.to(dev)
@@ -85,7 +84,6 @@ def profile_train(arch: str = "resnet18", size: int | None = None, precision: st
     model.train()
     # The net always computes channels_last (trainer/methods/models/net.py); --channels-last gives it
     # its input in that layout already (as the DALI loader does), sparing the per-step conversion.
-    channels_last = requested_cl
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.rand(batch_size, 3, size, size, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, classes, (batch_size,), device=dev)

@@ -3,8 +3,9 @@
 Used through phase_images.PhaseImages, which calls it per class (lazily) for the torch fallback
 loader, exemplar selection and evaluation. The stored side is the model
 input side for 32 px presets; for the imagenet preset the train images are kept at 256/224 of it so
-random-resized-crop has room, and eval images are resize(256/224 S) + centre crop S (the standard), with the arithmetic of the DALI
-pipeline (image_codec.resize_and_centre_crop), so both loaders see the same pixels.
+random-resized-crop has room, and eval images are resize(256/224 S) + centre crop S (the standard),
+with the arithmetic of the DALI pipeline (image_codec.resize_and_centre_crop), so both loaders see
+the same pixels.
 """
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ takes (25-45 minutes per group at the paper's settings on an H100).
 from __future__ import annotations
 
 import datetime
-import logging
 import math
 import os
 import socket
@@ -25,7 +24,6 @@ import torch.distributed as dist
 from core.errors import UserError
 from trainer.engine import rendezvous
 
-log = logging.getLogger(__name__)
 _EXCHANGE: dict = {}                 # the long-timeout CPU group of the current process group
 
 
@@ -125,22 +123,18 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_gather_object(obj) -> list:
+def all_gather_object(obj, group=None) -> list:
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return [obj]
     out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=group)
     return out
 
 
 def exchange_objects(obj) -> list:
     """all_gather_object over the long-timeout CPU group: for work of unequal, long duration (the
     exemplar level), where a rank with nothing to do waits for the slowest."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj, group=_EXCHANGE.get("group"))
-    return out
+    return all_gather_object(obj, _EXCHANGE.get("group"))
 
 
 def exchange_tensors(mine: dict) -> tuple[dict, int]:

@@ -1,7 +1,7 @@
 """Where a process of a multi-process run meets the others, and which device it drives.
 
-Pure functions of the environment (they touch neither CUDA nor the network), so every launcher's case
-is checked on CPU: torchrun / `mnemo train --nproc-per-node` (RANK, LOCAL_RANK, MASTER_ADDR/PORT set),
+Functions of the environment (no CUDA, no network; `first_host` may ask `scontrol`), so every
+launcher's case is checked on CPU: torchrun / `mnemo train --nproc-per-node` (RANK, LOCAL_RANK, MASTER_ADDR/PORT set),
 submitit (sets them too) and plain `srun mnemo train` (only SLURM_* set: the address is the first host
 of SLURM_JOB_NODELIST, the port a function of the job id, so every task of the step agrees without
 talking).
