@@ -50,12 +50,13 @@ class ExemplarMemory:
             self.bank[label] = self.bank[label][:m].clone()
         self._changed()
 
-    def tensors(self, labels=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(images float32 (N,C,H,W), labels int64) of the given (default: all) classes."""
+    def tensors(self, labels=None, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(images (N,C,H,W) in `dtype`, labels int64) of the given (default: all) classes. STORE_DTYPE
+        gives the stored values at half the bytes of float32 (what the loaders keep on the device)."""
         labels = self.labels() if labels is None else [l for l in labels if l in self.bank]
         if not labels or not any(len(self.bank[l]) for l in labels):
             return None, None
-        xs = [self.bank[l].float() for l in labels]
+        xs = [self.bank[l].to(dtype) for l in labels]
         ys = [torch.full((len(self.bank[l]),), l, dtype=torch.int64) for l in labels]
         return torch.cat(xs), torch.cat(ys)
 

@@ -1,7 +1,9 @@
 """Batch augmentations on float [0,1] NCHW tensors, seeded by a torch.Generator.
 
 Shared by real images (fallback loader) and exemplar tensors (which are pixels, not files), so both
-get the same, reproducible treatment on the device they live on.
+get the same, reproducible treatment on the device they live on. Flip and pad-crop draw their random
+numbers with the generator on its own device (`device_generator` gives one on the batch's device)
+and never read a device value on the host: on a GPU they queue kernels and never wait for them.
 """
 from __future__ import annotations
 
@@ -15,25 +17,34 @@ FLIP = {"glyphs": False, "cifar": True, "imagenet": True}
 PAD = {"glyphs": 2, "cifar": 4, "imagenet": 0}
 
 
+def device_generator(g: torch.Generator, device: torch.device) -> torch.Generator:
+    """`g` itself on the CPU; on another device a generator there, seeded by one draw of `g` (so runs on
+    CPU keep their exact draws, and a GPU batch's augmentation never waits for a host draw)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return g
+    seed = int(torch.randint(0, 2**62, (1,), generator=g))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(x.shape[0], generator=g) < 0.5
-    if flip.any():
-        x = x.clone()
-        x[flip] = x[flip].flip(-1)
-    return x
+    """Mirror each sample with probability 1/2 (`g` on x's device)."""
+    flip = torch.rand(x.shape[0], generator=g, device=g.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
 def random_pad_crop(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
-    """Zero-pad by `pad` and crop back at a random offset per sample (translation)."""
+    """Zero-pad by `pad` and crop back at a random offset per sample (translation; `g` on x's device)."""
     if pad <= 0:
         return x
     n, _, h, w = x.shape
+    dev = x.device
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    rows = (dy[:, None] + torch.arange(h)[None, :])            # (n, h)
-    cols = (dx[:, None] + torch.arange(w)[None, :])            # (n, w)
-    idx_n = torch.arange(n)[:, None, None]
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g, device=g.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g, device=g.device)
+    rows = (dy[:, None] + torch.arange(h, device=dev)[None, :])            # (n, h)
+    cols = (dx[:, None] + torch.arange(w, device=dev)[None, :])            # (n, w)
+    idx_n = torch.arange(n, device=dev)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]   # (n, h, w, c)
     return out.permute(0, 3, 1, 2).contiguous()
 

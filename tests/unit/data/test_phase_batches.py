@@ -44,3 +44,29 @@ def test_epochs_differ_and_are_deterministic():
 def test_real_images_are_scaled_to_unit_range():
     x, _ = next(iter(_batches(10, 0, 10, 0, 1).epoch(0)))
     assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 9 / 255 + 1e-6
+
+
+def test_exemplar_augmentation_never_reads_a_device_value_and_keeps_its_draws():
+    """Pad-crop and flip queue work without a host read (no .item()/bool(), no value-dependent shape:
+    on a GPU each would stall the step), and draw exactly what the masked flip drew before."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from data_pipeline.loading.augment import augment_exemplars, random_flip
+
+    class Reads(TorchDispatchMode):
+        ops: list = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func._schema.name.split("::")[-1]
+            if name in ("_local_scalar_dense", "nonzero", "masked_select", "is_nonzero"):
+                Reads.ops.append(name)
+            return func(*args, **(kwargs or {}))
+
+    x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with Reads():
+        augment_exemplars(x, "cifar", torch.Generator().manual_seed(1))
+    assert Reads.ops == []
+    flip = torch.rand(16, generator=torch.Generator().manual_seed(2)) < 0.5
+    before = x.clone()
+    before[flip] = x[flip].flip(-1)                   # the earlier, host-reading implementation
+    assert torch.equal(random_flip(x, torch.Generator().manual_seed(2)), before)
