@@ -17,6 +17,8 @@ _FORMULAS = {
     # the epoch plans of a phase's training stages (batch_plan.py mixes the epoch in, below)
     "stage_batches": lambda seed, phase: seed * 100 + phase,
     "epoch_plan": lambda seed, epoch, stream: (seed * 1_000_003 + epoch * 9_176 + stream) % (2**63),
+    # the DALI train pipeline's crop windows, translations and flips of one rank's epoch (dali_draws.py)
+    "dali_draws": lambda seed, epoch, rank: (seed * 1_000_003 + epoch * 9_176 + rank) * 7 + 3,
     # exemplar level, per class: 0 random initial subset, 1 real batches of the meta-loss, 2 adjustment folds
     "exemplars": lambda seed, phase, label, stream: ((seed * 1_000_003 + phase) * 10_007 + label) * 13 + stream,
 }

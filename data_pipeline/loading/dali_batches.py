@@ -6,8 +6,11 @@ Same interface and semantics as PhaseBatches (the in-memory torch loader): `step
 deterministic in (seed, epoch); real samples are indexed in the same (class id, key) order, so both
 loaders put the same samples in the same batches. Only the shards of the phase's classes are read
 (through their DALI index files). Exemplars (pixels in memory, not files) get the light augmentation
-of augment.py (pad-crop, flip where the preset allows) on the device the batch lives on, and are cast
-to the batch's layout and dtype. nvidia.dali is imported lazily, through dali_pipeline.py only.
+of augment.py (pad-crop, flip where the preset allows) on the device the batch lives on, where they
+stay for the stage (on_device.py), and are cast to the batch's layout and dtype. The pipeline is
+built once per stage; the real images' random crop, translation and flip are drawn on the host from
+(seed, epoch, rank) (dali_draws.py), so a resumed stage sees the same epochs as an uninterrupted one.
+nvidia.dali is imported lazily, through dali_pipeline.py only.
 """
 from __future__ import annotations
 
@@ -16,17 +19,19 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from data_pipeline.loading.augment import augment_exemplars
+from core import seeds
+
+from data_pipeline.loading.augment import augment_exemplars, device_generator
 from data_pipeline.loading.batch_plan import (
     epoch_generator,
     epoch_plan,
     steps_per_epoch,
 )
+from data_pipeline.loading.on_device import ExemplarBank, plan_on
+from data_pipeline.loading.dali_draws import image_size_of, train_draws
+from data_pipeline.loading.prefetch import prefetched
 from data_pipeline.shards.manifest import Manifest
 from data_pipeline.shards.samples import SampleReader, phase_samples
-
-DALI_STREAM = 7_000_000              # generator stream of the DALI pipeline seeds
-
 
 def to_layout(x: torch.Tensor, layout: str, dtype: torch.dtype) -> torch.Tensor:
     """NCHW float tensor -> the loader's output layout/dtype."""
@@ -49,6 +54,9 @@ def _lut(label_of: dict[int, int] | None, class_ids: np.ndarray) -> torch.Tensor
 
 
 class DaliPhaseBatches:
+    """One stage's batches; the DALI pipeline is built at the first epoch and serves every epoch of the
+    stage (`close()` releases it). Reads run ahead of the steps on `threads` threads."""
+
     def __init__(self, manifest: Manifest, class_ids, ex_images: torch.Tensor | None, ex_labels: torch.Tensor | None,
                  global_batch: int, rank: int, world: int, seed: int, preset: str, image_size: int,
                  label_of: dict[int, int] | None = None, exemplar_share: float | None = None, threads: int = 2,
@@ -56,19 +64,24 @@ class DaliPhaseBatches:
                  split: str = "train"):
         from data_pipeline.loading.dali_pipeline import PipeSpec
 
+        self.device = torch.device("cpu") if device_id is None else torch.device("cuda", device_id)
         self.samples = phase_samples(manifest, split, class_ids)
-        self.reader = SampleReader(self.samples)
-        self.labels = _lut(label_of, self.samples.class_id)        # incremental labels (or class ids)
-        self.ex_images = ex_images
-        self.ex_labels = ex_labels if ex_labels is not None else torch.empty(0, dtype=torch.int64)
-        self.n_real, self.n_ex = len(self.samples), len(self.ex_labels)
+        self.reader = SampleReader(self.samples)                   # every shard of the phase stays open
+        self.labels = _lut(label_of, self.samples.class_id).to(self.device)   # incremental labels (or class ids)
+        self.ex = ExemplarBank(ex_images, ex_labels, self.device)
+        self.n_real, self.n_ex = len(self.samples), len(self.ex)
         if self.n_real + self.n_ex < world:
             raise ValueError(f"phase has {self.n_real + self.n_ex} training samples for {world} ranks")
         self.global_batch, self.rank, self.world, self.seed = global_batch, rank, world, seed
         self.preset, self.exemplar_share = preset, exemplar_share
         self.spec = PipeSpec("train", preset, image_size, layout=layout, dtype=dtype, threads=threads,
                              device_id=device_id)
-        self.device = torch.device("cpu") if device_id is None else torch.device("cuda", device_id)
+        self.read_threads = max(1, min(4, threads)) if self.reader.all_open else 1
+        # image sizes from the headers (random-resized-crop windows need them), read once per sample
+        self.sizes = np.full((self.n_real, 2), -1, dtype=np.int64) if preset == "imagenet" else None
+        self._pipe = None
+        self._feed: Iterator | None = None
+        self.pipelines_built = 0
 
     @property
     def steps_per_epoch(self) -> int:
@@ -81,46 +94,95 @@ class DaliPhaseBatches:
     def opened_shards(self) -> set[str]:
         return set(self.reader.opened)
 
+    @property
+    def max_batch(self) -> int:
+        """The most real images a rank's step can hold (a global batch's tail may join the one before)."""
+        return -(-(self.global_batch + self.world) // self.world)
+
     def plan(self, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return epoch_plan(self.n_real, self.n_ex, self.global_batch, self.rank, self.world, self.seed, epoch,
                           self.exemplar_share)
 
+    def _read(self, idx: torch.Tensor) -> list[np.ndarray]:
+        encoded = self.reader.read_many(idx.tolist())
+        if self.sizes is not None:
+            for i, data in zip(idx.tolist(), encoded):
+                if self.sizes[i, 0] < 0:
+                    self.sizes[i] = image_size_of(data, f"{self.samples.paths[self.samples.shard[i]]}:"
+                                                        f"{self.samples.keys[i]}")
+        return encoded
+
+    def _batches(self, real_steps: list[torch.Tensor], epoch: int) -> Iterator[tuple]:
+        """The pipeline's input for each step with real images: (encoded, *draws), read ahead."""
+        rng = np.random.default_rng(seeds.seed_of("dali_draws", self.seed, epoch, self.rank))
+        for idx, encoded in zip(real_steps, prefetched(self._read, real_steps, self.read_threads)):
+            sizes = self.sizes[idx.numpy()] if self.sizes is not None else None
+            yield (encoded, *train_draws(rng, self.preset, sizes, len(idx)))
+
+    def _next_input(self):
+        return next(self._feed)            # StopIteration ends the pipeline's epoch
+
+    def _pipeline(self):
+        from data_pipeline.loading.dali_pipeline import build_pipeline
+
+        if self._pipe is None:
+            self._pipe = build_pipeline(self._next_input, self.spec, self.max_batch)
+            self.pipelines_built += 1
+        return self._pipe
+
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from data_pipeline.loading.dali_pipeline import decode_batches
+        from data_pipeline.loading.dali_pipeline import to_torch
 
         plan = self.plan(epoch)
         real_steps = [r for r, _ in plan if len(r)]
-        max_batch = max((len(r) for r in real_steps), default=1)
-        encoded = (self.reader.read_many(r.tolist()) for r in real_steps)
-        dali_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=epoch_generator(self.seed, epoch,
-                                                                                    DALI_STREAM + self.rank)))
-        decoded = decode_batches(encoded, len(real_steps), self.spec, max_batch, dali_seed)
+        self._feed = self._batches(real_steps, epoch)
+        pipe = self._pipeline() if real_steps else None
         g = epoch_generator(self.seed, epoch, stream=1 + self.rank)
-        for real_idx, ex_idx in plan:
-            parts, labels = [], []
-            if len(real_idx):
-                parts.append(next(decoded))
-                labels.append(self.labels[real_idx])
-            if len(ex_idx):
-                x = self.ex_images[ex_idx].to(self.device).float()
-                parts.append(to_layout(augment_exemplars(x, self.preset, g), self.spec.layout, self.spec.dtype))
-                labels.append(self.ex_labels[ex_idx])
-            yield torch.cat(parts), torch.cat(labels)
-        decoded.close()
+        g_dev = device_generator(g, self.device)
+        finished = False
+        try:
+            for (real_idx, ex_idx), (real_dev, ex_dev) in zip(plan, plan_on(plan, self.device)):
+                parts, labels = [], []
+                if len(real_idx):
+                    (out,) = pipe.run()
+                    parts.append(to_torch(out, self.spec))
+                    labels.append(self.labels[real_dev])
+                if len(ex_idx):
+                    x, y = self.ex.take(ex_dev)
+                    parts.append(to_layout(augment_exemplars(x, self.preset, g_dev), self.spec.layout, self.spec.dtype))
+                    labels.append(y)
+                yield torch.cat(parts), torch.cat(labels)
+            if pipe is not None:
+                try:
+                    pipe.run()             # the feed is spent: DALI ends its epoch ...
+                except StopIteration:
+                    pipe.reset()           # ... and the next one starts from the next feed
+                    finished = True
+            else:
+                finished = True
+        finally:
+            self._feed.close()
+            if not finished:               # left mid-epoch: the pipeline holds this epoch's prefetch
+                self.close()
+
+    def close(self) -> None:
+        """Release the pipeline (a later epoch builds a new one)."""
+        self._pipe = None
 
 
 def dali_eval_batches(manifest: Manifest, split: str, class_ids, batch_size: int, preset: str, image_size: int,
                       rank: int = 0, world: int = 1, label_of: dict[int, int] | None = None, threads: int = 2,
-                      device_id: int | None = None, layout: str = "NCHW", dtype: torch.dtype = torch.float32
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Eval-transformed batches of this rank's strided slice (rank::world) of the classes' samples,
-    in (class id, key) order."""
+                      device_id: int | None = None, layout: str = "NCHW", dtype: torch.dtype = torch.float32,
+                      indices: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Eval-transformed batches of the classes' samples at `indices` (positions in (class id, key)
+    order; default: this rank's strided slice, rank::world), `batch_size` at a time, in that order.
+    Only those samples are read and decoded."""
     from data_pipeline.loading.dali_pipeline import PipeSpec, decode_batches
 
     samples = phase_samples(manifest, split, class_ids)
     reader = SampleReader(samples)
     labels = _lut(label_of, samples.class_id)
-    mine = torch.arange(len(samples))[rank::world]
+    mine = torch.arange(len(samples))[rank::world] if indices is None else torch.as_tensor(indices)
     chunks = list(mine.split(batch_size))
     spec = PipeSpec("eval", preset, image_size, layout=layout, dtype=dtype, threads=threads, device_id=device_id)
     decoded = decode_batches((reader.read_many(c.tolist()) for c in chunks), len(chunks), spec, batch_size, 0)

@@ -5,11 +5,13 @@ decides whether DALI is usable).
 
 Encoded images come in through `fn.external_source`, one batch per step, in the order the epoch plan
 (batch_plan.py) dictates, so the split over ranks is exact and deterministic; batch sizes may vary
-from step to step. Transforms:
+from step to step. A train batch brings its random parameters with it (dali_draws.py): the graph has
+no random operator, so one pipeline serves a whole stage and an epoch draws the same after a resume.
+Transforms:
 
-* train, imagenet preset: decode with a random crop (Inception-style random-resized-crop, area
-  0.08-1, aspect 3/4-4/3; ROI decode), resize to S x S, random horizontal flip, scale.
-* train, 32 px presets (glyphs, cifar): decode, resize the short side to S and centre-crop S, random
+* train, imagenet preset: decode the given crop window (Inception-style random-resized-crop; ROI
+  decode), resize to S x S, the given horizontal flip, scale.
+* train, 32 px presets (glyphs, cifar): decode, resize the short side to S and centre-crop S, the given
   translation by zero-padded crop (augment.PAD), flip where the preset allows (augment.FLIP).
 * eval: decode, resize the short side to 256/224 * S (imagenet preset; S for the others), centre crop S.
 Resize-and-centre-crop is bicubic (antialiased) with DALI's rounding, the arithmetic of the torch
@@ -66,30 +68,33 @@ class PipeSpec:
         return round(self.image_size * 256 / 224) if self.preset == "imagenet" else self.image_size
 
 
-def _graph(enc, spec: PipeSpec):
+def train_input_types(spec: PipeSpec) -> list:
+    """DALI types of what a train batch brings besides its encoded images (dali_draws.train_draws)."""
+    return [types.FLOAT, types.FLOAT, types.INT32] if spec.preset == "imagenet" else [types.FLOAT, types.INT32]
+
+
+def _graph(inputs: list, spec: PipeSpec):
+    """The transform graph; `inputs`: [encoded] for eval, [encoded, *draws] for train (no DALI random
+    operator anywhere: a train batch's randomness comes in with it)."""
     gpu = spec.device_id is not None
     dec = "mixed" if gpu else "cpu"
     dev = "gpu" if gpu else "cpu"
     s = spec.image_size
-    mirror = 0
+    enc, mirror, crop = inputs[0], 0, None
     if spec.mode == "train" and spec.preset == "imagenet":
-        img = fn.decoders.image_random_crop(enc, device=dec, output_type=types.RGB, random_area=[0.08, 1.0],
-                                            random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=10)
+        anchor, shape, mirror = inputs[1:]
+        img = fn.decoders.image_slice(enc, anchor, shape, device=dec, output_type=types.RGB,
+                                      normalized_anchor=False, normalized_shape=False)
         img = fn.resize(img, device=dev, size=[s, s], interp_type=types.INTERP_LINEAR, antialias=True)
-        crop = None
-        mirror = fn.random.coin_flip(probability=0.5)
     elif spec.mode == "train":
+        shift, mirror = inputs[1:]
         img = fn.decoders.image(enc, device=dec, output_type=types.RGB)
         img = fn.resize(img, device=dev, resize_shorter=s, interp_type=types.INTERP_CUBIC, antialias=True)
         img = fn.crop(img, device=dev, crop=[s, s], crop_pos_x=0.5, crop_pos_y=0.5)
-        pad = PAD[spec.preset]
-        if pad > 0:
-            shift = fn.random.uniform(values=[float(v) for v in range(-pad, pad + 1)], shape=[2])
-            img = fn.slice(img, shift, [float(s), float(s)], axes=[0, 1], normalized_anchor=False,
-                           normalized_shape=False, out_of_bounds_policy="pad", fill_values=0, device=dev)
-        crop = None
-        if FLIP[spec.preset]:
-            mirror = fn.random.coin_flip(probability=0.5)
+        if PAD[spec.preset] > 0:
+            img = fn.slice(img, shift, [float(s), float(s)], axes=[1, 0],
+                           normalized_anchor=False, normalized_shape=False, out_of_bounds_policy="pad",
+                           fill_values=0, device=dev)
     else:
         img = fn.decoders.image(enc, device=dec, output_type=types.RGB)
         img = fn.resize(img, device=dev, resize_shorter=spec.eval_resize(), interp_type=types.INTERP_CUBIC,
@@ -102,18 +107,24 @@ def _graph(enc, spec: PipeSpec):
                                     mean=[255 * m for m in mean], std=[255 * v for v in std], mirror=mirror, **kw)
 
 
-def build_pipeline(source, spec: PipeSpec, max_batch: int, seed: int) -> Pipeline:
-    """A built pipeline that takes its encoded batches from `source` (a generator function)."""
+def build_pipeline(source, spec: PipeSpec, max_batch: int, seed: int = 0) -> Pipeline:
+    """A built pipeline that takes its batches from `source`: a callable returning the next batch (a list
+    of encoded images for eval; a tuple (encoded, *draws) of per-image lists for train) or raising
+    StopIteration at the end of an epoch (then `run()` raises it too; `reset()` starts the next)."""
     pipe = Pipeline(batch_size=max_batch, num_threads=spec.threads, device_id=spec.device_id,
                     seed=seed % (2**31 - 1), prefetch_queue_depth=2, exec_dynamic=True)
     with pipe:
-        enc = fn.external_source(source=source, batch=True, dtype=types.UINT8, ndim=1)
-        pipe.set_outputs(_graph(enc, spec))
+        if spec.mode == "train":
+            kinds = [types.UINT8, *train_input_types(spec)]
+            inputs = fn.external_source(source=source, batch=True, num_outputs=len(kinds), dtype=kinds)
+        else:
+            inputs = [fn.external_source(source=source, batch=True, dtype=types.UINT8, ndim=1)]
+        pipe.set_outputs(_graph(list(inputs), spec))
     pipe.build()
     return pipe
 
 
-def _to_torch(out, spec: PipeSpec) -> torch.Tensor:
+def to_torch(out, spec: PipeSpec) -> torch.Tensor:
     t = out.as_tensor()
     dt = torch.float16 if spec.dtype == torch.float16 else torch.float32
     if spec.device_id is None:
@@ -137,15 +148,11 @@ def decode_batches(batches: Iterable[list[np.ndarray]], count: int, spec: PipeSp
     if count <= 0:
         return
     it = iter(batches)
-
-    def source():
-        yield from it
-
-    pipe = build_pipeline(source, spec, max_batch, seed)
+    pipe = build_pipeline(lambda: next(it), spec, max_batch, seed)
     try:
         for _ in range(count):
             (out,) = pipe.run()
-            yield _to_torch(out, spec)
+            yield to_torch(out, spec)
     finally:
         del pipe
 

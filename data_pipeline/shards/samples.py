@@ -3,11 +3,13 @@
 `phase_samples` lists every sample of the given classes (only those classes' shards are touched)
 in the order the in-memory reader uses, (class id, key), so both loaders index samples alike.
 `SampleReader` returns a sample's encoded image bytes with one positioned read (`os.pread`) per sample;
-it keeps a bounded set of open shard files and records which shards it opened.
+it keeps the shard files it opened open (all of a phase's, where the open-file limit allows) and
+records which shards it opened.
 """
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -57,16 +59,51 @@ def phase_samples(manifest: Manifest, split: str, class_ids) -> SampleTable:
                        np.asarray(cls, np.int64), list(keys))
 
 
-class SampleReader:
-    """Encoded bytes of samples of a SampleTable (thread-compatible for one caller at a time)."""
+_RESERVED_FDS = 256                      # left for sockets, logs, checkpoints, DALI and NCCL
 
-    def __init__(self, table: SampleTable, max_open: int = 128):
+
+def open_file_budget() -> int:
+    """How many shard files a reader may keep open: the open-file limit (raised to its hard limit once,
+    as far as the system allows) less a reserve."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+                soft = want
+            except (ValueError, OSError):
+                pass
+        return max(16, (soft if soft != resource.RLIM_INFINITY else 65536) - _RESERVED_FDS)
+    except ImportError:                   # not POSIX
+        return 512
+
+
+class SampleReader:
+    """Encoded bytes of samples of a SampleTable.
+
+    `max_open` (default: every shard of the table, within `open_file_budget()`) bounds the open shard
+    files; beyond it the least recently used one is closed. When every shard fits (`all_open`), reads
+    from several threads at once are safe: no file is ever closed under a reader."""
+
+    def __init__(self, table: SampleTable, max_open: int | None = None):
         self.table = table
-        self.max_open = max_open
+        self.max_open = max(1, max_open if max_open is not None else min(len(table.paths), open_file_budget()))
         self._fds: OrderedDict[int, int] = OrderedDict()
+        self._lock = threading.Lock()
         self.opened: set[str] = set()
 
+    @property
+    def all_open(self) -> bool:
+        return self.max_open >= len(self.table.paths)
+
     def _fd(self, shard: int) -> int:
+        with self._lock:
+            return self._fd_locked(shard)
+
+    def _fd_locked(self, shard: int) -> int:
         fd = self._fds.get(shard)
         if fd is not None:
             self._fds.move_to_end(shard)

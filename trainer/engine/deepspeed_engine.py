@@ -29,6 +29,7 @@ class EngineSettings:
     zero_stage: int = 0                  # DeepSpeed ZeRO stage (0, 1 or 2)
     precision: str = "auto"              # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     micro_batch_size: Optional[int] = None   # per-rank micro batch; default: global batch / world
+    cudnn_benchmark: bool = True         # GPU: let cuDNN time its convolution algorithms once per shape
 
 
 def _quiet_deepspeed():
@@ -100,6 +101,9 @@ class Engine:
         self._module = self.ds.module
         self.device = dist.device
         self.world = dist.world
+        if self.device.type == "cuda":
+            # a stage's batches have one shape (a tail adds one more): the timing pays for itself
+            torch.backends.cudnn.benchmark = settings.cudnn_benchmark
         self.setup_s = time.perf_counter() - t0          # DeepSpeed set-up, reported in RUN/profile.json
 
     @property

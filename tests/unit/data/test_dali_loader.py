@@ -205,3 +205,63 @@ def test_loader_profile_prints_one_json_object(imagenet_fixture, capsys):
         assert out[side]["train_img_s"] > 0 and out[side]["eval_img_s"] > 0
         assert out[side]["images_timed"] == 16                  # the first batch of 8 is not timed
     assert out["dali_speedup_train"] > 0
+
+
+@pytest.mark.parametrize("preset", ["cifar", "imagenet"])
+def test_one_pipeline_serves_a_stage_and_a_resumed_epoch_draws_the_same(digits_shards, preset):
+    """The pipeline is built once per stage; its augmentation comes in with each batch, drawn from
+    (seed, epoch, rank), so epoch 2 of a stage that ran epochs 0-1 equals epoch 2 of a fresh stage (a
+    resume), while epochs differ from each other."""
+    m = load_manifest(digits_shards)
+    make = lambda: DaliPhaseBatches(m, [0, 3, 7], None, None, 16, 0, 1, seed=5, preset=preset,  # noqa: E731
+                                    image_size=32, threads=2)
+    running = make()
+    epochs = [torch.cat([x for x, _ in running.epoch(e)]) for e in range(3)]
+    assert running.pipelines_built == 1
+    resumed = torch.cat([x for x, _ in make().epoch(2)])
+    assert torch.equal(resumed, epochs[2])
+    assert not torch.equal(epochs[1], epochs[2])
+    half = running.epoch(3)                     # a stage left mid-epoch releases its pipeline ...
+    next(half)
+    half.close()
+    assert torch.equal(torch.cat([x for x, _ in running.epoch(2)]), epochs[2])     # ... the next builds anew
+    assert running.pipelines_built == 2
+
+
+def _png(array: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return np.frombuffer(buf.getvalue(), dtype=np.uint8)
+
+
+def test_the_pipeline_applies_the_translation_crop_window_and_flip_it_is_given():
+    """x is the first axis of a shift and of a window: a 32 px image shifted by (+3, -2) holds pixel
+    (y + (-2), x + 3) of the original (zeros outside), and flipped mirrors that; a window over the left
+    half of a red | blue image decodes to red."""
+    from data_pipeline.loading.dali_pipeline import PipeSpec, build_pipeline, to_torch
+
+    ramp = np.zeros((32, 32, 3), np.uint8)
+    ramp[..., 0] = np.arange(32)[None, :] * 8          # R grows with x
+    ramp[..., 1] = np.arange(32)[:, None] * 8          # G grows with y
+    feed = [([_png(ramp)] * 2, np.array([[3, -2], [3, -2]], np.float32), np.array([0, 1], np.int32))]
+    spec = PipeSpec("train", "cifar", 32, threads=1)
+    it = iter(feed)
+    pipe = build_pipeline(lambda: next(it), spec, 2)
+    (out,) = pipe.run()
+    x = (to_torch(out, spec) * 255).round().to(torch.uint8)
+    want = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    src = torch.from_numpy(ramp).permute(2, 0, 1)
+    want[:, 2:, :29] = src[:, :30, 3:]
+    assert torch.equal(x[0], want) and torch.equal(x[1], want.flip(-1))
+
+    halves = np.zeros((40, 80, 3), np.uint8)
+    halves[:, :40, 0] = 255
+    halves[:, 40:, 2] = 255
+    feed = [([_png(halves)], np.array([[0, 0]], np.float32), np.array([[40, 40]], np.float32), np.array([0], np.int32))]
+    spec = PipeSpec("train", "imagenet", 16, threads=1)
+    it = iter(feed)
+    (out,) = build_pipeline(lambda: next(it), spec, 1).run()
+    mean = to_torch(out, spec)[0].mean((1, 2))
+    assert mean[0] > 0.95 and mean[2] < 0.05, mean
