@@ -23,22 +23,40 @@ def extract_features(model, images: torch.Tensor, device: torch.device, batch_si
     return torch.cat(out) if out else torch.empty(0)
 
 
+def _label_chunks(memory, labels, per_chunk: int) -> list[list[int]]:
+    """Consecutive runs of `labels` holding about `per_chunk` exemplars each (at least one class)."""
+    out: list[list[int]] = []
+    size = 0
+    for label in labels:
+        n = len(memory.get(label))
+        if out and size + n <= per_chunk:
+            out[-1].append(label)
+            size += n
+        else:
+            out.append([label])
+            size = n
+    return out
+
+
 @torch.no_grad()
 def class_means(model, memory, labels, device, flip: bool, batch_size: int = 256) -> torch.Tensor | None:
     """NME prototypes, (len(labels), d): per class, the mean of the L2-normalised exemplar features,
     averaged with the mean over the mirrored exemplars when `flip`, then L2-normalised (iCaRL's code,
     as LUCIR's `class_means`). None when a class has no exemplars. Used by evaluation's NME accuracy
-    and by iCaRL's classifier, so both report the same prototypes."""
+    and by iCaRL's classifier, so both report the same prototypes. Classes share full batches (a
+    thousand classes of 20 exemplars are 80 batches of 256, not 2,000 batches of 20)."""
+    if any(label not in memory.bank or not len(memory.get(label)) for label in labels):
+        return None
     means = []
-    for label in labels:
-        if label not in memory.bank or not len(memory.get(label)):
-            return None
-        x = memory.get(label).float()
-        f = extract_features(model, x, device, batch_size).mean(0)
+    for chunk in _label_chunks(memory, labels, batch_size):
+        x = torch.cat([memory.get(label) for label in chunk]).float()
+        counts = [len(memory.get(label)) for label in chunk]
+        f = torch.stack([part.mean(0) for part in extract_features(model, x, device, batch_size).split(counts)])
         if flip:
-            f = (f + extract_features(model, x.flip(-1), device, batch_size).mean(0)) / 2
-        means.append(torch.nn.functional.normalize(f, dim=0))
-    return torch.stack(means)
+            fm = extract_features(model, x.flip(-1), device, batch_size).split(counts)
+            f = (f + torch.stack([part.mean(0) for part in fm])) / 2
+        means.append(torch.nn.functional.normalize(f, dim=1))
+    return torch.cat(means)
 
 
 def nme_scores(features: torch.Tensor, means: torch.Tensor) -> torch.Tensor:

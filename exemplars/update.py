@@ -43,6 +43,11 @@ def _spread(groups: list[list[int]], cost_of, rank: int, world: int, exchange: E
             sent: list[int]) -> dict[int, torch.Tensor]:
     """Run `work(group)` for this rank's groups; exchange every rank's results (bytes sent into `sent`)."""
     assignment = assign_groups(groups, [cost_of(g) for g in groups], world)
+    idle = sum(1 for a in assignment if not a)
+    if idle and rank == 0:
+        log.warning("exemplar level: %d class group(s) for %d ranks, so %d rank(s) wait idle; a smaller "
+                    "exemplars.group_size gives every rank work (it sets which classes mnemonics optimises "
+                    "together, so it is part of the recipe, not picked by the world size)", len(groups), world, idle)
     mine: dict[int, torch.Tensor] = {}
     t0 = time.perf_counter()
     for n, gi in enumerate(assignment[rank]):
@@ -67,8 +72,8 @@ def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labe
     """Steps 10-17 of Algorithm 1 on `memory` (in place); returns what was done (for events.jsonl).
 
     `settings`: the `exemplars` config section; `group_images(labels) -> (images, labels)`: the real D_i
-    images (uint8) and incremental labels of a class group, decoded when asked (a rank decodes only its
-    own groups); `counts`: images per new class (for balancing groups over ranks); `gather` collects
+    images (uint8, or a LazyImages that decodes the samples a selection takes) and incremental labels of
+    a class group, decoded when asked (a rank decodes only its own groups); `counts`: images per new class (for balancing groups over ranks); `gather` collects
     small objects (notes), `exchange` the exemplar tensors."""
     t0 = time.perf_counter()
     was_training = model.training
@@ -78,6 +83,11 @@ def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labe
 
     def select(group):
         images, labels = group_images(group)
+        if hasattr(images, "with_view"):                  # decoded lazily (PhaseImages.lazy)
+            if selection.takes_lazy_images:
+                return selection.select(model, images.with_view(lambda x: model_view(x, image_size)), labels,
+                                        group, m, ctx)
+            images = images.tensor()
         return selection.select(model, model_view(images, image_size), labels, group, m, ctx)
 
     new_groups = class_groups(list(new_labels), settings.group_size)

@@ -57,7 +57,8 @@ def resolve_loader(name: str, device: torch.device = torch.device("cpu")) -> str
 
 @dataclass
 class StageData:
-    """Training data of a stage: real images (uint8) and exemplar tensors (float), with labels.
+    """Training data of a stage: real images (uint8) and exemplar tensors (float16 as stored, or float), with
+    labels.
 
     `real_images` is a uint8 tensor, or the run's lazily decoded PhaseImages (indexing it with a
     mask or index tensor decodes only the classes selected; `.images` decodes all of it)."""
@@ -77,7 +78,7 @@ def train_batches(loader: str, settings: DataSettings, batch_size: int, data: St
     `loader`: resolve_loader's answer; `phase_real`: the phase's real data as the run read it (a lazily
     decoded PhaseImages). The DALI loader is used when `data.real_images` is exactly that set, which then
     is never decoded in memory; exemplar-only stages (balanced fine-tune) need no decoding and keep
-    PhaseBatches."""
+    PhaseBatches. Either keeps the exemplars on `device` for the stage; call `close()` after it."""
     from data_pipeline.loading.phase_batches import PhaseBatches
     from data_pipeline.loading.phase_images import PhaseImages
 
@@ -88,7 +89,24 @@ def train_batches(loader: str, settings: DataSettings, batch_size: int, data: St
         class_ids = sorted(set(phase_real.class_ids.tolist()))
         return DaliPhaseBatches(manifest, class_ids, data.ex_images, data.ex_labels, batch_size, rank, world, seed,
                                 settings.preset, settings.image_size, label_of=label_of, exemplar_share=share,
-                                threads=max(1, settings.workers), device_id=_device_id(device))
+                                threads=max(1, settings.workers), device_id=_device_id(device),
+                                layout="channels_last")        # the model's layout (models/net.py)
     real_images = data.real_images.images if isinstance(data.real_images, PhaseImages) else data.real_images
     return PhaseBatches(real_images, data.real_labels, data.ex_images, data.ex_labels, batch_size, rank, world,
-                        seed, settings.preset, settings.image_size, exemplar_share=share)
+                        seed, settings.preset, settings.image_size, exemplar_share=share, device=device)
+
+
+def eval_batches(loader: str, settings: DataSettings, manifest, device: torch.device):
+    """Evaluation's decoder (trainer/run/evaluate.EvalBatches): the DALI eval pipeline when the run trains
+    with DALI (each rank decodes only its part of the test set, with nvJPEG on a GPU), else None (the
+    in-memory reader decodes)."""
+    if loader != "dali":
+        return None
+    from data_pipeline.loading.dali_batches import dali_eval_batches
+
+    def decoded(test, indices: torch.Tensor, batch_size: int):
+        for x, _ in dali_eval_batches(manifest, test.split, test.ids, batch_size, settings.preset, settings.image_size,
+                                      threads=max(1, settings.workers), device_id=_device_id(device),
+                                      layout="channels_last", indices=indices):
+            yield x
+    return decoded

@@ -7,7 +7,13 @@ Images are decoded only for the classes a caller touches:
 * `classes(ids)`: the images of a few classes (exemplar selection and evaluation walk a phase in
   class groups with it, so an ImageNet-1k phase of 640k images never has to sit in memory at once);
 * `images`: all of them (the in-memory torch loader; refused above `data.cache_max_gb`, as before);
-* `x[mask]` / `x[index]`: the selected samples, decoding only the classes they belong to.
+* `x[mask]` / `x[index]`: the selected samples, decoding only the classes they belong to;
+* `samples(index)`: only the selected samples (random access through the shards' index files, decoded
+  on `workers` threads);
+* `part(ids, rank, world)`: a rank's share of each class (every world-th sample), decoded alone
+  (evaluation: no rank decodes another rank's images);
+* `lazy(ids)`: the classes' images as a LazyImages, decoded sample by sample when a consumer takes
+  them (exemplar selection: a random subset and a few real batches need only those images).
 
 Decoded classes are kept in a per-split cache shared by every set of that split (a class's test
 images are decoded once for the whole run) while the set being read fits under `cache_max_gb`;
@@ -15,18 +21,51 @@ once a set is larger than that, nothing is kept and the cache is dropped (stream
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 from core.errors import UserError
 from data_pipeline.shards.manifest import Manifest
-from data_pipeline.shards.reader import decoded_bytes, read_classes, stored_side
+from data_pipeline.shards.reader import decode_image, decoded_bytes, read_classes, stored_side
+from data_pipeline.shards.samples import SampleReader, phase_samples
 
 
 class ClassCache:
-    """Decoded uint8 images per class id, for one split of one shard set."""
+    """Decoded uint8 images per class id (and per (class id, rank, world) for a rank's part), for one
+    split of one shard set."""
 
     def __init__(self) -> None:
-        self.images: dict[int, torch.Tensor] = {}
+        self.images: dict[int | tuple[int, int, int], torch.Tensor] = {}
+
+
+class _SampleDecoder:
+    """Chosen samples of a set, read through the index files (one pread each) and decoded on threads."""
+
+    def __init__(self, manifest: Manifest, split: str, ids: list[int], preset: str, image_size: int, threads: int):
+        self.table = phase_samples(manifest, split, ids)          # the set's (class, key) order
+        self.reader = SampleReader(self.table)
+        self.split, self.preset, self.image_size = split, preset, image_size
+        self.threads = max(1, threads) if self.reader.all_open else 1
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _one(self, i: int) -> torch.Tensor:
+        t = self.table
+        data = self.reader.read(i)
+        return torch.from_numpy(decode_image(data, self.preset, self.image_size, self.split,
+                                             f"{t.paths[t.shard[i]]}:{t.keys[i]}")).permute(2, 0, 1)
+
+    def decode(self, index: list[int], shape) -> torch.Tensor:
+        out = torch.empty((len(index), *shape), dtype=torch.uint8)
+        if self.threads > 1 and len(index) > 1:
+            if self._pool is None:                     # kept for the set's life: requests are often small
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="mnemo-decode")
+            images = self._pool.map(self._one, index)
+        else:
+            images = map(self._one, index)
+        for k, img in enumerate(images):
+            out[k] = img
+        return out
 
 
 class PhaseImages:
@@ -51,6 +90,7 @@ class PhaseImages:
         if not self.fits:
             self.cache.images.clear()          # streaming from here on: hold one request at a time
         self._all: torch.Tensor | None = None
+        self._decoder: _SampleDecoder | None = None
 
     def __len__(self) -> int:
         return len(self.class_ids)
@@ -91,6 +131,54 @@ class PhaseImages:
                 size = b
         return out
 
+    def samples(self, index) -> torch.Tensor:
+        """uint8 (n, 3, S, S): the samples at `index` (positions in this set), decoding only those, except
+        where their class is decoded already."""
+        index = torch.as_tensor(index, dtype=torch.int64).reshape(-1)
+        out = torch.empty((len(index), *self.shape), dtype=torch.uint8)
+        cls = self.class_ids[index]
+        todo = torch.ones(len(index), dtype=torch.bool)
+        for c in torch.unique(cls).tolist():
+            if c in self.cache.images:
+                here = cls == c
+                out[here] = self.cache.images[c][index[here] - self.offsets[c][0]]
+                todo &= ~here
+        if todo.any():
+            if self._decoder is None:
+                self._decoder = _SampleDecoder(self.manifest, self.split, self.ids, self.preset, self.image_size,
+                                               self.workers)
+            out[todo] = self._decoder.decode(index[todo].tolist(), self.shape)
+        return out
+
+    def part_span(self, ids, rank: int, world: int) -> torch.Tensor:
+        """Sample indices of rank `rank`'s part of classes `ids`: every world-th sample of each class."""
+        return torch.cat([torch.arange(a + rank, b, world) for a, b in (self.offsets[int(c)] for c in sorted(ids))]) \
+            if len(ids) else torch.empty(0, dtype=torch.int64)
+
+    def part(self, ids, rank: int, world: int) -> torch.Tensor:
+        """uint8 images of `part_span(ids, rank, world)`; with world > 1 only that part is decoded (and
+        kept, per class, while the set fits data.cache_max_gb)."""
+        if world == 1:
+            return self.classes(ids)
+        out = []
+        for c in sorted(int(c) for c in ids):
+            key = (c, rank, world)
+            got = self.cache.images.get(key)
+            if got is None:
+                got = self.samples(self.part_span([c], rank, world))
+                if self.fits:
+                    self.cache.images[key] = got
+            out.append(got)
+        return torch.cat(out) if out else torch.empty((0, *self.shape), dtype=torch.uint8)
+
+    def lazy(self, ids) -> torch.Tensor | LazyImages:
+        """The images of classes `ids`: a tensor when they are decoded already, else a LazyImages that
+        decodes each sample the first time a consumer takes it."""
+        ids = sorted(int(c) for c in ids)
+        if all(c in self.cache.images for c in ids):
+            return self.classes(ids)
+        return LazyImages(self, self.span(ids))
+
     def span(self, ids) -> torch.Tensor:
         """Sample indices (into this set) of class ids `ids`, in order."""
         return torch.cat([torch.arange(*self.offsets[int(c)]) for c in sorted(ids)]) if len(ids) else \
@@ -120,3 +208,52 @@ class PhaseImages:
         pos[local] = torch.arange(len(local))
         return self.classes(touched)[pos[index]]
 
+
+
+class LazyImages:
+    """Some samples of a PhaseImages, decoded when taken. Indexing (an int, a slice, a mask or an index
+    tensor) gives another LazyImages over the chosen samples, decoding nothing; `float()`, `to()` and
+    `tensor()` decode what is not decoded yet (kept for the views of one group) and return a uint8 (or
+    float) tensor, like the tensor this stands in for. `view` applies to each decoded batch (the model's
+    crop of stored train images: augment.model_view)."""
+
+    dtype = torch.uint8
+    device = torch.device("cpu")
+
+    def __init__(self, source: PhaseImages, index: torch.Tensor, view=None, decoded: dict | None = None):
+        self.source, self.index, self.view = source, index, view
+        self.decoded = decoded if decoded is not None else {}     # sample -> uint8 (3, S, S), shared by views
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> torch.Size:
+        probe = self.source.shape if self.view is None else self.view(torch.empty((1, *self.source.shape),
+                                                                                  dtype=torch.uint8)).shape[1:]
+        return torch.Size((len(self), *probe))
+
+    def with_view(self, view) -> LazyImages:
+        return LazyImages(self.source, self.index, view, self.decoded)
+
+    def __getitem__(self, key) -> LazyImages:
+        if isinstance(key, int):
+            key = slice(key, key + 1 if key != -1 else None)
+        if isinstance(key, torch.Tensor) and key.dtype == torch.bool:
+            key = torch.nonzero(key).flatten()
+        return LazyImages(self.source, self.index[key].reshape(-1), self.view, self.decoded)
+
+    def tensor(self) -> torch.Tensor:
+        todo = sorted({int(i) for i in self.index.tolist()} - set(self.decoded))
+        if todo:
+            for i, img in zip(todo, self.source.samples(todo)):
+                self.decoded[i] = img
+        x = torch.stack([self.decoded[int(i)] for i in self.index.tolist()]) if len(self) else \
+            torch.empty((0, *self.source.shape), dtype=torch.uint8)
+        return x if self.view is None else self.view(x)
+
+    def float(self) -> torch.Tensor:
+        return self.tensor().float()
+
+    def to(self, *args, **kwargs) -> torch.Tensor:
+        return self.tensor().to(*args, **kwargs)

@@ -45,6 +45,12 @@ def _to_square(img: Image.Image, preset: str, side: int, image_size: int, split:
     return np.asarray(img)
 
 
+def decode_image(data, preset: str, image_size: int, split: str, name: str = "") -> np.ndarray:
+    """One encoded image as the stored uint8 HWC array of `split` (what read_classes holds per sample)."""
+    img = open_rgb(bytes(data), name=name)
+    return np.array(_to_square(img, preset, stored_side(preset, image_size, split), image_size, split))
+
+
 def decoded_bytes(samples: int, side: int) -> int:
     """Memory of `samples` decoded uint8 images of 3 x side x side."""
     return samples * 3 * side * side

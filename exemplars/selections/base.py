@@ -32,7 +32,13 @@ class SelectionContext:
 
 
 class Selection(Plugin):
-    """A selection's `Settings` are mounted at exemplars.<name>."""
+    """A selection's `Settings` are mounted at exemplars.<name>.
+
+    `takes_lazy_images = True` says that `select` only indexes its `images` (ints, slices, masks, index
+    tensors) and takes pixels through `.float()`, `.to()` or `.tensor()`: it is then given a LazyImages
+    (data_pipeline/loading/phase_images.py) where the group is not decoded yet, which decodes just the
+    samples taken. Otherwise `images` is always a uint8 tensor of the whole group."""
+    takes_lazy_images = False
 
     def __init__(self, settings=None):
         super().__init__(settings)
@@ -41,7 +47,8 @@ class Selection(Plugin):
     def select(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, group: list[int], m: int,
                ctx: SelectionContext) -> dict[int, torch.Tensor]:
         """E_i for one class group: per label of `group`, at most `m` exemplars as float pixels in [0, 1],
-        best first. `images`: the group's real images (uint8, model input size), `labels` theirs."""
+        best first. `images`: the group's real images (uint8, model input size; see takes_lazy_images),
+        `labels` theirs."""
         raise NotImplementedError
 
     def adjust(self, model: nn.Module, exemplars: dict[int, torch.Tensor], group: list[int],

@@ -28,6 +28,8 @@ def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def herd(model, images: torch.Tensor, labels: torch.Tensor, group: list[int], m: int, ctx) -> dict[int, torch.Tensor]:
+    if hasattr(images, "tensor"):          # a LazyImages: herding sees every image, so decode the group at once
+        images = images.tensor()
     return pick_per_class(images, labels, group, lambda label, cls: herding_order(
         extract_features(model, cls, ctx.device, ctx.feature_batch_size), m))
 
@@ -35,6 +37,7 @@ def herd(model, images: torch.Tensor, labels: torch.Tensor, group: list[int], m:
 @register
 class Herding(Selection):
     name = "herding"
+    takes_lazy_images = True        # indexes its images and decodes what it takes
 
     def select(self, model, images, labels, group, m, ctx):
         return herd(model, images, labels, group, m, ctx)

@@ -64,6 +64,7 @@ def _unstack(x: torch.Tensor, exemplars: dict[int, torch.Tensor], group: list[in
 @register
 class Mnemonics(Selection):
     name = "mnemonics"
+    takes_lazy_images = True        # indexes its images and decodes what it takes
     Settings = MnemonicsSettings
 
     def select(self, model, images, labels, group, m, ctx):

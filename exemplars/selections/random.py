@@ -19,6 +19,7 @@ def pick_random(images: torch.Tensor, labels: torch.Tensor, group: list[int], m:
 @register
 class Random(Selection):
     name = "random"
+    takes_lazy_images = True        # indexes its images and decodes what it takes
 
     def select(self, model, images, labels, group, m, ctx):
         return pick_random(images, labels, group, m, ctx)

@@ -2,10 +2,12 @@
 arrived in (a row of the accuracy matrix), on D_0^test, and old vs new classes."""
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 import torch
 
 from core.protocol import PhasePlan
-from exemplars.features import class_means, extract_features, nme_scores
+from exemplars.features import class_means, nme_scores
 from trainer.engine import distributed
 
 
@@ -13,51 +15,66 @@ def _pct(correct: torch.Tensor) -> float | None:
     return round(100.0 * correct.float().mean().item(), 4) if len(correct) else None
 
 
-@torch.no_grad()
-def predict_all(strategy, model, images: torch.Tensor, device, batch_size: int, topk: int = 1) -> torch.Tensor:
-    """Top-1 predictions (N,), or with topk > 1 the best min(topk, classes) classes (N, k), best first."""
-    model.eval()
-    preds = []
-    for i in range(0, len(images), batch_size):
-        x = images[i: i + batch_size].to(device).float().div_(255)
-        scores = strategy.predict(model, x)
-        preds.append((scores.argmax(1) if topk == 1 else scores.topk(min(topk, scores.shape[1]), 1).indices).cpu())
-    if preds:
-        return torch.cat(preds)
-    return torch.empty((0,) if topk == 1 else (0, topk), dtype=torch.int64)
-
-
-@torch.no_grad()
-def predict_nme(model, images, means: torch.Tensor, device, batch_size: int) -> torch.Tensor:
-    return nme_scores(extract_features(model, images, device, batch_size), means).argmax(1)
-
-
 # Evaluation decodes the test set in chunks of classes of at most this many bytes (ImageNet-1k val at
 # 224 px is 7.5 GB): a chunk is decoded, predicted and dropped unless the set fits data.cache_max_gb.
 CHUNK_BYTES = 1 << 30
+# `EvalBatches(test, indices, batch_size)`: float [0,1] batches of the test samples at `indices`, in
+# order and `batch_size` at a time, on the device (the DALI eval pipeline: loaders.eval_batches)
+EvalBatches = Callable[[object, torch.Tensor, int], Iterator[torch.Tensor]]
+
+
+def _local_chunks(test, rank: int, world: int, device, batch_size: int, chunk_bytes: int,
+                  decoded: EvalBatches | None) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """This rank's part of every class of `test` (every world-th sample), as chunks of (sample indices,
+    float images on `device`) batches. Only that part is decoded: by `decoded` where given (all in one
+    chunk: nothing is held), else class chunk by class chunk (test.part)."""
+    if decoded is not None:
+        idx = test.part_span(test.ids, rank, world)
+        if len(idx):
+            yield list(zip(idx.split(batch_size), decoded(test, idx, batch_size)))
+        return
+    for ids in test.chunks(chunk_bytes):
+        idx = test.part_span(ids, rank, world)
+        if not len(idx):
+            continue
+        images = test.part(ids, rank, world)
+        yield [(idx[i: i + batch_size], images[i: i + batch_size].to(device).float().div_(255))
+               for i in range(0, len(idx), batch_size)]
+
+
+@torch.no_grad()
+def _predict_chunk(strategy, model, batches, means: torch.Tensor | None) -> tuple:
+    """(indices, CNN top-5 (n, k), NME top-1 or None) of one chunk's batches."""
+    model.eval()
+    idx, top, feats = [], [], []
+    for i, x in batches:
+        scores = strategy.predict(model, x)
+        idx.append(i)
+        top.append(scores.topk(min(5, scores.shape[1]), 1).indices.cpu())
+        if means is not None:
+            feats.append(torch.nn.functional.normalize(model.features(x.float()), dim=1).float().cpu())
+    nme = nme_scores(torch.cat(feats), means).argmax(1) if means is not None else None
+    return torch.cat(idx), torch.cat(top), nme
 
 
 def evaluate(model, strategy, test, labels: torch.Tensor, plan: PhasePlan, phase: int, memory,
-             device, batch_size: int, nme: bool, flip: bool, dist_info, chunk_bytes: int = CHUNK_BYTES) -> dict:
+             device, batch_size: int, nme: bool, flip: bool, dist_info, chunk_bytes: int = CHUNK_BYTES,
+             decoded: EvalBatches | None = None) -> dict:
     """`test`: the seen classes' test images (a PhaseImages, decoded chunk by chunk of classes), `labels`
-    their incremental labels. Each rank predicts a strided slice of every chunk; predictions are
-    gathered so every rank returns the same dict."""
+    their incremental labels. Each rank predicts its part of every class (`decoded`: the DALI eval
+    pipeline, else the in-memory reader); predictions are gathered so every rank returns the same dict."""
     rank, world = dist_info.rank, dist_info.world
     seen = plan.seen_labels(phase)
     # None when a seen class has no exemplars: then there is no NME accuracy
     means = class_means(model, memory, seen, device, flip, batch_size) if nme and memory is not None else None
     use_nme = means is not None
     parts_idx, parts_top, parts_nme = [], [], []
-    for ids in test.chunks(chunk_bytes):
-        span = test.span(ids)
-        local = torch.arange(len(span))[rank::world]
-        if not len(local):
-            continue
-        images = test.classes(ids)[local]
-        parts_idx.append(span[local])
-        parts_top.append(predict_all(strategy, model, images, device, batch_size, topk=5))
+    for batches in _local_chunks(test, rank, world, device, batch_size, chunk_bytes, decoded):
+        i, top, nme_pred = _predict_chunk(strategy, model, batches, means)
+        parts_idx.append(i)
+        parts_top.append(top)
         if use_nme:
-            parts_nme.append(predict_nme(model, images, means, device, batch_size))
+            parts_nme.append(nme_pred)
     idx = torch.cat(parts_idx) if parts_idx else torch.empty(0, dtype=torch.int64)
     top = torch.cat(parts_top) if parts_top else torch.empty((0, 5), dtype=torch.int64)
     mine = {"idx": idx, "cnn": top[:, 0], "top5": (top == labels[idx, None]).any(1)}

@@ -13,7 +13,8 @@ import torch
 
 from core import faults, seeds
 from data_pipeline.loading.augment import FLIP
-from data_pipeline.loading.loaders import resolve_loader, train_batches
+from data_pipeline.loading.loaders import eval_batches, resolve_loader, train_batches
+from exemplars.memory import STORE_DTYPE
 from exemplars.selections.base import SelectionContext
 from exemplars.update import update_memory
 from trainer.engine import distributed
@@ -113,9 +114,9 @@ class Phase:
     def update_exemplars(self) -> None:
         s, ctx, real = self.s, self.ctx, self.real
 
-        def group_images(labels):                      # one class group's D_i, decoded on demand
+        def group_images(labels):                      # one class group's D_i, decoded as a selection takes it
             ids = s.plan.class_ids(labels)
-            return real.classes(ids), self.real_labels[real.span(ids)]
+            return real.lazy(ids), self.real_labels[real.span(ids)]
 
         counts = {label: real.counts[s.plan.order[label]] for label in ctx.new_labels}
         sel = SelectionContext(s.cfg.seed, self.index, s.dist.device, s.cfg.eval.batch_size)
@@ -133,9 +134,9 @@ class Phase:
         stage narrows it."""
         s, ctx = self.s, self.ctx
         if not stage.rehearses:
-            data = StageData(None, None, *s.memory.tensors(ctx.seen_labels))
+            data = StageData(None, None, *s.memory.tensors(ctx.seen_labels, STORE_DTYPE))
         else:
-            ex = s.memory.tensors(ctx.old_labels) if s.strategy.uses_exemplars else (None, None)
+            ex = s.memory.tensors(ctx.old_labels, STORE_DTYPE) if s.strategy.uses_exemplars else (None, None)
             data = StageData(self.real, self.real_labels, *ex)
         return stage.data(ctx, data)
 
@@ -166,8 +167,11 @@ class Phase:
 
             start = 0 if resume_epoch is None else resume_epoch + 1
             run = StageRun(stage.name, self.index, spec.epochs, spec.lr_at, start, t.log_every, on_epoch_end)
-            figures = run_epochs(engine, lambda model, x, y: stage.loss(s.strategy, model, Batch(x, y)), batches,
-                                 run, s.events)
+            try:
+                figures = run_epochs(engine, lambda model, x, y: stage.loss(s.strategy, model, Batch(x, y)), batches,
+                                     run, s.events)
+            finally:
+                batches.close()
         timings = self.timings.value
         timings[f"{stage.name}_s"] = timings.get(f"{stage.name}_s", 0.0) + figures["seconds"]
         timings[f"{stage.name}_img_s"] = figures["img_s"]
@@ -182,7 +186,9 @@ class Phase:
         test = s.read("test", ctx.seen_labels)              # streamed in class chunks over data.cache_max_gb
         result = evaluate(s.model, s.strategy, test, s.plan.labels_of(test.class_ids), s.plan, self.index,
                           s.memory if s.strategy.uses_exemplars else None, s.dist.device, s.cfg.eval.batch_size,
-                          s.cfg.eval.nme, FLIP[s.cfg.data.preset], s.dist)
+                          s.cfg.eval.nme, FLIP[s.cfg.data.preset], s.dist,
+                          decoded=eval_batches(resolve_loader(s.cfg.data.loader, s.dist.device), s.cfg.data,
+                                               s.manifest, s.dist.device))
         self.timings.value["eval_s"] = time.perf_counter() - t_eval
         digests = distributed.all_gather_object(sealed_phases.weights_digest(s.model))
         if len(set(digests)) != 1:

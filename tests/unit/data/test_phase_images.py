@@ -81,3 +81,62 @@ def test_evaluation_in_class_chunks_equals_one_chunk_and_splits_over_ranks(digit
     assert sorted(idx.tolist()) == list(range(len(labels)))
     monkeypatch.setattr(distributed, "all_gather_object", lambda obj: halves)
     assert run(3 * 10 * 3 * 32 * 32, 0, 2) == whole
+
+
+def _count_decodes(monkeypatch):
+    from data_pipeline.loading import phase_images
+
+    calls = []
+    real = phase_images.decode_image
+    monkeypatch.setattr(phase_images, "decode_image", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_samples_and_a_ranks_part_decode_only_those_samples(digits_shards, monkeypatch):
+    """Random access through the index files gives the full decode's pixels, and decodes nothing else:
+    a rank's part of a class is every world-th sample, and the parts of all ranks tile the set."""
+    m = load_manifest(digits_shards)
+    ids = [3, 6, 8]
+    full = read_classes(m, "test", ids, "glyphs", 32)
+    calls = _count_decodes(monkeypatch)
+    s = PhaseImages(m, "test", ids, "glyphs", 32, workers=2)
+    idx = torch.tensor([5, 0, len(full) - 1, 5])
+    assert torch.equal(s.samples(idx), full.images[idx]) and len(calls) == 4
+    parts = [s.part_span(ids, r, 3) for r in range(3)]
+    assert sorted(torch.cat(parts).tolist()) == list(range(len(full)))
+    calls.clear()
+    got = s.part([6], 1, 3)
+    assert torch.equal(got, full.images[s.part_span([6], 1, 3)]) and len(calls) == len(got) < s.counts[6]
+    calls.clear()
+    assert torch.equal(s.part([6], 1, 3), got) and not calls                 # kept while the set fits
+    s.classes([8])
+    calls.clear()
+    assert torch.equal(s.samples(s.span([8])[:4]), full.images[s.span([8])[:4]]) and not calls   # decoded class
+
+
+def test_lazy_images_decode_only_what_a_selection_takes(digits_shards, monkeypatch):
+    """A random subset and one batch of a group: only those samples are decoded, once each, and the
+    pixels equal the eager decode. A decoded group is returned as a plain tensor."""
+    from exemplars.selections.random import pick_random
+    from exemplars.selections.base import SelectionContext
+
+    m = load_manifest(digits_shards)
+    ids = [1, 4]
+    full = read_classes(m, "train", ids, "glyphs", 32)
+    calls = _count_decodes(monkeypatch)
+    s = PhaseImages(m, "train", ids, "glyphs", 32)
+    lazy = s.lazy(ids)
+    labels = full.class_ids
+    assert len(lazy) == len(full) and lazy.shape == full.images.shape and not calls
+    ctx = SelectionContext(0, 0, torch.device("cpu"))
+    got = pick_random(lazy, labels, ids, 3, ctx)
+    want = pick_random(full.images, labels, ids, 3, ctx)
+    assert all(torch.equal(got[c], want[c]) for c in ids) and len(calls) == 6
+    new = {0, 2, 4} - set(lazy.decoded)                          # each sample is decoded once per group
+    batch = lazy[torch.tensor([0, 2, 4])]
+    assert torch.equal(batch.float(), full.images[[0, 2, 4]].float()) and len(calls) == 6 + len(new)
+    cropped = lazy.with_view(lambda x: x[..., 2:30, 2:30])
+    assert torch.equal(cropped[torch.tensor([0])].tensor(), full.images[:1, :, 2:30, 2:30])
+    assert len(calls) == 6 + len(new)
+    s.classes(ids)
+    assert isinstance(s.lazy(ids), torch.Tensor)
