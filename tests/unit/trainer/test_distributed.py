@@ -146,3 +146,49 @@ def test_exemplar_tensors_travel_as_tensors_from_their_owner(capsys):
     assert got[0]["sent"] == (3 + 1) * 3 * 8 * 8 * 2 and got[1]["sent"] == 5 * 3 * 8 * 8 * 2 + 2 * 2 * 4
     with capsys.disabled():
         print(f"\nexemplar exchange bytes sent per rank: {[g['sent'] for g in got]}")
+
+
+MEMORY = r"""
+import hashlib, json, sys
+from exemplars.memory import ExemplarMemory
+from trainer.engine import distributed
+from trainer.run.storage.run_dir import RunDir
+info = distributed.init("cpu")
+run = RunDir(sys.argv[1 + info.rank], info)       # rank 1's copy has no memory files at all
+digest = lambda m: {k: hashlib.sha256(v.numpy().tobytes()).hexdigest()[:12] for k, v in sorted(m.bank.items())}
+sealed, inside = ExemplarMemory(), ExemplarMemory()
+run.resume(0, {"memory": sealed})
+point = run.stage_point(1)
+inside.load_state_dict(point.extra["memory"])
+print(json.dumps({"sealed": digest(sealed), "in_phase": digest(inside)}))
+distributed.shutdown()
+"""
+
+
+def test_on_resume_rank_0_reads_the_exemplar_memory_and_sends_it(tmp_path):
+    """The sealed phase's memory.pt and the in-phase memory file are read by rank 0 alone: rank 1's view
+    of the run directory lacks both files, and both ranks still end with rank 0's memory, bit for bit."""
+    import shutil
+
+    from exemplars.memory import ExemplarMemory
+    from trainer.run.storage import sealed_phases
+    from trainer.run.storage.in_phase_checkpoint import _write_pointer
+
+    g = torch.Generator().manual_seed(0)
+    memory = ExemplarMemory()
+    for label in range(3):
+        memory.set(label, torch.rand(4, 3, 8, 8, generator=g))
+    main, other = tmp_path / "main", tmp_path / "other"
+    sealed_phases.seal_phase(main, 0, {"w": torch.zeros(1)}, memory.state_dict(), {})
+    later = ExemplarMemory()
+    later.load_state_dict(memory.state_dict())
+    later.set(3, torch.rand(2, 3, 8, 8, generator=g))
+    _write_pointer(main, {"phase": 1, "stage_index": 1, "stage": "train", "epoch": 0, "engine_tag": None}, {},
+                   memory=later)
+    shutil.copytree(main, other)
+    (other / "phases" / "p00" / "memory.pt").unlink()
+    for f in (other / "ckpt").glob("memory-*.pt"):
+        f.unlink()
+    got = [json.loads(o) for o in check(two_ranks(MEMORY, main, other))]
+    assert got[0] == got[1], got
+    assert len(got[0]["sealed"]) == 3 and len(got[0]["in_phase"]) == 4, got

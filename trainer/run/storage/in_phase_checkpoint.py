@@ -108,10 +108,11 @@ def load(run_dir: Path, phase: int) -> StagePoint | None:
         return None
 
 
-def load_pointer(run_dir: Path, st: dict) -> StagePoint:
-    """The checkpoint that state.json `st` names (another rank chose it: any error here is raised)."""
+def load_pointer(run_dir: Path, st: dict, with_memory: bool = True) -> StagePoint:
+    """The checkpoint that state.json `st` names (another rank chose it: any error here is raised);
+    `with_memory=False` leaves out the memory's own file (rank 0 sends it: RunDir.stage_point)."""
     extra = checkpoint_io.load(_root(run_dir) / st["extra"])
-    if st.get("memory"):
+    if st.get("memory") and with_memory:
         extra["memory"] = checkpoint_io.load(_root(run_dir) / st["memory"])
     return StagePoint(st["phase"], st["stage_index"], st["stage"], st["epoch"], st["engine_tag"], extra, st)
 

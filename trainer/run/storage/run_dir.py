@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Protocol
 
-from trainer.engine.distributed import DistInfo, barrier, broadcast_object
+from trainer.engine.distributed import DistInfo, barrier, broadcast_object, exchange_tensors
 from trainer.run import run_profile
 from trainer.run.metrics import MetricsLog
 from trainer.run.storage import in_phase_checkpoint, sealed_phases
@@ -91,9 +91,21 @@ class RunDir:
 
     def resume(self, phase: int, states: Mapping[str, Stateful]) -> dict:
         """Load sealed `phase` into `states`; returns state.pt (its plain values too)."""
-        model_sd, memory_sd, rest = sealed_phases.load_phase(self.path, phase)
+        model_sd, rest = (sealed_phases.load_file(self.path, phase, name) for name in ("model.pt", "state.pt"))
+        memory_sd = self._memory_from_main(lambda: sealed_phases.load_file(self.path, phase, "memory.pt"))
         _load_states(states, {**rest, "model": model_sd, "memory": memory_sd})
         return rest
+
+    def _memory_from_main(self, load):
+        """The exemplar memory's state as rank 0 reads it (`load()`), sent to the other ranks as tensors:
+        one read of the 3-6 GB of an ImageNet-1k memory from the shared file system, not one per rank."""
+        if self.dist.world == 1:
+            return load()
+        sd = load() if self.dist.is_main else None
+        if not broadcast_object(sd is not None):
+            return None
+        bank, _ = exchange_tensors(sd["bank"] if self.dist.is_main else {})
+        return {"bank": bank}
 
     # -- inside a phase ----------------------------------------------------------------------
     def stage_point(self, phase: int) -> StagePoint | None:
@@ -101,7 +113,9 @@ class RunDir:
         point = in_phase_checkpoint.load(self.path, phase) if self.dist.is_main else None
         pointer = broadcast_object(None if point is None else point.pointer)
         if point is None and pointer is not None:
-            point = in_phase_checkpoint.load_pointer(self.path, pointer)
+            point = in_phase_checkpoint.load_pointer(self.path, pointer, with_memory=False)
+        if pointer is not None and pointer.get("memory"):        # a file of its own: rank 0 read it
+            point.extra["memory"] = self._memory_from_main(lambda: point.extra["memory"])
         return point
 
     def restore_point(self, point: StagePoint, states: Mapping[str, Stateful]) -> None:
