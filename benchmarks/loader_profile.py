@@ -10,7 +10,8 @@ straight from the shards, and produce float [0,1] NCHW batches:
 * eval transform: decode, resize the short side to 256/224 S, centre crop S.
 
 `dali_cpu`: data_pipeline/dali_batches.py (the trainer's DALI loader: index-file reads, external
-source, DALI CPU operators with `--threads` threads). `torch_fallback`: webdataset + PIL +
+source, DALI CPU operators with `--threads` threads). `--read-latency-ms` makes every sample read of the DALI loader wait first, as on a shared file system
+(reads ahead on threads hide it; reads in the training thread add it to every step). `torch_fallback`: webdataset + PIL +
 torchvision transforms in a torch DataLoader with `--threads` worker processes (spawned; one torch
 thread each). `torch_inmemory` (unless --skip-inmemory): the trainer's data.loader=torch path, i.e. decode the
 phase once into memory (shard_reader.read_classes, one process) and then augment in torch every epoch
@@ -42,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--fallback-workers", type=int, default=None,
                     help="DataLoader workers of the torch fallback (default: --threads; 0: the main process)")
     ap.add_argument("--skip-inmemory", action="store_true", help="do not time the in-memory torch loader")
+    ap.add_argument("--skip-fallback", action="store_true", help="do not time the webdataset + PIL fallback")
+    ap.add_argument("--read-latency-ms", type=float, default=0.0,
+                    help="emulate a shared file system: every positioned read (os.pread, the DALI loader's "
+                         "sample reads) waits this long first")
     return ap
 
 
@@ -158,12 +163,17 @@ def main(argv=None) -> int:
               "mean_image_kb": round(sum(s.bytes for s in shards) / max(1, sum(s.samples for s in shards)) / 1024, 1),
               "size": args.size, "batch_size": args.batch_size, "threads": args.threads,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_before": load_before}}
-    result["torch_fallback"] = _torch_stream(m, args.split, classes, args)
+    if not args.skip_fallback:
+        result["torch_fallback"] = _torch_stream(m, args.split, classes, args)
+    if args.read_latency_ms:
+        real_pread, wait = os.pread, args.read_latency_ms / 1000
+        os.pread = lambda fd, n, offset: (time.sleep(wait), real_pread(fd, n, offset))[1]
+        result["read_latency_ms"] = args.read_latency_ms
     problem = dali_problem()
     result["dali_cpu"] = {"unavailable": problem} if problem else _dali(m, args.split, classes, args)
     if not args.skip_inmemory:
         result["torch_inmemory"] = _inmemory(m, args.split, classes, args)
-    if not problem:
+    if not problem and not args.skip_fallback:
         for k in ("train", "eval"):
             dali, fallback = result["dali_cpu"][f"{k}_img_s"], result["torch_fallback"][f"{k}_img_s"]
             result[f"dali_speedup_{k}"] = round(dali / fallback, 2)
@@ -178,3 +188,9 @@ def main(argv=None) -> int:
         result["versions"]["dali"] = DALI_VERSION
     print(json.dumps(result))
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -185,7 +185,9 @@ def dali_eval_batches(manifest: Manifest, split: str, class_ids, batch_size: int
     mine = torch.arange(len(samples))[rank::world] if indices is None else torch.as_tensor(indices)
     chunks = list(mine.split(batch_size))
     spec = PipeSpec("eval", preset, image_size, layout=layout, dtype=dtype, threads=threads, device_id=device_id)
-    decoded = decode_batches((reader.read_many(c.tolist()) for c in chunks), len(chunks), spec, batch_size, 0)
+    read_threads = max(1, min(4, threads)) if reader.all_open else 1
+    decoded = decode_batches(prefetched(lambda c: reader.read_many(c.tolist()), chunks, read_threads), len(chunks),
+                             spec, batch_size, 0)
     for idx, x in zip(chunks, decoded):
         yield x, labels[idx]
     reader.close()
