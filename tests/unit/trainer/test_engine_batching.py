@@ -77,36 +77,35 @@ def test_a_micro_batch_that_does_not_divide_the_rank_batch_is_a_user_error():
         Engine(_net(), distributed.init("cpu"), 24, 0.1, 0.9, 0.0, EngineSettings(micro_batch_size=5))
 
 
-# One rank of a two-process run: ResNet-20 with BatchNorm, 5 steps of its half of each global batch;
-# rank 0 saves the weights.
+# One rank of a two-process run: for each ZeRO stage in turn (one pair of processes for all three), a
+# fresh ResNet-20 with BatchNorm trains 5 steps on its half of each global batch; rank 0 saves the weights.
 WORKER = r"""
 from torch import nn
 from trainer.engine import distributed
 from trainer.engine.deepspeed_engine import Engine, EngineSettings
 from trainer.methods.models.net import IncrementalNet
 
-stage, out = int(sys.argv[1]), sys.argv[2]
+out = sys.argv[1]
 info = distributed.init("cpu")
-torch.manual_seed(0)
-model = IncrementalNet("resnet20", "glyphs")
-model.head.grow(5)
-engine = Engine(model, info, 16, 0.1, 0.9, 5e-4, EngineSettings(zero_stage=stage))
-g = torch.Generator().manual_seed(1)
-for _ in range(5):
-    x, y = torch.rand(16, 3, 16, 16, generator=g), torch.randint(0, 5, (16,), generator=g)
-    x, y = x[info.rank::2], y[info.rank::2]
-    engine.step(nn.functional.cross_entropy(engine.module(x), y))
-if info.is_main:
-    torch.save({k: v.detach().clone() for k, v in engine.module.state_dict().items()}, out)
+for stage in (0, 1, 2):
+    torch.manual_seed(0)
+    model = IncrementalNet("resnet20", "glyphs")
+    model.head.grow(5)
+    with Engine(model, info, 16, 0.1, 0.9, 5e-4, EngineSettings(zero_stage=stage)) as engine:
+        g = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            x, y = torch.rand(16, 3, 16, 16, generator=g), torch.randint(0, 5, (16,), generator=g)
+            x, y = x[info.rank::2], y[info.rank::2]
+            engine.step(nn.functional.cross_entropy(engine.module(x), y))
+    if info.is_main:
+        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, f"{out}/z{stage}.pt")
 distributed.shutdown()
 """
 
 
 def test_zero_stages_1_and_2_train_and_agree_with_stage_0(tmp_path):
-    weights = {}
-    for stage in (0, 1, 2):
-        check(two_ranks(WORKER, stage, tmp_path / f"z{stage}.pt"))
-        weights[stage] = torch.load(tmp_path / f"z{stage}.pt", weights_only=True)
+    check(two_ranks(WORKER, tmp_path))
+    weights = {stage: torch.load(tmp_path / f"z{stage}.pt", weights_only=True) for stage in (0, 1, 2)}
     for stage in (1, 2):
         for k, w in weights[0].items():
             if w.is_floating_point():
