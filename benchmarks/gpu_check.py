@@ -90,23 +90,56 @@ def _train(engine, batches, epochs: int) -> float:
 
 
 def check_syncs(smoke: bool) -> dict:
-    import warnings
-
     import torch
 
-    if not torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if not cuda and not smoke:
         return {"skipped": "needs CUDA (torch.cuda.set_sync_debug_mode)"}
     z = _sizes(smoke)
-    engine, info = _engine(z, "cuda")
+    engine, info = _engine(z, "cuda" if cuda else "cpu")
+    batches = _exemplar_batches(z, info.device)
+    if not cuda:                                    # the smoke run: prove the code, count nothing
+        _train(engine, batches, 1)
+        return {"skipped": "needs CUDA (torch.cuda.set_sync_debug_mode); the batches ran on CPU",
+                "steps_run": batches.steps_per_epoch}
     x = torch.rand(z["batch"], 3, z["size"], z["size"], device=info.device)
     y = torch.randint(0, z["classes"], (z["batch"],), device=info.device)
     steps = 20
     _train(engine, _Repeat(x, y, 5), 1)                       # warm-up outside the count
+    out = {"steps": steps, **_count(lambda: _train(engine, _Repeat(x, y, steps), 1), steps)}
+    with_data = _count(lambda: _train(engine, batches, 1), batches.steps_per_epoch)
+    out["with_exemplar_batches"] = {"steps": batches.steps_per_epoch, **with_data}
+    out["note"] = ("the epoch loop reads losses at log points and epoch ends only; with_exemplar_batches "
+                   "adds the host-decoded real part's copy and the on-device exemplar augmentation")
+    return out
+
+
+def _exemplar_batches(z: dict, device):
+    """The trainer's batches: host real images mixed with float16 exemplars that live on `device`."""
+    import torch
+
+    from data_pipeline.loading.phase_batches import PhaseBatches
+
+    g = torch.Generator().manual_seed(0)
+    n_real, n_ex = 20 * z["batch"], 8 * z["batch"]
+    return PhaseBatches(torch.randint(0, 256, (n_real, 3, z["size"], z["size"]), dtype=torch.uint8, generator=g),
+                        torch.randint(0, z["classes"], (n_real,), generator=g),
+                        torch.rand(n_ex, 3, z["size"], z["size"], generator=g).half(),
+                        torch.randint(0, z["classes"], (n_ex,), generator=g), z["batch"], 0, 1, 0, "cifar",
+                        z["size"], device=device)
+
+
+def _count(run, steps: int) -> dict:
+    """Synchronisations while `run()` trains `steps` steps, by call site (torch.cuda.set_sync_debug_mode)."""
+    import warnings
+
+    import torch
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            _train(engine, _Repeat(x, y, steps), 1)
+            run()
         finally:
             torch.cuda.set_sync_debug_mode("default")
     where: dict[str, int] = {}                                   # call site -> syncs
@@ -115,9 +148,8 @@ def check_syncs(smoke: bool) -> dict:
             key = f"{Path(w.filename).name}:{w.lineno}"
             where[key] = where.get(key, 0) + 1
     syncs = sum(where.values())
-    return {"steps": steps, "syncs": syncs, "syncs_per_step": round(syncs / steps, 2),
-            "where": dict(sorted(where.items(), key=lambda kv: -kv[1])[:8]),
-            "note": "the epoch loop itself reads losses at log points and epoch ends only; the rest is DeepSpeed"}
+    return {"syncs": syncs, "syncs_per_step": round(syncs / steps, 2),
+            "where": dict(sorted(where.items(), key=lambda kv: -kv[1])[:8])}
 
 
 def _jpeg_shards(root: Path, smoke: bool) -> Path:

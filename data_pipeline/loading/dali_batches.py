@@ -76,7 +76,7 @@ class DaliPhaseBatches:
         self.preset, self.exemplar_share = preset, exemplar_share
         self.spec = PipeSpec("train", preset, image_size, layout=layout, dtype=dtype, threads=threads,
                              device_id=device_id)
-        self.read_threads = max(1, min(4, threads)) if self.reader.all_open else 1
+        self.read_threads = max(1, min(8, threads)) if self.reader.all_open else 1
         # image sizes from the headers (random-resized-crop windows need them), read once per sample
         self.sizes = np.full((self.n_real, 2), -1, dtype=np.int64) if preset == "imagenet" else None
         self._pipe = None
@@ -185,7 +185,7 @@ def dali_eval_batches(manifest: Manifest, split: str, class_ids, batch_size: int
     mine = torch.arange(len(samples))[rank::world] if indices is None else torch.as_tensor(indices)
     chunks = list(mine.split(batch_size))
     spec = PipeSpec("eval", preset, image_size, layout=layout, dtype=dtype, threads=threads, device_id=device_id)
-    read_threads = max(1, min(4, threads)) if reader.all_open else 1
+    read_threads = max(1, min(8, threads)) if reader.all_open else 1
     decoded = decode_batches(prefetched(lambda c: reader.read_many(c.tolist()), chunks, read_threads), len(chunks),
                              spec, batch_size, 0)
     for idx, x in zip(chunks, decoded):
