@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from core.runs import bounded_runs
+
 
 @torch.no_grad()
 def extract_features(model, images: torch.Tensor, device: torch.device, batch_size: int = 256,
@@ -23,21 +25,6 @@ def extract_features(model, images: torch.Tensor, device: torch.device, batch_si
     return torch.cat(out) if out else torch.empty(0)
 
 
-def _label_chunks(memory, labels, per_chunk: int) -> list[list[int]]:
-    """Consecutive runs of `labels` holding about `per_chunk` exemplars each (at least one class)."""
-    out: list[list[int]] = []
-    size = 0
-    for label in labels:
-        n = len(memory.get(label))
-        if out and size + n <= per_chunk:
-            out[-1].append(label)
-            size += n
-        else:
-            out.append([label])
-            size = n
-    return out
-
-
 @torch.no_grad()
 def class_means(model, memory, labels, device, flip: bool, batch_size: int = 256) -> torch.Tensor | None:
     """NME prototypes, (len(labels), d): per class, the mean of the L2-normalised exemplar features,
@@ -48,7 +35,7 @@ def class_means(model, memory, labels, device, flip: bool, batch_size: int = 256
     if any(label not in memory.bank or not len(memory.get(label)) for label in labels):
         return None
     means = []
-    for chunk in _label_chunks(memory, labels, batch_size):
+    for chunk in bounded_runs(labels, lambda label: len(memory.get(label)), batch_size):
         x = torch.cat([memory.get(label) for label in chunk]).float()
         counts = [len(memory.get(label)) for label in chunk]
         f = torch.stack([part.mean(0) for part in extract_features(model, x, device, batch_size).split(counts)])

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from core.errors import UserError
+from core.runs import bounded_runs
 from data_pipeline.shards.manifest import Manifest
 from data_pipeline.shards.reader import decode_image, decoded_bytes, read_classes, stored_side
 from data_pipeline.shards.samples import SampleReader, phase_samples
@@ -119,17 +120,7 @@ class PhaseImages:
     def chunks(self, max_bytes: int) -> list[list[int]]:
         """Consecutive runs of this set's class ids, each at most `max_bytes` decoded (at least one class)."""
         per_image = 3 * self.shape[1] * self.shape[2]
-        out: list[list[int]] = []
-        size = 0
-        for c in self.ids:
-            b = self.counts[c] * per_image
-            if out and size + b <= max_bytes:
-                out[-1].append(c)
-                size += b
-            else:
-                out.append([c])
-                size = b
-        return out
+        return bounded_runs(self.ids, lambda c: self.counts[c] * per_image, max_bytes)
 
     def samples(self, index) -> torch.Tensor:
         """uint8 (n, 3, S, S): the samples at `index` (positions in this set), decoding only those, except
