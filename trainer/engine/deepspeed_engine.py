@@ -35,7 +35,14 @@ class EngineSettings:
 def _quiet_deepspeed():
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
     import deepspeed
+    import deepspeed.ops
     from deepspeed.utils import logger as ds_logger
+
+    if os.environ["DS_ACCELERATOR"] == "cpu":
+        # On CPU, DeepSpeed's comm backend JIT-builds a shared-memory all-reduce that only its
+        # inference_all_reduce uses; training never calls it. Building it costs ~45 s on a fresh
+        # checkout, and a process killed mid-build leaves a lock every later engine waits on forever.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
     ds_logger.setLevel(logging.WARNING)
     return deepspeed

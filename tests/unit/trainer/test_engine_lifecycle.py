@@ -34,3 +34,14 @@ def test_hooks_and_live_engines_stay_constant_over_five_rebuilds():
     assert [ref() is None for ref in alive] == [True] * 5      # no engine outlives its stage
     assert inside > before                           # ... carries its hooks; the teacher is copied later
     assert _hooks(frozen_copy(model)) == before
+
+
+def test_on_cpu_deepspeed_builds_no_shared_memory_op(tmp_path, monkeypatch):
+    """DeepSpeed's CPU shared-memory all-reduce serves its inference only: the engine stops it from
+    being JIT-built (45 s on a fresh checkout; a kill mid-build leaves a lock later engines wait on)."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    from deepspeed.comm import comm as ds_comm
+
+    with Engine(nn.Linear(4, 2), distributed.init("cpu"), 8, 0.1, 0.9, 0.0):
+        assert ds_comm.cdb is not None and ds_comm.cdb.shm_comm_op is None
+    assert not (tmp_path / "ext").exists()
