@@ -74,12 +74,13 @@ def test_phase_accuracies_equal_metrics_json_and_one_image_per_phase(resumed_run
 
 
 def test_tensorboard_off_and_an_unwritable_directory_never_stop_a_run(tmp_path, digits_shards):
-    r = train(tmp_path / "off", digits_shards, "protocol.phases=1", "logging.tensorboard=false")
+    quick = ["protocol.phases=1", "train.epochs=1", "train.base_epochs=1", "exemplars.selection=herding"]
+    r = train(tmp_path / "off", digits_shards, *quick, "logging.tensorboard=false")
     assert r.returncode == 0 and not (tmp_path / "off" / "tb").exists()
     run = tmp_path / "blocked"
     run.mkdir()
     (run / "tb").write_text("a file where the directory should be")
-    r = train(run, digits_shards, "protocol.phases=1")
+    r = train(run, digits_shards, *quick)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stderr.count("TensorBoard:") == 1 and "the run goes on without RUN/tb" in r.stderr
     assert json.loads((run / "metrics.json").read_text())["status"] == "complete"
