@@ -27,13 +27,31 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StagePoint:
-    phase: int
-    stage_index: int
-    stage: str
-    epoch: int | None            # last finished epoch of an interrupted stage; None = stage complete
-    engine_tag: str | None
+    """An in-phase checkpoint: `pointer` is state.json as read (what other ranks load: load_pointer),
+    `extra` the states it names."""
+    pointer: dict
     extra: dict
-    pointer: dict            # state.json as read: what other ranks load (load_pointer)
+
+    @property
+    def phase(self) -> int:
+        return self.pointer["phase"]
+
+    @property
+    def stage_index(self) -> int:
+        return self.pointer["stage_index"]
+
+    @property
+    def stage(self) -> str:
+        return self.pointer["stage"]
+
+    @property
+    def epoch(self) -> int | None:
+        """The last finished epoch of an interrupted stage; None: the stage is complete."""
+        return self.pointer["epoch"]
+
+    @property
+    def engine_tag(self) -> str | None:
+        return self.pointer["engine_tag"]
 
 
 def _root(run_dir: Path) -> Path:
@@ -114,7 +132,7 @@ def load_pointer(run_dir: Path, st: dict, with_memory: bool = True) -> StagePoin
     extra = checkpoint_io.load(_root(run_dir) / st["extra"])
     if st.get("memory") and with_memory:
         extra["memory"] = checkpoint_io.load(_root(run_dir) / st["memory"])
-    return StagePoint(st["phase"], st["stage_index"], st["stage"], st["epoch"], st["engine_tag"], extra, st)
+    return StagePoint(st, extra)
 
 
 def clear(run_dir: Path, dist_info) -> None:
