@@ -24,22 +24,23 @@ EvalBatches = Callable[[object, torch.Tensor, int], Iterator[torch.Tensor]]
 
 
 def _local_chunks(test, rank: int, world: int, device, batch_size: int, chunk_bytes: int,
-                  decoded: EvalBatches | None) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
-    """This rank's part of every class of `test` (every world-th sample), as chunks of (sample indices,
-    float images on `device`) batches. Only that part is decoded: by `decoded` where given (all in one
-    chunk: nothing is held), else class chunk by class chunk (test.part)."""
+                  decoded: EvalBatches | None) -> Iterator[Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+    """This rank's part of every class of `test` (every world-th sample), as chunks, each an iterator of
+    (sample indices, float images on `device`) batches: one batch is on the device at a time. Only that
+    part is decoded: by `decoded` where given (all in one chunk: nothing is held), else class chunk by
+    class chunk (test.part, uint8 on the host)."""
     if decoded is not None:
         idx = test.part_span(test.ids, rank, world)
         if len(idx):
-            yield list(zip(idx.split(batch_size), decoded(test, idx, batch_size)))
+            yield zip(idx.split(batch_size), decoded(test, idx, batch_size))
         return
     for ids in test.chunks(chunk_bytes):
         idx = test.part_span(ids, rank, world)
         if not len(idx):
             continue
         images = test.part(ids, rank, world)
-        yield [(idx[i: i + batch_size], images[i: i + batch_size].to(device).float().div_(255))
-               for i in range(0, len(idx), batch_size)]
+        yield ((idx[i: i + batch_size], images[i: i + batch_size].to(device).float().div_(255))
+               for i in range(0, len(idx), batch_size))
 
 
 @torch.no_grad()
