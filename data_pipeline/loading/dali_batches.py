@@ -20,18 +20,20 @@ import numpy as np
 import torch
 
 from core import seeds
-
 from data_pipeline.loading.augment import augment_exemplars, device_generator
 from data_pipeline.loading.batch_plan import (
     epoch_generator,
     epoch_plan,
     steps_per_epoch,
 )
-from data_pipeline.loading.on_device import ExemplarBank, plan_on
 from data_pipeline.loading.dali_draws import image_size_of, train_draws
+from data_pipeline.loading.on_device import ExemplarBank, plan_on
 from data_pipeline.loading.prefetch import prefetched
 from data_pipeline.shards.manifest import Manifest
 from data_pipeline.shards.samples import SampleReader, phase_samples
+
+MAX_READ_THREADS = 8                 # threads reading ahead of the pipeline (data.workers, at most this)
+
 
 def to_layout(x: torch.Tensor, layout: str, dtype: torch.dtype) -> torch.Tensor:
     """NCHW float tensor -> the loader's output layout/dtype."""
@@ -76,7 +78,7 @@ class DaliPhaseBatches:
         self.preset, self.exemplar_share = preset, exemplar_share
         self.spec = PipeSpec("train", preset, image_size, layout=layout, dtype=dtype, threads=threads,
                              device_id=device_id)
-        self.read_threads = max(1, min(8, threads)) if self.reader.all_open else 1
+        self.read_threads = self.reader.threads(min(MAX_READ_THREADS, threads))
         # image sizes from the headers (random-resized-crop windows need them), read once per sample
         self.sizes = np.full((self.n_real, 2), -1, dtype=np.int64) if preset == "imagenet" else None
         self._pipe = None
@@ -185,8 +187,8 @@ def dali_eval_batches(manifest: Manifest, split: str, class_ids, batch_size: int
     mine = torch.arange(len(samples))[rank::world] if indices is None else torch.as_tensor(indices)
     chunks = list(mine.split(batch_size))
     spec = PipeSpec("eval", preset, image_size, layout=layout, dtype=dtype, threads=threads, device_id=device_id)
-    read_threads = max(1, min(8, threads)) if reader.all_open else 1
-    decoded = decode_batches(prefetched(lambda c: reader.read_many(c.tolist()), chunks, read_threads), len(chunks),
+    decoded = decode_batches(prefetched(lambda c: reader.read_many(c.tolist()), chunks,
+                                        reader.threads(min(MAX_READ_THREADS, threads))), len(chunks),
                              spec, batch_size, 0)
     for idx, x in zip(chunks, decoded):
         yield x, labels[idx]

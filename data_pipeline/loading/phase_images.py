@@ -47,7 +47,7 @@ class _SampleDecoder:
         self.table = phase_samples(manifest, split, ids)          # the set's (class, key) order
         self.reader = SampleReader(self.table)
         self.split, self.preset, self.image_size = split, preset, image_size
-        self.threads = max(1, threads) if self.reader.all_open else 1
+        self.threads = self.reader.threads(threads)
         self._pool: ThreadPoolExecutor | None = None
 
     def _one(self, i: int) -> torch.Tensor:
@@ -172,8 +172,7 @@ class PhaseImages:
 
     def span(self, ids) -> torch.Tensor:
         """Sample indices (into this set) of class ids `ids`, in order."""
-        return torch.cat([torch.arange(*self.offsets[int(c)]) for c in sorted(ids)]) if len(ids) else \
-            torch.empty(0, dtype=torch.int64)
+        return self.part_span(ids, 0, 1)
 
     @property
     def images(self) -> torch.Tensor:

@@ -99,6 +99,11 @@ class SampleReader:
     def all_open(self) -> bool:
         return self.max_open >= len(self.table.paths)
 
+    def threads(self, wanted: int) -> int:
+        """How many threads may read at once: `wanted` (at least 1) when every shard stays open, else 1
+        (an evicted file could be closed under another thread's read)."""
+        return max(1, wanted) if self.all_open else 1
+
     def _fd(self, shard: int) -> int:
         with self._lock:
             return self._fd_locked(shard)
