@@ -73,8 +73,9 @@ def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labe
 
     `settings`: the `exemplars` config section; `group_images(labels) -> (images, labels)`: the real D_i
     images (uint8, or a LazyImages that decodes the samples a selection takes) and incremental labels of
-    a class group, decoded when asked (a rank decodes only its own groups); `counts`: images per new class (for balancing groups over ranks); `gather` collects
-    small objects (notes), `exchange` the exemplar tensors."""
+    a class group, decoded when asked (a rank decodes only its own groups); `counts`: images per new
+    class (for balancing groups over ranks); `gather` collects small objects (notes), `exchange` the
+    exemplar tensors."""
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()

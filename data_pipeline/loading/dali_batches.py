@@ -189,7 +189,7 @@ def dali_eval_batches(manifest: Manifest, split: str, class_ids, batch_size: int
     spec = PipeSpec("eval", preset, image_size, layout=layout, dtype=dtype, threads=threads, device_id=device_id)
     decoded = decode_batches(prefetched(lambda c: reader.read_many(c.tolist()), chunks,
                                         reader.threads(min(MAX_READ_THREADS, threads))), len(chunks),
-                             spec, batch_size, 0)
+                             spec, batch_size)
     for idx, x in zip(chunks, decoded):
         yield x, labels[idx]
     reader.close()

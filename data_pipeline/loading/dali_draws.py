@@ -45,14 +45,14 @@ def crop_windows(rng: np.random.Generator, width: np.ndarray, height: np.ndarray
     aspect = np.exp(rng.uniform(math.log(RATIO[0]), math.log(RATIO[1]), (n, ATTEMPTS)))
     cw, ch = np.rint(np.sqrt(target * aspect)), np.rint(np.sqrt(target / aspect))
     ok = (cw > 0) & (cw <= w_img) & (ch > 0) & (ch <= h_img)
-    first = ok.argmax(1)
+    hit, first = ok.any(1), ok.argmax(1)               # the first attempt that fits, if any
     rows = np.arange(n)
     side = np.minimum(width, height).astype(np.float64)
-    cw = np.where(ok.any(1), cw[rows, first], side)
-    ch = np.where(ok.any(1), ch[rows, first], side)
+    cw = np.where(hit, cw[rows, first], side)
+    ch = np.where(hit, ch[rows, first], side)
     u = rng.random((n, 2))
-    left = np.where(ok.any(1), np.floor(u[:, 0] * (width - cw + 1)), (width - side) // 2)
-    top = np.where(ok.any(1), np.floor(u[:, 1] * (height - ch + 1)), (height - side) // 2)
+    left = np.where(hit, np.floor(u[:, 0] * (width - cw + 1)), (width - side) // 2)
+    top = np.where(hit, np.floor(u[:, 1] * (height - ch + 1)), (height - side) // 2)
     return (np.stack([left, top], 1).astype(np.float32), np.stack([cw, ch], 1).astype(np.float32))
 
 

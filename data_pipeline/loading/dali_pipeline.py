@@ -107,12 +107,12 @@ def _graph(inputs: list, spec: PipeSpec):
                                     mean=[255 * m for m in mean], std=[255 * v for v in std], mirror=mirror, **kw)
 
 
-def build_pipeline(source, spec: PipeSpec, max_batch: int, seed: int = 0) -> Pipeline:
+def build_pipeline(source, spec: PipeSpec, max_batch: int) -> Pipeline:
     """A built pipeline that takes its batches from `source`: a callable returning the next batch (a list
     of encoded images for eval; a tuple (encoded, *draws) of per-image lists for train) or raising
     StopIteration at the end of an epoch (then `run()` raises it too; `reset()` starts the next)."""
     pipe = Pipeline(batch_size=max_batch, num_threads=spec.threads, device_id=spec.device_id,
-                    seed=seed % (2**31 - 1), prefetch_queue_depth=2, exec_dynamic=True)
+                    prefetch_queue_depth=2, exec_dynamic=True)       # no random operator: no seed
     with pipe:
         if spec.mode == "train":
             kinds = [types.UINT8, *train_input_types(spec)]
@@ -141,14 +141,14 @@ def to_torch(out, spec: PipeSpec) -> torch.Tensor:
     return x
 
 
-def decode_batches(batches: Iterable[list[np.ndarray]], count: int, spec: PipeSpec, max_batch: int,
-                   seed: int) -> Iterator[torch.Tensor]:
+def decode_batches(batches: Iterable[list[np.ndarray]], count: int, spec: PipeSpec,
+                   max_batch: int) -> Iterator[torch.Tensor]:
     """Run `count` steps: each takes the next list of encoded images from `batches` and yields them
     decoded and transformed as one torch tensor (same order as the list)."""
     if count <= 0:
         return
     it = iter(batches)
-    pipe = build_pipeline(lambda: next(it), spec, max_batch, seed)
+    pipe = build_pipeline(lambda: next(it), spec, max_batch)
     try:
         for _ in range(count):
             (out,) = pipe.run()
@@ -165,7 +165,7 @@ def probe(device_id: int | None = None) -> None:
     Image.new("RGB", (40, 30), (200, 100, 50)).save(buf, format="JPEG")
     data = np.frombuffer(buf.getvalue(), dtype=np.uint8)
     spec = PipeSpec("eval", "imagenet", 16, threads=1, device_id=device_id)
-    out = list(decode_batches([[data, data]], 1, spec, 2, 0))
+    out = list(decode_batches([[data, data]], 1, spec, 2))
     if len(out) != 1 or tuple(out[0].shape) != (2, 3, 16, 16) or abs(float(out[0][:, 0].mean()) - 200 / 255) > 0.05:
         raise RuntimeError(f"DALI probe decoded an unexpected result: {[tuple(x.shape) for x in out]}")
 
