@@ -19,7 +19,8 @@ _FORMULAS = {
     "epoch_plan": lambda seed, epoch, stream: (seed * 1_000_003 + epoch * 9_176 + stream) % (2**63),
     # the DALI train pipeline's crop windows, translations and flips of one rank's epoch (dali_draws.py)
     "dali_draws": lambda seed, epoch, rank: (seed * 1_000_003 + epoch * 9_176 + rank) * 7 + 3,
-    # exemplar level, per class: 0 random initial subset, 1 real batches of the meta-loss, 2 adjustment folds
+    # exemplar level, per class (a group's first): 0 random initial subset, 1 real batches of the meta-loss,
+    # 2 adjustment folds, 3 augmentation of a selection, 4 fresh embedders (matching), 5 augmentation of an adjustment
     "exemplars": lambda seed, phase, label, stream: ((seed * 1_000_003 + phase) * 10_007 + label) * 13 + stream,
 }
 STREAMS = tuple(_FORMULAS)

@@ -2,6 +2,8 @@
 means of the exemplar memory, and the nearest-mean classifier over them."""
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 
 from core.runs import bounded_runs
@@ -26,18 +28,19 @@ def extract_features(model, images: torch.Tensor, device: torch.device, batch_si
 
 
 @torch.no_grad()
-def class_means(model, memory, labels, device, flip: bool, batch_size: int = 256) -> torch.Tensor | None:
-    """NME prototypes, (len(labels), d): per class, the mean of the L2-normalised exemplar features,
-    averaged with the mean over the mirrored exemplars when `flip`, then L2-normalised (iCaRL's code,
+def class_means(model, bank: Mapping[int, torch.Tensor], labels, device, flip: bool,
+                batch_size: int = 256) -> torch.Tensor | None:
+    """NME prototypes, (len(labels), d), of a {label: exemplars} bank (`ExemplarMemory.bank`): per class,
+    the mean of the L2-normalised exemplar features, averaged with the mean over the mirrored exemplars when `flip`, then L2-normalised (iCaRL's code,
     as LUCIR's `class_means`). None when a class has no exemplars. Used by evaluation's NME accuracy
     and by iCaRL's classifier, so both report the same prototypes. Classes share full batches (a
     thousand classes of 20 exemplars are 80 batches of 256, not 2,000 batches of 20)."""
-    if any(label not in memory.bank or not len(memory.get(label)) for label in labels):
+    if any(label not in bank or not len(bank[label]) for label in labels):
         return None
     means = []
-    for chunk in bounded_runs(labels, lambda label: len(memory.get(label)), batch_size):
-        x = torch.cat([memory.get(label) for label in chunk]).float()
-        counts = [len(memory.get(label)) for label in chunk]
+    for chunk in bounded_runs(labels, lambda label: len(bank[label]), batch_size):
+        x = torch.cat([bank[label] for label in chunk]).float()
+        counts = [len(bank[label]) for label in chunk]
         f = torch.stack([part.mean(0) for part in extract_features(model, x, device, batch_size).split(counts)])
         if flip:
             fm = extract_features(model, x.flip(-1), device, batch_size).split(counts)

@@ -8,6 +8,7 @@ trimmed as new ones arrive).
 from __future__ import annotations
 
 import uuid
+from typing import Mapping
 
 import torch
 
@@ -19,6 +20,18 @@ def quota(per_class: int, budget: int | None, num_seen: int) -> int:
     if budget is not None:
         return budget // max(1, num_seen)
     return per_class
+
+
+def stack_bank(bank: Mapping[int, torch.Tensor], labels, dtype: torch.dtype = torch.float32
+               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(images (N,C,H,W) in `dtype`, labels int64) of the given classes of a {label: images} bank, in the
+    order of `labels` (classes not in the bank are skipped); (None, None) when that is no image."""
+    labels = [l for l in labels if l in bank]
+    if not labels or not any(len(bank[l]) for l in labels):
+        return None, None
+    xs = [bank[l].to(dtype) for l in labels]
+    ys = [torch.full((len(bank[l]),), l, dtype=torch.int64) for l in labels]
+    return torch.cat(xs), torch.cat(ys)
 
 
 class ExemplarMemory:
@@ -53,12 +66,7 @@ class ExemplarMemory:
     def tensors(self, labels=None, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(images (N,C,H,W) in `dtype`, labels int64) of the given (default: all) classes. STORE_DTYPE
         gives the stored values at half the bytes of float32 (what the loaders keep on the device)."""
-        labels = self.labels() if labels is None else [l for l in labels if l in self.bank]
-        if not labels or not any(len(self.bank[l]) for l in labels):
-            return None, None
-        xs = [self.bank[l].to(dtype) for l in labels]
-        ys = [torch.full((len(self.bank[l]),), l, dtype=torch.int64) for l in labels]
-        return torch.cat(xs), torch.cat(ys)
+        return stack_bank(self.bank, self.labels() if labels is None else labels, dtype)
 
     def state_dict(self) -> dict:
         return {"bank": {int(k): v for k, v in self.bank.items()}}

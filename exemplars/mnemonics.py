@@ -26,7 +26,6 @@ which would all-reduce statistics across ranks that optimise different class gro
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
@@ -36,6 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from exemplars.pixel_descent import LossOf, Schedule, descend
 
 __all__ = [
     "MnemonicsSettings",
@@ -49,11 +50,15 @@ __all__ = [
     "meta_loss_value",
     "fold_ids",
     "tensor_batches",
+    "unrolled_loss",
+    "schedule",
 ]
 
 Batch = tuple[Tensor, Tensor]
+OBJECTIVES = ("unrolled", "prototype", "matching")
 ValBatches = Callable[[int], Iterable[Batch]]
 Progress = Callable[[dict], None]
+Augment = Callable[[Tensor], Tensor]
 
 
 @dataclass
@@ -118,6 +123,26 @@ class MnemonicsSettings:
     init: str = "random"
     # Seed of the generator used when the caller passes none (fold split, shuffles, subsets).
     seed: int = 0
+    # What the pixels minimise (exemplars/objectives/): "unrolled" = Eq. 8-9 above (the paper's bilevel
+    # reading); "prototype" = the authors' released one-level objective (a cosine classifier whose
+    # new-class weights are the exemplars' mean features, old-class weights the stored class means,
+    # cross-entropy on real batches); "matching" = per-class mean-embedding matching of exemplars and
+    # real images. The settings below the line apply to all three unless they say otherwise.
+    objective: str = "unrolled"
+    # Heavy-ball momentum of the pixel optimiser (0 = plain SGD, the paper's Eq. 9).
+    momentum: float = 0.0
+    # Apply the model-level exemplar augmentation (pad-crop, flip where the preset flips) to the
+    # exemplars and to the real batches at every outer step, differentiably.
+    augment: bool = False
+    # Eq. 10 anchored: weight of (anchor/2)·||E - E_stored||² added to the adjustment's objective, which
+    # pulls adjusted old exemplars back towards their stored pixels (0 = the paper's Eq. 10).
+    adjust_anchor: float = 0.0
+    # prototype: scale (inverse temperature) of the cosine classifier's logits.
+    cosine_scale: float = 16.0
+    # matching: the embedders whose mean features are matched: "current" = Θ's own features (frozen,
+    # eval mode); "random" = a freshly initialised copy of the network per outer step (distribution
+    # matching, Zhao & Bilen); "both" = the sum of the two losses.
+    embedders: str = "current"
 
     def __post_init__(self) -> None:
         if self.inner_steps < 0 or self.epochs < 0:
@@ -132,7 +157,10 @@ class MnemonicsSettings:
         for key in ("val_bn", "inner_bn"):
             if getattr(self, key) not in ("batch", "running"):
                 raise ValueError(f"mnemonics: {key} must be 'batch' or 'running', got {getattr(self, key)!r}")
-        for key, allowed in (("meta_loss", ("all", "group")), ("init", ("random", "herding"))):
+        if not 0.0 <= self.momentum < 1.0 or self.adjust_anchor < 0 or self.cosine_scale <= 0:
+            raise ValueError("mnemonics: momentum must be in [0, 1), adjust_anchor >= 0, cosine_scale > 0")
+        for key, allowed in (("meta_loss", ("all", "group")), ("init", ("random", "herding")),
+                             ("objective", OBJECTIVES), ("embedders", ("current", "random", "both"))):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"mnemonics: {key} must be one of {allowed}, got {getattr(self, key)!r}")
 
@@ -354,46 +382,49 @@ def _meta_classes(labels: Tensor, settings: MnemonicsSettings) -> Tensor | None:
     return torch.unique(labels.long()) if settings.meta_loss == "group" else None
 
 
+def schedule(settings: MnemonicsSettings, lr: float, anchor: float = 0.0) -> Schedule:
+    """The outer loop of Eq. 9 / 10 at pixel rate `lr` (β1 or β2)."""
+    return Schedule(settings.epochs, settings.steps_per_epoch, settings.val_batches, lr, settings.lr_halve_every,
+                    settings.momentum, anchor)
+
+
+def unrolled_loss(model: nn.Module, labels: Tensor, settings: MnemonicsSettings, generator: torch.Generator,
+                  classes: Tensor | None, augment: Augment | None = None) -> LossOf:
+    """The paper's objective as `loss_of(x, real)`: unroll Θ' from Θ on the exemplars x for T steps (Eq. 8),
+    then the cross-entropy of Θ' on the real batches (Eq. 9); `classes`: the meta-loss's classes (None =
+    all). `augment(x)`, if given, is applied to the exemplars and to every real batch, differentiably."""
+    params, buffers = start_params(model)
+    n, b = len(labels), settings.inner_batch_size
+
+    def loss_of(x: Tensor, real: list[Batch]) -> Tensor:
+        idx = None
+        if 0 < b < n:  # random exemplar subset per inner step, drawn from the generator only
+            idx = [torch.randperm(n, generator=generator)[:b].to(x.device) for _ in range(settings.inner_steps)]
+        if augment is not None:
+            x, real = augment(x), [(augment(rx), ry) for rx, ry in real]
+        theta = unroll(model, params, buffers, x, labels, settings.inner_steps, settings.inner_lr,
+                       settings.checkpoint, idx, settings.checkpoint_segment, settings.inner_bn)
+        return validation_loss(model, theta, buffers, real, settings.val_bn, classes)
+    return loss_of
+
+
 def _optimise(model: nn.Module, exemplars: Tensor, labels: Tensor, val_batches: ValBatches,
               settings: MnemonicsSettings, base_lr: float, generator: torch.Generator,
-              progress: Progress | None, extra: dict, classes: Tensor | None) -> Tensor:
+              progress: Progress | None, extra: dict, classes: Tensor | None, anchor: float = 0.0,
+              augment: Augment | None = None) -> Tensor:
     """Eq. 9 / 10 on one exemplar set; `classes`: the meta-loss's classes (None = all)."""
-    params, buffers = start_params(model)
-    x = exemplars.detach().clone().requires_grad_(True)
-    labels = labels.to(device=x.device, dtype=torch.long)
-    n, b = x.shape[0], settings.inner_batch_size
-    for epoch in range(settings.epochs):
-        lr = base_lr * 0.5 ** (epoch // settings.lr_halve_every)
-        batches = iter(val_batches(epoch))
-        per_epoch = settings.steps_per_epoch
-        steps = itertools.count() if per_epoch == 0 else range(per_epoch)
-        for step in steps:
-            real = [(vx.to(x.device), vy.to(x.device, torch.long))
-                    for vx, vy in itertools.islice(batches, settings.val_batches)]
-            if not real:
-                break
-            idx = None
-            if 0 < b < n:  # random exemplar subset per inner step, drawn from the generator only
-                idx = [torch.randperm(n, generator=generator)[:b].to(x.device)
-                       for _ in range(settings.inner_steps)]
-            theta = unroll(model, params, buffers, x, labels, settings.inner_steps,
-                           settings.inner_lr, settings.checkpoint, idx, settings.checkpoint_segment,
-                           settings.inner_bn)
-            loss = validation_loss(model, theta, buffers, real, settings.val_bn, classes)
-            (grad,) = torch.autograd.grad(loss, x)
-            with torch.no_grad():  # Eq. 9 / Eq. 10: plain SGD on the pixels, kept in [0, 1]
-                x.sub_(lr * grad).clamp_(0.0, 1.0)
-            if progress is not None:
-                progress({**extra, "epoch": epoch, "step": step, "loss": loss.item(), "lr": lr})
-    return x.detach().to(exemplars.dtype)
+    labels = labels.to(device=exemplars.device, dtype=torch.long)
+    loss_of = unrolled_loss(model, labels, settings, generator, classes, augment)
+    x = descend(exemplars, loss_of, val_batches, schedule(settings, base_lr, anchor), progress, extra)
+    return x.to(exemplars.dtype)
 
 
 def optimise_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
                        val_batches: ValBatches, settings: MnemonicsSettings,
                        generator: torch.Generator | None = None,
-                       progress: Progress | None = None) -> Tensor:
+                       progress: Progress | None = None, augment: Augment | None = None) -> Tensor:
     """Train new-class mnemonics exemplars (Eq. 8-9); returns them detached (same shape, dtype,
-    device).
+    device). (The unrolled objective; exemplars/objectives/ has the others.)
 
     model       maps float images in [0,1] (N,C,H,W) to logits over the seen classes; not modified.
     exemplars   initial pixels (Algorithm 1 step 10: a random real subset), values in [0,1].
@@ -405,10 +436,12 @@ def optimise_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
     generator   only used when `settings.inner_batch_size` draws exemplar subsets; default is a
                 fresh generator seeded with `settings.seed` (never the global RNG).
     progress    optional callback receiving {"epoch", "step", "loss", "lr"} after each outer step.
+    augment     optional differentiable augmentation of the exemplars and the real batches.
     """
     labels = labels.to(exemplars.device)
     return _optimise(model, exemplars, labels, val_batches, settings, settings.lr,
-                     _generator(generator, settings), progress, {}, _meta_classes(labels, settings))
+                     _generator(generator, settings), progress, {}, _meta_classes(labels, settings),
+                     augment=augment)
 
 
 def fold_ids(labels: Tensor, folds: int, generator: torch.Generator) -> Tensor:
@@ -437,9 +470,10 @@ def tensor_batches(x: Tensor, y: Tensor, batch_size: int,
 
 def adjust_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
                      settings: MnemonicsSettings, generator: torch.Generator | None = None,
-                     progress: Progress | None = None) -> Tensor:
+                     progress: Progress | None = None, augment: Augment | None = None) -> Tensor:
     """Adjust old exemplars (Eq. 10): split each class into `settings.folds` folds; optimise each
-    fold as the exemplar set of Eq. 8-9 with its complement as the real validation data, lr β2.
+    fold as the exemplar set of Eq. 8-9 with its complement as the real validation data, lr β2;
+    `settings.adjust_anchor` > 0 adds the pull towards the stored pixels (anchored Eq. 10).
 
     Every fold is validated against the *unadjusted* complement (Eq. 10a and 10b both read the
     pre-adjustment E^A / E^B), so the result does not depend on the fold order. Returns the adjusted
@@ -456,5 +490,6 @@ def adjust_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
         val = tensor_batches(exemplars[outside].detach(), labels[outside],
                              settings.val_batch_size, generator)
         out[inside] = _optimise(model, exemplars[inside], labels[inside], val, settings,
-                                settings.adjust_lr, generator, progress, {"fold": f}, classes)
+                                settings.adjust_lr, generator, progress, {"fold": f}, classes,
+                                settings.adjust_anchor, augment)
     return out

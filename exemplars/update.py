@@ -8,6 +8,7 @@ a plug-in (exemplars/selections/): nothing here names one.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Callable
@@ -79,6 +80,7 @@ def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labe
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
+    ctx = dataclasses.replace(ctx, old_exemplars={l: memory.get(l) for l in old_labels if l in memory.bank})
     selection = build_selection(settings)
     m = quota(settings.per_class, settings.budget, len(old_labels) + len(new_labels))
 

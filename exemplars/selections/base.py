@@ -11,7 +11,8 @@ number of processes gives the same memory.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -24,11 +25,15 @@ register = REGISTRY.register
 
 @dataclass(frozen=True)
 class SelectionContext:
-    """What a selection may know of the run: where it is and how to draw its random numbers."""
+    """What a selection may know of the run: where it is, how to draw its random numbers, the data preset
+    (its augmentation) and the old classes' exemplars as they stood before this phase's exemplar level
+    ({label: float16 pixels}, the same on every rank; set by the exemplar update, read-only)."""
     seed: int
     phase: int
     device: torch.device
     feature_batch_size: int = 256
+    preset: str = "glyphs"
+    old_exemplars: Mapping[int, torch.Tensor] = field(default_factory=dict)
 
 
 class Selection(Plugin):

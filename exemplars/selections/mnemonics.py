@@ -11,13 +11,20 @@ import time
 import torch
 
 from core import faults, seeds
+from data_pipeline.loading.augment import augment_exemplars, device_generator
+from exemplars.features import class_means
+from exemplars.memory import stack_bank
 from exemplars.mnemonics import (
     MnemonicsSettings,
     adjust_exemplars,
     meta_loss_value,
     optimise_exemplars,
+    schedule,
     tensor_batches,
 )
+from exemplars.objectives.matching import matching_loss
+from exemplars.objectives.prototype import prototype_loss
+from exemplars.pixel_descent import descend
 from exemplars.selections.base import Selection, register
 from exemplars.selections.herding import herd
 from exemplars.selections.random import pick_random
@@ -52,13 +59,31 @@ class _Trace:
 
 
 def _stack(exemplars: dict[int, torch.Tensor], group: list[int], device) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.cat([exemplars[l].float() for l in group]).to(device)
-    y = torch.cat([torch.full((len(exemplars[l]),), l, dtype=torch.int64) for l in group]).to(device)
-    return x, y
+    x, y = stack_bank(exemplars, group)
+    return x.to(device), y.to(device)
 
 
 def _unstack(x: torch.Tensor, exemplars: dict[int, torch.Tensor], group: list[int]) -> dict[int, torch.Tensor]:
     return dict(zip(group, x.cpu().split([len(exemplars[l]) for l in group])))
+
+
+def pooled_batches(parts: list[tuple], batch_size: int, generator: torch.Generator):
+    """`epoch -> batches` over several (images, labels) parts taken as one pool (uint8 images, a LazyImages
+    or float pixels), reshuffled every epoch from the generator; every batch comes as float pixels."""
+    sizes = [len(y) for _, y in parts]
+    offsets = torch.tensor([0, *sizes]).cumsum(0)
+
+    def batches(epoch: int):
+        for idx in torch.randperm(int(offsets[-1]), generator=generator).split(batch_size):
+            xs, ys = [], []
+            for k, (x, y) in enumerate(parts):
+                mine = idx[(idx >= offsets[k]) & (idx < offsets[k + 1])] - offsets[k]
+                if len(mine):
+                    xb = x[mine]
+                    xs.append(xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float())
+                    ys.append(y[mine])
+            yield torch.cat(xs), torch.cat(ys)
+    return batches
 
 
 @register
@@ -66,6 +91,42 @@ class Mnemonics(Selection):
     name = "mnemonics"
     takes_lazy_images = True        # indexes its images and decodes what it takes
     Settings = MnemonicsSettings
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self._old_means: tuple | None = None     # (key, means): the old classes' means, once per phase
+
+    def _augment(self, ctx, label: int, stream: int):
+        """The model-level exemplar augmentation as a differentiable function, with its own draws."""
+        if not self.settings.augment:
+            return None
+        g = device_generator(seeds.generator("exemplars", ctx.seed, ctx.phase, label, stream), ctx.device)
+        return lambda x: augment_exemplars(x, ctx.preset, g)
+
+    def old_means(self, model, ctx) -> tuple[torch.Tensor | None, list[int]]:
+        """The old classes' class means under the phase's model (the NME prototypes of the old exemplars)."""
+        old = sorted(ctx.old_exemplars)
+        key = (ctx.phase, id(model), tuple(old))
+        if self._old_means is None or self._old_means[0] != key:
+            means = class_means(model, ctx.old_exemplars, old, ctx.device, False, ctx.feature_batch_size) \
+                if old else None
+            self._old_means = (key, means)
+        return self._old_means[1], old
+
+    def objective(self, model, y, images, labels, group, ctx, g):
+        """(loss_of, real batches) of the configured objective other than `unrolled`, for one group."""
+        s = self.settings
+        augment = self._augment(ctx, group[0], 3)
+        if s.objective == "prototype":
+            means, old = self.old_means(model, ctx)
+            parts = [(images, labels)]
+            if old:
+                x_old, y_old = stack_bank(ctx.old_exemplars, old)
+                parts.append((x_old, y_old))
+            return (prototype_loss(model, y, means, old, s.cosine_scale, augment),
+                    pooled_batches(parts, s.val_batch_size, g))
+        gen = device_generator(seeds.generator("exemplars", ctx.seed, ctx.phase, group[0], 4), ctx.device)
+        return matching_loss(model, y, s.embedders, gen, augment), tensor_batches(images, labels, s.val_batch_size, g)
 
     def select(self, model, images, labels, group, m, ctx):
         s = self.settings
@@ -75,12 +136,18 @@ class Mnemonics(Selection):
             return out
         x0, y = _stack(out, group, ctx.device)
         g = seeds.generator("exemplars", ctx.seed, ctx.phase, group[0], 1)
-        val = tensor_batches(images, labels, s.val_batch_size, g)
         trace = _Trace("select", group, ctx.phase, self.notes)
-        x = optimise_exemplars(model, x0, y, val, s, generator=g, progress=trace)
-        pick = torch.linspace(0, len(labels) - 1, min(len(labels), s.val_batch_size)).long()
-        probe = [(images[pick].float().div(255).to(ctx.device), labels[pick].to(ctx.device))]   # all classes
-        fixed = tuple(meta_loss_value(model, e, y, probe, s) for e in (x0, x))
+        if s.objective == "unrolled":
+            val = tensor_batches(images, labels, s.val_batch_size, g)
+            x = optimise_exemplars(model, x0, y, val, s, generator=g, progress=trace,
+                                   augment=self._augment(ctx, group[0], 3))
+            pick = torch.linspace(0, len(labels) - 1, min(len(labels), s.val_batch_size)).long()
+            probe = [(images[pick].float().div(255).to(ctx.device), labels[pick].to(ctx.device))]   # all classes
+            fixed = tuple(meta_loss_value(model, e, y, probe, s) for e in (x0, x))
+        else:
+            loss_of, real = self.objective(model, y, images, labels, group, ctx, g)
+            x = descend(x0, loss_of, real, schedule(s, s.lr), trace)
+            fixed = None
         trace.report(x0, x, fixed)
         return _unstack(x, out, group)
 
@@ -88,6 +155,7 @@ class Mnemonics(Selection):
         x0, y = _stack(exemplars, group, ctx.device)
         g = seeds.generator("exemplars", ctx.seed, ctx.phase, group[0], 2)
         trace = _Trace("adjust", group, ctx.phase, self.notes)
-        x = adjust_exemplars(model, x0, y, self.settings, generator=g, progress=trace)
+        x = adjust_exemplars(model, x0, y, self.settings, generator=g, progress=trace,
+                             augment=self._augment(ctx, group[0], 5))
         trace.report(x0, x)
         return _unstack(x, exemplars, group)

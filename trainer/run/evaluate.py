@@ -67,7 +67,7 @@ def evaluate(model, strategy, test, labels: torch.Tensor, plan: PhasePlan, phase
     rank, world = dist_info.rank, dist_info.world
     seen = plan.seen_labels(phase)
     # None when a seen class has no exemplars: then there is no NME accuracy
-    means = class_means(model, memory, seen, device, flip, batch_size) if nme and memory is not None else None
+    means = class_means(model, memory.bank, seen, device, flip, batch_size) if nme and memory is not None else None
     use_nme = means is not None
     parts_idx, parts_top, parts_nme = [], [], []
     for batches in _local_chunks(test, rank, world, device, batch_size, chunk_bytes, decoded):

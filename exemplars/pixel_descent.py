@@ -1,0 +1,65 @@
+"""The outer loop every exemplar objective shares: gradient descent on pixels.
+
+An objective is a function `loss_of(x, real) -> scalar tensor` of the exemplar pixels `x` (float, in
+[0, 1], requires grad) and one outer step's real batches. This module owns what is the same for all of
+them: the epochs and steps over an epoch's real batches, the rate schedule (halved every
+`halve_every` epochs), heavy-ball momentum, an optional pull towards the starting pixels (the anchored
+Eq. 10), and the clamp to [0, 1]. The pixels are float32 (or wider) throughout, whatever the stored dtype, so
+small steps add up instead of being rounded away one by one.
+
+Pure torch; everything runs on the device of `x0`.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+Batch = tuple[Tensor, Tensor]
+LossOf = Callable[[Tensor, list[Batch]], Tensor]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    epochs: int
+    steps_per_epoch: int          # 0 = until the epoch's batches run out
+    batches_per_step: int
+    lr: float
+    halve_every: int
+    momentum: float = 0.0
+    anchor: float = 0.0           # weight of (anchor/2)·||x - x0||², summed over pixels
+
+
+def descend(x0: Tensor, loss_of: LossOf, batches_of: Callable[[int], Iterable[Batch]], schedule: Schedule,
+            progress: Callable[[dict], None] | None = None, extra: dict | None = None) -> Tensor:
+    """Minimise `loss_of` over the pixels, starting at `x0`; returns pixels in [0, 1] (float32 at least), detached.
+
+    `batches_of(epoch)`: that epoch's real batches; each step takes `batches_per_step` of them (moved to
+    x0's device, labels int64). `progress` gets {**extra, epoch, step, loss, lr} after every step, where
+    loss is the objective's value before the step (the anchor term excluded)."""
+    start = x0.detach().to(torch.promote_types(x0.dtype, torch.float32))   # float16 storage: add in float32
+    x = start.clone().requires_grad_(True)
+    velocity = torch.zeros_like(start) if schedule.momentum else None
+    for epoch in range(schedule.epochs):
+        lr = schedule.lr * 0.5 ** (epoch // schedule.halve_every)
+        batches = iter(batches_of(epoch))
+        steps = itertools.count() if schedule.steps_per_epoch == 0 else range(schedule.steps_per_epoch)
+        for step in steps:
+            real = [(bx.to(x.device), by.to(x.device, torch.long))
+                    for bx, by in itertools.islice(batches, schedule.batches_per_step)]
+            if not real:
+                break
+            loss = loss_of(x, real)
+            (grad,) = torch.autograd.grad(loss, x)
+            with torch.no_grad():
+                if schedule.anchor:
+                    grad = grad + schedule.anchor * (x - start)
+                if velocity is not None:
+                    grad = velocity.mul_(schedule.momentum).add_(grad)
+                x.sub_(lr * grad).clamp_(0.0, 1.0)
+            if progress is not None:
+                progress({**(extra or {}), "epoch": epoch, "step": step, "loss": loss.item(), "lr": lr})
+    return x.detach()

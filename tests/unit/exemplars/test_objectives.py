@@ -1,0 +1,169 @@
+"""The exemplar objectives other than the unrolled one (exemplars/objectives/), the shared pixel descent
+(exemplars/pixel_descent.py) and the mnemonics selection that runs them."""
+import pytest
+import torch
+
+from exemplars.features import class_means
+from exemplars.mnemonics import MnemonicsSettings, schedule, tensor_batches
+from exemplars.objectives.matching import matching_loss, redraw
+from exemplars.objectives.prototype import prototype_loss
+from exemplars.pixel_descent import Schedule, descend
+from exemplars.selections.base import SelectionContext
+from exemplars.update import build_selection
+from trainer.config import load_config
+from trainer.methods.models.net import IncrementalNet
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _net(classes=4, seed=0):
+    torch.manual_seed(seed)
+    model = IncrementalNet("resnet20", "glyphs")
+    model.head.grow(classes)
+    return model.eval()
+
+
+def _images(n_per_class, classes, seed=0, side=8):
+    """Class c: a bright square at a class-specific place on noise (learnable, and far from any start)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    x = torch.rand((len(y), 3, side, side), generator=g) * 0.3
+    for c in range(classes):
+        r, col = divmod(c, 2)
+        x[y == c, :, r * 4: r * 4 + 3, col * 4: col * 4 + 3] += 0.7
+    return x.clamp(0, 1), y
+
+
+def _value(loss_of, x, real):
+    with torch.no_grad():
+        return float(loss_of(x, real))
+
+
+def _descend(loss_of, x0, real, lr, epochs=8, momentum=0.0):
+    return descend(x0, loss_of, lambda e: iter(real), Schedule(epochs, 1, len(real), lr, 100, momentum))
+
+
+def test_prototype_objective_lowers_its_loss_and_sees_the_old_classes():
+    model = _net(4)
+    x_real, y_real = _images(10, 4, seed=1)
+    old = {0: x_real[y_real == 0][:3], 1: x_real[y_real == 1][:3]}
+    means = class_means(model, old, [0, 1], torch.device("cpu"), False)
+    x0, y = _images(3, 4, seed=2)
+    x0, y = x0[y >= 2], y[y >= 2]                     # the group: classes 2, 3; classes 0, 1 are old
+    real = [(x_real, y_real)]
+    loss_of = prototype_loss(model, y, means, [0, 1], 16.0)
+    x = _descend(loss_of, x0, real, lr=8.0, momentum=0.5)
+    assert _value(loss_of, x, real) < 0.95 * _value(loss_of, x0, real)
+    assert 0 <= float(x.min()) and float(x.max()) <= 1
+    # the old classes' columns are part of the classifier: a real label outside group and old fails
+    with pytest.raises((IndexError, RuntimeError)):
+        loss_of(x0, [(x_real[:2], torch.tensor([5, 5]))])
+    no_old = prototype_loss(model, y, None, [], 16.0)
+    assert _value(no_old, x0, [(x_real[y_real >= 2], y_real[y_real >= 2])]) > 0
+
+
+@pytest.mark.parametrize("embedders", ["current", "random", "both"])
+def test_matching_objective_lowers_its_loss(embedders):
+    """With the fresh embedders' draws held fixed (the generator reseeded before every step), the descent
+    lowers the matching loss under every choice of embedders."""
+    model = _net(2)
+    x_real, y_real = _images(12, 2, seed=1)
+    x0, y = _images(3, 2, seed=3)
+    real = [(x_real, y_real)]
+    g = torch.Generator()
+    inner = matching_loss(model, y, embedders, g)
+
+    def loss_of(x, batches):
+        g.manual_seed(0)
+        return inner(x, batches)
+    x = _descend(loss_of, x0, real, lr=0.5, epochs=10)
+    assert _value(loss_of, x, real) < 0.6 * _value(loss_of, x0, real)
+
+
+def test_fresh_embedders_come_from_the_generator_only():
+    a, b = _net(2), _net(2)
+    rng = torch.get_rng_state()
+    redraw(a, torch.Generator().manual_seed(5))
+    redraw(b, torch.Generator().manual_seed(5))
+    assert torch.equal(torch.get_rng_state(), rng)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(pa, pb), name
+    assert any(not torch.equal(pa, pb) for pa, pb in zip(a.parameters(), _net(2).parameters()))
+
+
+def test_momentum_and_anchor_of_the_pixel_descent():
+    """A loss that pushes every pixel down: momentum goes further in the same steps; the anchor stops
+    short of where the unanchored descent goes, and its pull is what the anchor weight says."""
+    x0 = torch.full((1, 1, 2, 2), 0.8)
+    loss_of = lambda x, real: x.sum()                                    # noqa: E731
+    real = [(torch.zeros(1), torch.zeros(1))]
+    plain = descend(x0, loss_of, lambda e: iter(real), Schedule(3, 1, 1, 0.05, 100))
+    heavy = descend(x0, loss_of, lambda e: iter(real), Schedule(3, 1, 1, 0.05, 100, momentum=0.9))
+    anchored = descend(x0, loss_of, lambda e: iter(real), Schedule(3, 1, 1, 0.05, 100, anchor=2.0))
+    assert torch.allclose(plain, torch.full_like(x0, 0.65))
+    assert (heavy < plain).all() and (anchored > plain).all()
+    # anchored steps: x1 = 0.8 - 0.05; x2 = x1 - 0.05 (1 + 2 (x1 - 0.8)); x3 likewise
+    x = 0.8
+    for _ in range(3):
+        x -= 0.05 * (1 + 2.0 * (x - 0.8))
+    assert torch.allclose(anchored, torch.full_like(x0, x))
+
+
+def test_descent_keeps_float16_steps_in_float32():
+    """Steps far below float16's resolution still add up: the pixels are float32 inside the loop."""
+    x0 = torch.full((1, 1, 1, 4), 0.75, dtype=torch.float16)
+    out = descend(x0, lambda x, real: x.sum(), lambda e: iter([(torch.zeros(1), torch.zeros(1))] * 10),
+                  Schedule(1, 0, 1, 1e-5, 100))
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, torch.full_like(out, 0.75 - 1e-4))
+
+
+def _select(objective, extra=(), device_seed=0):
+    cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.selection=mnemonics",
+                                              f"exemplars.mnemonics.objective={objective}",
+                                              "exemplars.mnemonics.epochs=2", "exemplars.mnemonics.lr=0.5",
+                                              "exemplars.mnemonics.val_batch_size=8", *extra])
+    model = _net(4)
+    x, y = _images(6, 4, seed=4)
+    images = (x * 255).round().to(torch.uint8)
+    old = {0: x[y == 0][:2].half(), 1: x[y == 1][:2].half()}
+    ctx = SelectionContext(cfg.seed, 1, torch.device("cpu"), 16, "glyphs", old)
+    selection = build_selection(cfg.exemplars)
+    out = selection.select(model, images[y >= 2], y[y >= 2], [2, 3], 3, ctx)
+    return out, selection
+
+
+@pytest.mark.parametrize("objective,extra", [
+    ("prototype", ["exemplars.mnemonics.momentum=0.9", "exemplars.mnemonics.augment=true"]),
+    ("matching", ["exemplars.mnemonics.embedders=both", "exemplars.mnemonics.augment=true"]),
+    ("unrolled", ["exemplars.mnemonics.inner_steps=1", "exemplars.mnemonics.augment=true"]),
+])
+def test_selection_runs_each_objective_deterministically(objective, extra):
+    """Every objective moves the pixels of its group, and a rerun gives the same exemplars bit for bit
+    (the exemplars are a function of the model, the group and the context: the same on every rank)."""
+    first, selection = _select(objective, extra)
+    again, _ = _select(objective, extra)
+    start, _ = _select(objective, [*extra, "exemplars.mnemonics.epochs=0"])
+    for label in (2, 3):
+        assert first[label].shape == (3, 3, 8, 8)
+        assert torch.equal(first[label], again[label])
+        assert not torch.equal(first[label], start[label])
+    assert selection.notes and selection.notes[0]["what"] == "select"
+
+
+def test_settings_name_the_bad_objective():
+    with pytest.raises(ValueError, match="objective"):
+        MnemonicsSettings(objective="bilevel")
+    with pytest.raises(ValueError, match="embedders"):
+        MnemonicsSettings(embedders="pretrained")
+    with pytest.raises(ValueError, match="momentum"):
+        MnemonicsSettings(momentum=1.0)
+    s = MnemonicsSettings(lr=3.0, momentum=0.5)
+    assert schedule(s, s.lr) == Schedule(s.epochs, s.steps_per_epoch, s.val_batches, 3.0, s.lr_halve_every, 0.5)
+    assert len(list(tensor_batches(torch.zeros(5, 1, 1, 1), torch.zeros(5), 2, torch.Generator())(0))) == 3
