@@ -1,6 +1,7 @@
 """Peak memory and time of one mnemonics outer step (Eq. 8-9) vs. unrolled steps T, checkpointing.
 
     python -m benchmarks.mnemonics_profile [--sizes 32 224] [--steps 1 5 25 50] [--device cpu]
+    python -m benchmarks.mnemonics_profile --objectives --steps 5    (every objective: benchmarks/objective_cost.py)
 
 prints ONE JSON object. Model: timm resnet18 (num_classes = the class group size), exemplars and
 "real" batches are random pixels (the cost does not depend on their content). One outer step =
@@ -213,9 +214,18 @@ def main(argv=None) -> None:
                     help="also report the share of each phase's wall time spent on exemplars in this run "
                          "directory (repeatable), e.g. a glyph-default run with exemplars.selection=mnemonics")
     ap.add_argument("--share-only", action="store_true", help="with --run: skip the outer-step measurements")
+    ap.add_argument("--objectives", action="store_true",
+                    help="instead: each exemplar objective's cost per class at --sizes, projected onto the "
+                         "ImageNet-1k B500 N25 recipe on 16 GPUs (benchmarks/objective_cost.py)")
+    ap.add_argument("--outer-steps", type=int, default=50, help="with --objectives: outer steps per class group")
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(_measure_one(json.loads(args.one))))
+        return
+    if args.objectives:
+        from benchmarks.objective_cost import profile_objectives
+        print(json.dumps(profile_objectives(tuple(args.sizes), min(args.steps), args.outer_steps, args.device,
+                                            args.threads, max(2, args.repeats))))
         return
     ck = {"both": (True, False), "on": (True,), "off": (False,)}[args.checkpoint]
     as_int = lambda d: {int(k): v for k, v in d.items()} if d else None  # noqa: E731

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from reporting.build import ReportOptions, build_report
@@ -183,3 +184,42 @@ def test_exemplar_transfer_compares_exemplar_sets_on_one_theta(runs, tmp_path, c
     assert transfer([str(herding), str(finetune)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(finetune) in err[0], err
+
+
+def test_exemplar_quality_trains_on_the_memory_alone(runs, tmp_path, capsys):
+    """benchmarks/exemplar_quality.py on a real sealed phase 1: a fresh network and Θ_0 trained on the
+    memory, scored on held-out images of every seen class; the same memory gives the same rows, and a
+    run without exemplars is a one-line error."""
+    from benchmarks.exemplar_quality import main as quality
+
+    herding, finetune, _ = runs
+    copy = tmp_path / "copy"
+    shutil.copytree(herding, copy)
+    out = tmp_path / "quality.json"
+    assert quality([str(herding), str(copy), "--phase", "1", "--epochs", "2", "--out", str(out)]) == 0
+    assert "| previous |" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], r["run"]) for r in rows] == [(m, str(run)) for run in (herding, copy)
+                                                      for m in ("fresh", "previous")]
+    strip = lambda r: {k: v for k, v in r.items() if k != "run"}  # noqa: E731
+    assert [strip(r) for r in rows[:2]] == [strip(r) for r in rows[2:]]
+    for r in rows:
+        assert 0.0 <= r["acc"] <= 100.0 and r["acc_old"] is not None
+    assert rows[1]["acc_old"] != rows[0]["acc_old"]            # Θ_0 knows the old classes, a fresh net does not
+    assert quality([str(finetune), "--phase", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(finetune) in err[0], err
+
+
+def test_objective_cost_times_every_objective_and_projects_it():
+    from benchmarks.cluster_estimate import Costs
+    from benchmarks.objective_cost import OBJECTIVES, measure, project
+
+    rows = measure(32, 1, torch.device("cpu"), repeats=1, per_class=2, batch=8)
+    assert len(rows) == len(OBJECTIVES)
+    assert all(r["step_s"] > 0 and r["train_images_per_step"] > 0 for r in rows)
+    fake = [{**r, "size": 224} for r in rows]
+    projected = project(fake, 100_000, Costs())
+    assert len(projected) == len(OBJECTIVES)
+    for p in projected:
+        assert 0 < p["phase_1"]["share"] < 1 and p["phase_0"]["exemplar_level_s"] > p["phase_1"]["exemplar_level_s"]
