@@ -52,6 +52,7 @@ __all__ = [
     "tensor_batches",
     "unrolled_loss",
     "schedule",
+    "previous_params",
 ]
 
 Batch = tuple[Tensor, Tensor]
@@ -143,6 +144,15 @@ class MnemonicsSettings:
     # eval mode); "random" = a freshly initialised copy of the network per outer step (distribution
     # matching, Zhao & Bilen); "both" = the sum of the two losses.
     embedders: str = "current"
+    # unrolled: where Θ' starts. "current" = Θ_i, the model just trained on D_i (the paper); "previous" =
+    # Θ_{i-1} (the model before this phase), its head's new-class rows imprinted from the exemplars' mean
+    # features, so the T steps have the new classes to learn from the exemplars. Phase 0 has no Θ_{i-1}
+    # and starts from Θ_i.
+    start: str = "current"
+    # Real data of the meta-loss (and of the prototype objective): "group" = the group's real images;
+    # "phase" = those and the old classes' exemplars, so what the exemplars teach must not cost the old
+    # classes (prototype always uses "phase", the authors' choice).
+    meta_data: str = "group"
 
     def __post_init__(self) -> None:
         if self.inner_steps < 0 or self.epochs < 0:
@@ -157,10 +167,14 @@ class MnemonicsSettings:
         for key in ("val_bn", "inner_bn"):
             if getattr(self, key) not in ("batch", "running"):
                 raise ValueError(f"mnemonics: {key} must be 'batch' or 'running', got {getattr(self, key)!r}")
+        if self.meta_loss == "group" and self.meta_data == "phase":
+            raise ValueError("mnemonics: meta_loss=group ranges over the group's classes only; it cannot score "
+                             "the old exemplars of meta_data=phase")
         if not 0.0 <= self.momentum < 1.0 or self.adjust_anchor < 0 or self.cosine_scale <= 0:
             raise ValueError("mnemonics: momentum must be in [0, 1), adjust_anchor >= 0, cosine_scale > 0")
         for key, allowed in (("meta_loss", ("all", "group")), ("init", ("random", "herding")),
-                             ("objective", OBJECTIVES), ("embedders", ("current", "random", "both"))):
+                             ("objective", OBJECTIVES), ("embedders", ("current", "random", "both")),
+                             ("start", ("current", "previous")), ("meta_data", ("group", "phase"))):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"mnemonics: {key} must be one of {allowed}, got {getattr(self, key)!r}")
 
@@ -388,12 +402,50 @@ def schedule(settings: MnemonicsSettings, lr: float, anchor: float = 0.0) -> Sch
                     settings.momentum, anchor)
 
 
+@torch.no_grad()
+def previous_params(model: nn.Module, previous: nn.Module, x0: Tensor, labels: Tensor) -> tuple[dict, dict]:
+    """(params, buffers) of Θ'_0 = Θ_{i-1}: `previous`'s parameters and buffers under `model`'s names; a
+    parameter `model` has grown (the head's rows of the phase's classes) keeps Θ_{i-1}'s rows, and its new
+    rows are imprinted: the weight row of each class of `labels` is the L2-normalised mean feature of its
+    exemplars `x0` under Θ_{i-1}, scaled to the mean norm of the old rows, its bias the old rows' mean
+    bias (Qi et al.'s weight imprinting). A parameter `previous` lacks (a head part of this phase) and rows
+    of classes outside `labels` keep Θ_i's values."""
+    params, buffers = start_params(model)
+    before = dict(previous.named_parameters())
+    buffers.update({n: b.detach() for n, b in previous.named_buffers() if n in buffers
+                    and b.shape == buffers[n].shape})
+    f = F.normalize(previous.features(x0), dim=1)
+    classes = torch.unique(labels)
+    means = F.normalize(torch.stack([f[labels == c].mean(0) for c in classes]), dim=1)
+    for name, p in params.items():
+        old = before.get(name)
+        if old is None:
+            continue
+        if old.shape == p.shape:
+            value = old.detach().clone()
+        elif old.dim() == p.dim() and old.shape[1:] == p.shape[1:] and old.shape[0] < p.shape[0]:
+            value = p.detach().clone()
+            value[: old.shape[0]] = old
+            grown = classes[classes >= old.shape[0]]
+            rows = means[classes >= old.shape[0]]
+            if p.dim() == 2 and p.shape[1] == means.shape[1] and len(grown):
+                value[grown] = rows * old.norm(dim=1).mean()
+            elif p.dim() == 1 and len(grown) and len(old):
+                value[grown] = old.mean()
+        else:
+            continue
+        params[name] = value.requires_grad_(p.requires_grad)
+    return params, buffers
+
+
 def unrolled_loss(model: nn.Module, labels: Tensor, settings: MnemonicsSettings, generator: torch.Generator,
-                  classes: Tensor | None, augment: Augment | None = None) -> LossOf:
+                  classes: Tensor | None, augment: Augment | None = None,
+                  start: tuple[dict, dict] | None = None) -> LossOf:
     """The paper's objective as `loss_of(x, real)`: unroll Θ' from Θ on the exemplars x for T steps (Eq. 8),
     then the cross-entropy of Θ' on the real batches (Eq. 9); `classes`: the meta-loss's classes (None =
-    all). `augment(x)`, if given, is applied to the exemplars and to every real batch, differentiably."""
-    params, buffers = start_params(model)
+    all). `augment(x)`, if given, is applied to the exemplars and to every real batch, differentiably.
+    `start`: Θ'_0 as (params, buffers) when it is not Θ (`previous_params`)."""
+    params, buffers = start if start is not None else start_params(model)
     n, b = len(labels), settings.inner_batch_size
 
     def loss_of(x: Tensor, real: list[Batch]) -> Tensor:
@@ -411,10 +463,10 @@ def unrolled_loss(model: nn.Module, labels: Tensor, settings: MnemonicsSettings,
 def _optimise(model: nn.Module, exemplars: Tensor, labels: Tensor, val_batches: ValBatches,
               settings: MnemonicsSettings, base_lr: float, generator: torch.Generator,
               progress: Progress | None, extra: dict, classes: Tensor | None, anchor: float = 0.0,
-              augment: Augment | None = None) -> Tensor:
+              augment: Augment | None = None, start: tuple[dict, dict] | None = None) -> Tensor:
     """Eq. 9 / 10 on one exemplar set; `classes`: the meta-loss's classes (None = all)."""
     labels = labels.to(device=exemplars.device, dtype=torch.long)
-    loss_of = unrolled_loss(model, labels, settings, generator, classes, augment)
+    loss_of = unrolled_loss(model, labels, settings, generator, classes, augment, start)
     x = descend(exemplars, loss_of, val_batches, schedule(settings, base_lr, anchor), progress, extra)
     return x.to(exemplars.dtype)
 
@@ -422,7 +474,8 @@ def _optimise(model: nn.Module, exemplars: Tensor, labels: Tensor, val_batches: 
 def optimise_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
                        val_batches: ValBatches, settings: MnemonicsSettings,
                        generator: torch.Generator | None = None,
-                       progress: Progress | None = None, augment: Augment | None = None) -> Tensor:
+                       progress: Progress | None = None, augment: Augment | None = None,
+                       previous: nn.Module | None = None) -> Tensor:
     """Train new-class mnemonics exemplars (Eq. 8-9); returns them detached (same shape, dtype,
     device). (The unrolled objective; exemplars/objectives/ has the others.)
 
@@ -437,11 +490,15 @@ def optimise_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
                 fresh generator seeded with `settings.seed` (never the global RNG).
     progress    optional callback receiving {"epoch", "step", "loss", "lr"} after each outer step.
     augment     optional differentiable augmentation of the exemplars and the real batches.
+    previous    Θ_{i-1}, where Θ' starts with `settings.start = "previous"` (None: start at Θ).
     """
     labels = labels.to(exemplars.device)
+    start = None
+    if settings.start == "previous" and previous is not None:
+        start = previous_params(model, previous, exemplars.float(), labels.long())
     return _optimise(model, exemplars, labels, val_batches, settings, settings.lr,
                      _generator(generator, settings), progress, {}, _meta_classes(labels, settings),
-                     augment=augment)
+                     augment=augment, start=start)
 
 
 def fold_ids(labels: Tensor, folds: int, generator: torch.Generator) -> Tensor:

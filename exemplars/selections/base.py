@@ -26,14 +26,16 @@ register = REGISTRY.register
 @dataclass(frozen=True)
 class SelectionContext:
     """What a selection may know of the run: where it is, how to draw its random numbers, the data preset
-    (its augmentation) and the old classes' exemplars as they stood before this phase's exemplar level
-    ({label: float16 pixels}, the same on every rank; set by the exemplar update, read-only)."""
+    (its augmentation), the old classes' exemplars as they stood before this phase's exemplar level
+    ({label: float16 pixels}, the same on every rank; set by the exemplar update, read-only) and the model
+    before this phase."""
     seed: int
     phase: int
     device: torch.device
     feature_batch_size: int = 256
     preset: str = "glyphs"
     old_exemplars: Mapping[int, torch.Tensor] = field(default_factory=dict)
+    previous: nn.Module | None = None       # Θ_{i-1}, frozen (the strategy's teacher), when the run keeps one
 
 
 class Selection(Plugin):

@@ -113,18 +113,21 @@ class Mnemonics(Selection):
             self._old_means = (key, means)
         return self._old_means[1], old
 
+    def real_batches(self, images, labels, ctx, with_old: bool, g):
+        """`epoch -> batches` of the group's real images, and of the old exemplars `with_old`."""
+        if not with_old or not ctx.old_exemplars:
+            return tensor_batches(images, labels, self.settings.val_batch_size, g)
+        return pooled_batches([(images, labels), stack_bank(ctx.old_exemplars, sorted(ctx.old_exemplars))],
+                              self.settings.val_batch_size, g)
+
     def objective(self, model, y, images, labels, group, ctx, g):
         """(loss_of, real batches) of the configured objective other than `unrolled`, for one group."""
         s = self.settings
         augment = self._augment(ctx, group[0], 3)
         if s.objective == "prototype":
             means, old = self.old_means(model, ctx)
-            parts = [(images, labels)]
-            if old:
-                x_old, y_old = stack_bank(ctx.old_exemplars, old)
-                parts.append((x_old, y_old))
             return (prototype_loss(model, y, means, old, s.cosine_scale, augment),
-                    pooled_batches(parts, s.val_batch_size, g))
+                    self.real_batches(images, labels, ctx, True, g))
         gen = device_generator(seeds.generator("exemplars", ctx.seed, ctx.phase, group[0], 4), ctx.device)
         return matching_loss(model, y, s.embedders, gen, augment), tensor_batches(images, labels, s.val_batch_size, g)
 
@@ -138,12 +141,14 @@ class Mnemonics(Selection):
         g = seeds.generator("exemplars", ctx.seed, ctx.phase, group[0], 1)
         trace = _Trace("select", group, ctx.phase, self.notes)
         if s.objective == "unrolled":
-            val = tensor_batches(images, labels, s.val_batch_size, g)
+            val = self.real_batches(images, labels, ctx, s.meta_data == "phase", g)
             x = optimise_exemplars(model, x0, y, val, s, generator=g, progress=trace,
-                                   augment=self._augment(ctx, group[0], 3))
-            pick = torch.linspace(0, len(labels) - 1, min(len(labels), s.val_batch_size)).long()
-            probe = [(images[pick].float().div(255).to(ctx.device), labels[pick].to(ctx.device))]   # all classes
-            fixed = tuple(meta_loss_value(model, e, y, probe, s) for e in (x0, x))
+                                   augment=self._augment(ctx, group[0], 3), previous=ctx.previous)
+            fixed = None
+            if s.start == "current" or ctx.previous is None:       # the probe unrolls from Θ
+                pick = torch.linspace(0, len(labels) - 1, min(len(labels), s.val_batch_size)).long()
+                probe = [(images[pick].float().div(255).to(ctx.device), labels[pick].to(ctx.device))]
+                fixed = tuple(meta_loss_value(model, e, y, probe, s) for e in (x0, x))
         else:
             loss_of, real = self.objective(model, y, images, labels, group, ctx, g)
             x = descend(x0, loss_of, real, schedule(s, s.lr), trace)

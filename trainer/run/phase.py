@@ -119,7 +119,8 @@ class Phase:
             return real.lazy(ids), self.real_labels[real.span(ids)]
 
         counts = {label: real.counts[s.plan.order[label]] for label in ctx.new_labels}
-        sel = SelectionContext(s.cfg.seed, self.index, s.dist.device, s.cfg.eval.batch_size, s.cfg.data.preset)
+        sel = SelectionContext(s.cfg.seed, self.index, s.dist.device, s.cfg.eval.batch_size, s.cfg.data.preset,
+                               previous=s.strategy.teacher)
         t0 = time.perf_counter()
         info = update_memory(s.model, s.memory, ctx.new_labels, ctx.old_labels, group_images, counts,
                              s.cfg.exemplars, s.cfg.data.image_size, sel, s.dist.rank, s.dist.world,

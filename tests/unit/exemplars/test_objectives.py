@@ -133,7 +133,7 @@ def _select(objective, extra=(), device_seed=0):
     x, y = _images(6, 4, seed=4)
     images = (x * 255).round().to(torch.uint8)
     old = {0: x[y == 0][:2].half(), 1: x[y == 1][:2].half()}
-    ctx = SelectionContext(cfg.seed, 1, torch.device("cpu"), 16, "glyphs", old)
+    ctx = SelectionContext(cfg.seed, 1, torch.device("cpu"), 16, "glyphs", old, previous=_net(2, seed=1))
     selection = build_selection(cfg.exemplars)
     out = selection.select(model, images[y >= 2], y[y >= 2], [2, 3], 3, ctx)
     return out, selection
@@ -143,6 +143,8 @@ def _select(objective, extra=(), device_seed=0):
     ("prototype", ["exemplars.mnemonics.momentum=0.9", "exemplars.mnemonics.augment=true"]),
     ("matching", ["exemplars.mnemonics.embedders=both", "exemplars.mnemonics.augment=true"]),
     ("unrolled", ["exemplars.mnemonics.inner_steps=1", "exemplars.mnemonics.augment=true"]),
+    ("unrolled", ["exemplars.mnemonics.inner_steps=1", "exemplars.mnemonics.start=previous",
+                  "exemplars.mnemonics.meta_data=phase"]),
 ])
 def test_selection_runs_each_objective_deterministically(objective, extra):
     """Every objective moves the pixels of its group, and a rerun gives the same exemplars bit for bit
@@ -167,3 +169,39 @@ def test_settings_name_the_bad_objective():
     s = MnemonicsSettings(lr=3.0, momentum=0.5)
     assert schedule(s, s.lr) == Schedule(s.epochs, s.steps_per_epoch, s.val_batches, 3.0, s.lr_halve_every, 0.5)
     assert len(list(tensor_batches(torch.zeros(5, 1, 1, 1), torch.zeros(5), 2, torch.Generator())(0))) == 3
+
+
+def test_previous_start_is_theta_before_the_phase_with_imprinted_new_rows():
+    """start=previous: Θ'_0 has Θ_{i-1}'s body, buffers and old rows; the group's new rows are the
+    exemplars' mean features under Θ_{i-1}, at the old rows' mean norm; and the unrolled objective from
+    there still lowers its loss."""
+    from exemplars.mnemonics import optimise_exemplars, previous_params, unrolled_loss
+
+    previous = _net(2, seed=1)
+    model = _net(2, seed=2)
+    model.head.grow(2)
+    x0, y = _images(3, 4, seed=5)
+    x0, y = x0[y >= 2], y[y >= 2]
+    params, buffers = previous_params(model, previous, x0, y)
+    prev = dict(previous.named_parameters())
+    for name, p in params.items():
+        if not name.startswith("head."):
+            assert torch.equal(p, prev[name]), name
+    w = params["head.weight"]
+    assert torch.equal(w[:2], prev["head.weight"]) and torch.equal(params["head.bias"][2:],
+                                                                  prev["head.bias"].mean().expand(2))
+    feats = torch.nn.functional.normalize(previous.features(x0), dim=1)
+    for c in (2, 3):
+        row = torch.nn.functional.normalize(feats[y == c].mean(0), dim=0) * prev["head.weight"].norm(dim=1).mean()
+        assert torch.allclose(w[c], row.detach(), atol=1e-6)
+    assert all(torch.equal(buffers[n], b) for n, b in previous.named_buffers())
+    s = MnemonicsSettings(inner_steps=2, inner_lr=0.1, start="previous", val_bn="running", inner_bn="running")
+    real_x, real_y = _images(6, 4, seed=6)
+    real = [(real_x[real_y >= 2], real_y[real_y >= 2])]
+    loss_of = unrolled_loss(model, y, s, torch.Generator(), None, start=(params, buffers))
+    x = optimise_exemplars(model, x0, y, lambda e: iter(real), MnemonicsSettings(
+        inner_steps=2, inner_lr=0.1, start="previous", val_bn="running", inner_bn="running", epochs=6, lr=0.01),
+        previous=previous)
+    assert _value(loss_of, x, real) < _value(loss_of, x0, real)
+    with pytest.raises(ValueError, match="meta_data"):
+        MnemonicsSettings(meta_loss="group", meta_data="phase")
