@@ -4,10 +4,12 @@ long-timeout exemplar exchange, and one resume point for all ranks.
 The two-rank tests are real gloo process groups; the device choices are pure functions of the
 environment and of the visible device count (the PCI-bus check itself runs in tests/gpu/)."""
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
-from two_ranks import check, two_ranks
+from two_ranks import PRELUDE, ROOT, check, two_ranks
 
 from core.errors import UserError
 from trainer.engine import distributed, rendezvous
@@ -192,3 +194,55 @@ def test_on_resume_rank_0_reads_the_exemplar_memory_and_sends_it(tmp_path):
     got = [json.loads(o) for o in check(two_ranks(MEMORY, main, other))]
     assert got[0] == got[1], got
     assert len(got[0]["sealed"]) == 3 and len(got[0]["in_phase"]) == 4, got
+
+
+UPDATE = r"""
+import hashlib, json, sys
+import torch
+from exemplars.memory import ExemplarMemory
+from exemplars.selections.base import SelectionContext
+from exemplars.update import update_memory
+from trainer.config import load_config
+from trainer.engine import distributed
+from trainer.methods.models.net import IncrementalNet
+world = int(sys.argv[1])
+info = distributed.init("cpu") if world > 1 else None
+rank = info.rank if info else 0
+out = {}
+for objective in ("prototype", "matching"):
+    cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.selection=mnemonics",
+                      "exemplars.group_size=1", f"exemplars.mnemonics.objective={objective}",
+                      "exemplars.mnemonics.epochs=2", "exemplars.mnemonics.val_batch_size=8",
+                      "exemplars.mnemonics.embedders=both", "exemplars.mnemonics.augment=true",
+                      "exemplars.mnemonics.momentum=0.9"])
+    torch.manual_seed(0)
+    model = IncrementalNet("resnet20", "glyphs")
+    model.head.grow(5)
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (5 * 6, 3, 8, 8), generator=g, dtype=torch.uint8)
+    labels = torch.arange(5).repeat_interleave(6)
+    memory = ExemplarMemory()
+    for label in (0, 1):
+        memory.set(label, images[labels == label][:3].float() / 255)
+    group_images = lambda group: (images[torch.isin(labels, torch.tensor(group))],
+                                  labels[torch.isin(labels, torch.tensor(group))])
+    ctx = SelectionContext(0, 1, torch.device("cpu"), 16, "glyphs")
+    extra = (distributed.exchange_objects, distributed.exchange_tensors) if info else ()
+    update_memory(model, memory, [2, 3, 4], [0, 1], group_images, {2: 6, 3: 6, 4: 6}, cfg.exemplars, 8, ctx,
+                  rank, world, *extra)
+    out[objective] = {k: hashlib.sha256(v.numpy().tobytes()).hexdigest()[:12] for k, v in sorted(memory.bank.items())}
+print(json.dumps(out))
+if info:
+    distributed.shutdown()
+"""
+
+
+def test_new_objectives_give_the_same_exemplars_on_one_and_two_processes():
+    """The prototype and matching objectives through the exemplar update: three class groups spread over
+    two real processes give the memory one process computes, bit for bit (each group's exemplars are a
+    function of the model, its images and the context only, whatever rank optimises it)."""
+    one = json.loads(check([subprocess.run([sys.executable, "-c", PRELUDE + UPDATE, "1"], cwd=ROOT, text=True,
+                                           capture_output=True, timeout=300)])[0])
+    two = [json.loads(o) for o in check(two_ranks(UPDATE, "2"))]
+    assert two[0] == two[1] == one, (one, two)
+    assert len(one["prototype"]) == 5 and one["prototype"] != one["matching"]
