@@ -213,7 +213,9 @@ def test_exemplar_quality_trains_on_the_memory_alone(runs, tmp_path, capsys):
 
 def test_objective_cost_times_every_objective_and_projects_it():
     from benchmarks.cluster_estimate import Costs
-    from benchmarks.objective_cost import OBJECTIVES, measure, project
+    from benchmarks.mnemonics_profile import OBJECTIVES
+    from benchmarks.mnemonics_profile import measure_objective as measure
+    from benchmarks.mnemonics_profile import project_objectives as project
 
     rows = measure(32, 1, torch.device("cpu"), repeats=1, per_class=2, batch=8)
     assert len(rows) == len(OBJECTIVES)
