@@ -95,6 +95,7 @@ class Mnemonics(Selection):
     def __init__(self, settings=None):
         super().__init__(settings)
         self._old_means: tuple | None = None     # (key, means): the old classes' means, once per phase
+        self._old_stack: tuple | None = None     # (key, (images, labels)): the old exemplars stacked, once per phase
 
     def _augment(self, ctx, label: int, stream: int):
         """The model-level exemplar augmentation as a differentiable function, with its own draws."""
@@ -113,12 +114,21 @@ class Mnemonics(Selection):
             self._old_means = (key, means)
         return self._old_means[1], old
 
+    def old_stack(self, ctx) -> tuple[torch.Tensor, torch.Tensor]:
+        """The old exemplars as one (images, labels) pair in their stored dtype, stacked once per phase: every
+        class group of the phase pools the same old exemplars into its real batches."""
+        old = sorted(ctx.old_exemplars)
+        key = (ctx.phase, id(ctx.old_exemplars), tuple(old))
+        if self._old_stack is None or self._old_stack[0] != key:
+            dtype = ctx.old_exemplars[old[0]].dtype if old else torch.float32
+            self._old_stack = (key, stack_bank(ctx.old_exemplars, old, dtype))
+        return self._old_stack[1]
+
     def real_batches(self, images, labels, ctx, with_old: bool, g):
         """`epoch -> batches` of the group's real images, and of the old exemplars `with_old`."""
         if not with_old or not ctx.old_exemplars:
             return tensor_batches(images, labels, self.settings.val_batch_size, g)
-        return pooled_batches([(images, labels), stack_bank(ctx.old_exemplars, sorted(ctx.old_exemplars))],
-                              self.settings.val_batch_size, g)
+        return pooled_batches([(images, labels), self.old_stack(ctx)], self.settings.val_batch_size, g)
 
     def objective(self, model, y, images, labels, group, ctx, g):
         """(loss_of, real batches) of the configured objective other than `unrolled`, for one group."""

@@ -159,6 +159,25 @@ def test_selection_runs_each_objective_deterministically(objective, extra):
     assert selection.notes and selection.notes[0]["what"] == "select"
 
 
+def test_old_exemplars_are_stacked_once_per_phase():
+    """Every class group of a phase pools the same old exemplars: they are stacked once (in their stored
+    float16), the pool's batches are float32 of exactly those pixels, and a new phase stacks anew."""
+    _, selection = _select("prototype")
+    x, y = _images(2, 2, seed=5)
+    old = {0: x[y == 0].half(), 1: x[y == 1].half()}
+    ctx = SelectionContext(0, 3, torch.device("cpu"), 16, "glyphs", old)
+    first = selection.old_stack(ctx)
+    assert selection.old_stack(ctx) is first and first[0].dtype == torch.float16
+    assert torch.equal(first[1], torch.tensor([0, 0, 1, 1]))
+    batches = list(selection.real_batches(torch.zeros(0, 3, 8, 8, dtype=torch.uint8), torch.zeros(0).long(),
+                                          ctx, True, torch.Generator().manual_seed(0))(0))
+    pooled = torch.cat([b for b, _ in batches])
+    assert pooled.dtype == torch.float32 and pooled.shape == (4, 3, 8, 8)
+    assert torch.equal(pooled.sort(0).values, x.half().float().sort(0).values)
+    later = SelectionContext(0, 4, torch.device("cpu"), 16, "glyphs", old)
+    assert selection.old_stack(later) is not first
+
+
 def test_settings_name_the_bad_objective():
     with pytest.raises(ValueError, match="objective"):
         MnemonicsSettings(objective="bilevel")
