@@ -147,8 +147,13 @@ class MnemonicsSettings:
     # unrolled: where Θ' starts. "current" = Θ_i, the model just trained on D_i (the paper); "previous" =
     # Θ_{i-1} (the model before this phase), its head's new-class rows imprinted from the exemplars' mean
     # features, so the T steps have the new classes to learn from the exemplars. Phase 0 has no Θ_{i-1}
-    # and starts from Θ_i.
+    # and starts from Θ_i. "snapshot" = the phase's own model after `snapshot_epoch` epochs of its
+    # model-level training (kept by the run as it trains, no extra training): a model that has not fit D_i
+    # yet, in every phase including phase 0 (where phase 0 is reused by train.base_from: Θ_i).
     start: str = "current"
+    # start=snapshot: epochs of the phase's first training stage after which the model is kept (a phase
+    # shorter than that keeps its last epoch's model, Θ_i).
+    snapshot_epoch: int = 1
     # Real data of the meta-loss (and of the prototype objective): "group" = the group's real images;
     # "phase" = those and the old classes' exemplars, so what the exemplars teach must not cost the old
     # classes (prototype always uses "phase", the authors' choice).
@@ -159,8 +164,8 @@ class MnemonicsSettings:
             raise ValueError("mnemonics: inner_steps and epochs must be >= 0")
         if self.folds < 2:
             raise ValueError("mnemonics: folds must be >= 2")
-        if self.lr_halve_every < 1 or self.val_batch_size < 1 or self.val_batches < 1:
-            raise ValueError("mnemonics: lr_halve_every, val_batch_size, val_batches must be >= 1")
+        if min(self.lr_halve_every, self.val_batch_size, self.val_batches, self.snapshot_epoch) < 1:
+            raise ValueError("mnemonics: lr_halve_every, val_batch_size, val_batches, snapshot_epoch must be >= 1")
         if min(self.steps_per_epoch, self.inner_batch_size, self.checkpoint_segment) < 0:
             raise ValueError(
                 "mnemonics: steps_per_epoch, inner_batch_size, checkpoint_segment must be >= 0")
@@ -174,7 +179,7 @@ class MnemonicsSettings:
             raise ValueError("mnemonics: momentum must be in [0, 1), adjust_anchor >= 0, cosine_scale > 0")
         for key, allowed in (("meta_loss", ("all", "group")), ("init", ("random", "herding")),
                              ("objective", OBJECTIVES), ("embedders", ("current", "random", "both")),
-                             ("start", ("current", "previous")), ("meta_data", ("group", "phase"))):
+                             ("start", ("current", "previous", "snapshot")), ("meta_data", ("group", "phase"))):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"mnemonics: {key} must be one of {allowed}, got {getattr(self, key)!r}")
 
@@ -475,7 +480,7 @@ def optimise_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
                        val_batches: ValBatches, settings: MnemonicsSettings,
                        generator: torch.Generator | None = None,
                        progress: Progress | None = None, augment: Augment | None = None,
-                       previous: nn.Module | None = None) -> Tensor:
+                       previous: nn.Module | None = None, snapshot: nn.Module | None = None) -> Tensor:
     """Train new-class mnemonics exemplars (Eq. 8-9); returns them detached (same shape, dtype,
     device). (The unrolled objective; exemplars/objectives/ has the others.)
 
@@ -491,11 +496,15 @@ def optimise_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
     progress    optional callback receiving {"epoch", "step", "loss", "lr"} after each outer step.
     augment     optional differentiable augmentation of the exemplars and the real batches.
     previous    Θ_{i-1}, where Θ' starts with `settings.start = "previous"` (None: start at Θ).
+    snapshot    the model early in its training, the same architecture and head as `model`, where Θ'
+                starts with `settings.start = "snapshot"` (None: start at Θ).
     """
     labels = labels.to(exemplars.device)
     start = None
     if settings.start == "previous" and previous is not None:
         start = previous_params(model, previous, exemplars.float(), labels.long())
+    elif settings.start == "snapshot" and snapshot is not None:
+        start = start_params(snapshot)
     return _optimise(model, exemplars, labels, val_batches, settings, settings.lr,
                      _generator(generator, settings), progress, {}, _meta_classes(labels, settings),
                      augment=augment, start=start)

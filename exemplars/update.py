@@ -40,6 +40,12 @@ def build_selection(settings) -> Selection:
     return REGISTRY.get(settings.selection)(getattr(settings, settings.selection, None))
 
 
+def snapshot_epoch(settings) -> int:
+    """After which epoch of a phase's model-level training the configured selection wants the model kept
+    (`Selection.snapshot_epoch`; 0: none). `settings`: the exemplars config section."""
+    return build_selection(settings).snapshot_epoch()
+
+
 def _spread(groups: list[list[int]], cost_of, rank: int, world: int, exchange: Exchange, work,
             sent: list[int]) -> dict[int, torch.Tensor]:
     """Run `work(group)` for this rank's groups; exchange every rank's results (bytes sent into `sent`)."""

@@ -27,8 +27,9 @@ register = REGISTRY.register
 class SelectionContext:
     """What a selection may know of the run: where it is, how to draw its random numbers, the data preset
     (its augmentation), the old classes' exemplars as they stood before this phase's exemplar level
-    ({label: float16 pixels}, the same on every rank; set by the exemplar update, read-only) and the model
-    before this phase."""
+    ({label: float16 pixels}, the same on every rank; set by the exemplar update, read-only), the model
+    before this phase and, where the selection asked for one (`snapshot_epoch`), the phase's model as it was
+    after that many epochs of its model-level training."""
     seed: int
     phase: int
     device: torch.device
@@ -36,6 +37,7 @@ class SelectionContext:
     preset: str = "glyphs"
     old_exemplars: Mapping[int, torch.Tensor] = field(default_factory=dict)
     previous: nn.Module | None = None       # Θ_{i-1}, frozen (the strategy's teacher), when the run keeps one
+    snapshot: nn.Module | None = None       # Θ_i early in its training (see Selection.snapshot_epoch), or None
 
 
 class Selection(Plugin):
@@ -62,6 +64,11 @@ class Selection(Plugin):
                ctx: SelectionContext) -> dict[int, torch.Tensor] | None:
         """Adjusted old exemplars of one group (Eq. 10), or None: this selection does not adjust."""
         return None
+
+    def snapshot_epoch(self) -> int:
+        """Epochs of the phase's model-level training after which the run keeps a copy of the model for this
+        selection (`SelectionContext.snapshot`); 0: it needs none (no copy is kept)."""
+        return 0
 
     @classmethod
     def adjusts(cls) -> bool:

@@ -153,9 +153,11 @@ class Mnemonics(Selection):
         if s.objective == "unrolled":
             val = self.real_batches(images, labels, ctx, s.meta_data == "phase", g)
             x = optimise_exemplars(model, x0, y, val, s, generator=g, progress=trace,
-                                   augment=self._augment(ctx, group[0], 3), previous=ctx.previous)
+                                   augment=self._augment(ctx, group[0], 3), previous=ctx.previous,
+                                   snapshot=ctx.snapshot)
             fixed = None
-            if s.start == "current" or ctx.previous is None:       # the probe unrolls from Θ
+            if {"current": None, "previous": ctx.previous, "snapshot": ctx.snapshot}[s.start] is None:
+                # Θ' starts at Θ, where the probe unrolls from
                 pick = torch.linspace(0, len(labels) - 1, min(len(labels), s.val_batch_size)).long()
                 probe = [(images[pick].float().div(255).to(ctx.device), labels[pick].to(ctx.device))]
                 fixed = tuple(meta_loss_value(model, e, y, probe, s) for e in (x0, x))
@@ -165,6 +167,10 @@ class Mnemonics(Selection):
             fixed = None
         trace.report(x0, x, fixed)
         return _unstack(x, out, group)
+
+    def snapshot_epoch(self) -> int:
+        s = self.settings
+        return s.snapshot_epoch if s.objective == "unrolled" and s.start == "snapshot" else 0
 
     def adjust(self, model, exemplars, group, ctx):
         x0, y = _stack(exemplars, group, ctx.device)

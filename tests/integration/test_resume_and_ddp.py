@@ -1,6 +1,7 @@
 """Crash safety and data parallelism: SIGKILL at three points then resume gives the identical
 metrics.json, also for a two-process run (one rank killed), for the DALI loader and in the middle of
-mnemonics optimisation; 2 gloo processes match 1 process at the same global batch."""
+mnemonics optimisation (its Θ' starting from the model kept after the train stage's first epoch, which the
+resumed run must read back from the checkpoint); 2 gloo processes match 1 process at the same global batch."""
 import json
 import os
 import shutil
@@ -81,14 +82,16 @@ def test_two_process_run_with_one_rank_killed_resumes_identically(ddp_run, digit
 @pytest.mark.parametrize("case", ["dali", "mnemonics"])
 def test_sigkill_then_resume_with_dali_and_inside_mnemonics_optimisation(digits_shards, tmp_path, case):
     pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
-    extra = [*LIGHT, "data.loader=dali"] if case == "dali" else [*LIGHT, *MNEMONICS]
+    extra = [*LIGHT, "data.loader=dali"] if case == "dali" else [*LIGHT, *MNEMONICS, "exemplars.mnemonics.start=snapshot"]
     fault = "train:1:0" if case == "dali" else "mnemonics:1:3"
     ref = tmp_path / "ref"
     r = mnemo_train(ref, digits_shards, *extra)
     assert r.returncode == 0, r.stderr[-3000:]
     if case == "mnemonics":
         assert "over 4 outer steps" in r.stderr          # the kill lands inside a group's optimisation
-    kill_and_resume(ref, digits_shards, tmp_path, fault, *extra)
+        assert "phase 1: kept the model after epoch 1 of 2" in r.stderr
+    resumed = kill_and_resume(ref, digits_shards, tmp_path, fault, *extra)
+    assert "no snapshot" not in resumed.stderr and "no snapshot" not in r.stderr
 
 
 @pytest.mark.parametrize("fault", ["train:1:1", "exemplars:1", "seal:1"])

@@ -6,6 +6,7 @@ crash are skipped, an interrupted training stage continues after its last checkp
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 
@@ -16,7 +17,7 @@ from data_pipeline.loading.augment import FLIP
 from data_pipeline.loading.loaders import eval_batches, resolve_loader, train_batches
 from exemplars.memory import STORE_DTYPE
 from exemplars.selections.base import SelectionContext
-from exemplars.update import update_memory
+from exemplars.update import snapshot_epoch, update_memory
 from trainer.engine import distributed
 from trainer.engine.deepspeed_engine import Engine
 from trainer.engine.epoch_loop import StageRun, run_epochs
@@ -60,13 +61,15 @@ class Phase:
     def __init__(self, session: Session, index: int):
         self.s, self.index = session, index
         self.timings, self.exemplar_info = Value({}), Value(None)
+        self.snapshot = Value(None)         # the model's state early in the train stage, when the selection asks
+        self.snapshot_at = snapshot_epoch(session.cfg.exemplars) if session.strategy.uses_exemplars else 0
         self.ctx = PhaseContext(index, session.plan, session.model, session.dist.device, session.memory)
 
     def point_states(self, with_model: bool) -> dict:
         """What an in-phase checkpoint holds, by key."""
         s = self.s
         out = {"memory": s.memory, "strategy": s.strategy, "timings": self.timings,
-               "exemplar_info": self.exemplar_info, "events": s.events}
+               "exemplar_info": self.exemplar_info, "events": s.events, "snapshot": self.snapshot}
         return {**out, "model": s.model} if with_model else out
 
     def run(self) -> torch.nn.Module:
@@ -120,7 +123,7 @@ class Phase:
 
         counts = {label: real.counts[s.plan.order[label]] for label in ctx.new_labels}
         sel = SelectionContext(s.cfg.seed, self.index, s.dist.device, s.cfg.eval.batch_size, s.cfg.data.preset,
-                               previous=s.strategy.teacher)
+                               previous=s.strategy.teacher, snapshot=self.snapshot_model())
         t0 = time.perf_counter()
         info = update_memory(s.model, s.memory, ctx.new_labels, ctx.old_labels, group_images, counts,
                              s.cfg.exemplars, s.cfg.data.image_size, sel, s.dist.rank, s.dist.world,
@@ -129,6 +132,29 @@ class Phase:
         s.events.image("exemplars/new_classes", exemplar_grid(s.memory, ctx.new_labels))
         self.exemplar_info.value = info
         self.timings.value["exemplars_s"] = time.perf_counter() - t0
+        self.snapshot.value = None                      # used: later checkpoints of the phase need not carry it
+
+    def keep_snapshot(self, stage: Stage, epoch: int, epochs: int, module: torch.nn.Module) -> None:
+        """Keep the model's state (on the CPU) after epoch `snapshot_at` of the train stage (its last epoch
+        when the stage is shorter), for a selection that starts from it."""
+        if self.snapshot_at and isinstance(stage, Train) and epoch + 1 == min(self.snapshot_at, epochs):
+            self.snapshot.value = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+            log.info("phase %d: kept the model after epoch %d of %d for the exemplar level", self.index, epoch + 1,
+                     epochs)
+
+    def snapshot_model(self) -> torch.nn.Module | None:
+        """The kept snapshot as a copy of the phase's model (eval mode; its parameters keep the model's
+        requires_grad flags, which say what the unrolled Θ' trains), or None."""
+        if not self.snapshot_at:
+            return None
+        if self.snapshot.value is None:
+            log.warning("phase %d: no snapshot of this phase's training to start the exemplar level from (%s); it "
+                        "starts from the trained model", self.index, "phase 0 is reused by train.base_from"
+                        if self.index == 0 and self.s.base is not None else "nothing was trained")
+            return None
+        snap = copy.deepcopy(self.s.model)
+        snap.load_state_dict(self.snapshot.value)
+        return snap.eval()
 
     def stage_data(self, stage: Stage) -> StageData:
         """The run's data for `stage` (D_i and the old exemplars, or every seen class's exemplars), as the
@@ -161,6 +187,7 @@ class Phase:
                 engine.load_checkpoint(s.run_dir.engine_dir(), engine_tag)
 
             def on_epoch_end(epoch, engine=engine):
+                self.keep_snapshot(stage, epoch, spec.epochs, engine.module)
                 every = t.checkpoint_every
                 if every and (epoch + 1) % every == 0 and epoch + 1 < spec.epochs:
                     s.run_dir.save_in_stage(engine, self.index, k, stage.name, epoch, self.point_states(False))

@@ -224,3 +224,31 @@ def test_previous_start_is_theta_before_the_phase_with_imprinted_new_rows():
     assert _value(loss_of, x, real) < _value(loss_of, x0, real)
     with pytest.raises(ValueError, match="meta_data"):
         MnemonicsSettings(meta_loss="group", meta_data="phase")
+
+
+def test_snapshot_start_unrolls_from_the_kept_model():
+    """start=snapshot: Θ' starts at the snapshot's parameters and buffers, so the exemplars are exactly those
+    of the paper's start from a model that *is* the snapshot, and not those from the trained model; without a
+    snapshot it starts from Θ; only start=snapshot of the unrolled objective asks the run for one."""
+    from exemplars.mnemonics import optimise_exemplars
+
+    model, snapshot = _net(4, seed=2), _net(4, seed=3)
+    x0, y = _images(3, 4, seed=5)
+    real = [_images(4, 4, seed=6)]
+    settings = dict(inner_steps=2, inner_lr=0.1, epochs=3, lr=0.5)
+
+    def run(net, start, snap=None):
+        return optimise_exemplars(net, x0, y, lambda e: iter(real), MnemonicsSettings(start=start, **settings),
+                                  snapshot=snap)
+
+    from_snapshot = run(model, "snapshot", snapshot)
+    assert torch.equal(from_snapshot, run(snapshot, "current"))
+    assert not torch.equal(from_snapshot, run(model, "current"))
+    assert torch.equal(run(model, "snapshot"), run(model, "current"))
+    with pytest.raises(ValueError, match="snapshot_epoch"):
+        MnemonicsSettings(snapshot_epoch=0)
+    wants = lambda **kw: build_selection(load_config("configs/glyphs.yaml", [  # noqa: E731
+        "exemplars.selection=mnemonics", *[f"exemplars.mnemonics.{k}={v}" for k, v in kw.items()]]).exemplars
+    ).snapshot_epoch()
+    assert wants(start="snapshot", snapshot_epoch=3) == 3
+    assert wants(start="snapshot", objective="matching") == 0 and wants(start="previous") == 0
