@@ -39,6 +39,7 @@ from core.protocol import make_plan
 from data_pipeline.loading.augment import model_view
 from data_pipeline.shards.manifest import load_manifest
 from data_pipeline.shards.reader import read_classes
+from exemplars.memory import stack_bank
 from exemplars.mnemonics import start_params, theta_logits, unroll
 from exemplars.sharding import class_groups
 from trainer.config import config_from_dict, stored_config
@@ -117,8 +118,7 @@ def measure(runs: list[Path], phase: int, horizons: list[int], inner_lrs: list[f
     for gi, group in enumerate(groups):
         real = {s: real_images(cfg, manifest, plan, group, s, limit) for s in ("train", "test")}
         for run, (_, _, _, model, bank) in zip(runs, loaded):
-            x = torch.cat([bank[l].float() for l in group])
-            y = torch.cat([torch.full((len(bank[l]),), l, dtype=torch.int64) for l in group])
+            x, y = stack_bank(bank, group)
             for (inner_bn, val_bn), lr in itertools.product(regimes, lrs):
                 bn = inner_bn if inner_bn == val_bn else f"{inner_bn}/{val_bn}"
                 params, buffers = start_params(model)
