@@ -13,7 +13,7 @@ import torch
 from core import faults, seeds
 from data_pipeline.loading.augment import augment_exemplars, device_generator
 from exemplars.features import class_means
-from exemplars.memory import stack_bank
+from exemplars.memory import STORE_DTYPE, stack_bank
 from exemplars.mnemonics import (
     MnemonicsSettings,
     adjust_exemplars,
@@ -94,8 +94,7 @@ class Mnemonics(Selection):
 
     def __init__(self, settings=None):
         super().__init__(settings)
-        self._old_means: tuple | None = None     # (key, means): the old classes' means, once per phase
-        self._old_stack: tuple | None = None     # (key, (images, labels)): the old exemplars stacked, once per phase
+        self._cached: dict[str, tuple] = {}      # name -> (key, value): what every group of a phase shares
 
     def _augment(self, ctx, label: int, stream: int):
         """The model-level exemplar augmentation as a differentiable function, with its own draws."""
@@ -104,25 +103,26 @@ class Mnemonics(Selection):
         g = device_generator(seeds.generator("exemplars", ctx.seed, ctx.phase, label, stream), ctx.device)
         return lambda x: augment_exemplars(x, ctx.preset, g)
 
+    def _once(self, name: str, key: tuple, compute):
+        """`compute()` once per `key` (a phase's old classes): every class group of the phase reuses it."""
+        hit = self._cached.get(name)
+        if hit is None or hit[0] != key:
+            hit = self._cached[name] = (key, compute())
+        return hit[1]
+
     def old_means(self, model, ctx) -> tuple[torch.Tensor | None, list[int]]:
         """The old classes' class means under the phase's model (the NME prototypes of the old exemplars)."""
         old = sorted(ctx.old_exemplars)
-        key = (ctx.phase, id(model), tuple(old))
-        if self._old_means is None or self._old_means[0] != key:
-            means = class_means(model, ctx.old_exemplars, old, ctx.device, False, ctx.feature_batch_size) \
-                if old else None
-            self._old_means = (key, means)
-        return self._old_means[1], old
+        means = self._once("means", (ctx.phase, id(model), tuple(old)), lambda: class_means(
+            model, ctx.old_exemplars, old, ctx.device, False, ctx.feature_batch_size) if old else None)
+        return means, old
 
     def old_stack(self, ctx) -> tuple[torch.Tensor, torch.Tensor]:
-        """The old exemplars as one (images, labels) pair in their stored dtype, stacked once per phase: every
+        """The old exemplars as one (images, labels) pair in their stored float16, stacked once per phase: every
         class group of the phase pools the same old exemplars into its real batches."""
         old = sorted(ctx.old_exemplars)
-        key = (ctx.phase, id(ctx.old_exemplars), tuple(old))
-        if self._old_stack is None or self._old_stack[0] != key:
-            dtype = ctx.old_exemplars[old[0]].dtype if old else torch.float32
-            self._old_stack = (key, stack_bank(ctx.old_exemplars, old, dtype))
-        return self._old_stack[1]
+        return self._once("stack", (ctx.phase, id(ctx.old_exemplars), tuple(old)),
+                          lambda: stack_bank(ctx.old_exemplars, old, STORE_DTYPE))
 
     def real_batches(self, images, labels, ctx, with_old: bool, g):
         """`epoch -> batches` of the group's real images, and of the old exemplars `with_old`."""
