@@ -203,8 +203,8 @@ def phase_share(run_dir: str) -> dict:
 # 
 #     mnemo profile mnemonics --objectives [--sizes 32 224] [--steps 50] [--threads 1] [--device cpu]
 # 
-# For every objective (`unrolled` at the recipe's T, `prototype`, `matching` with Θ's and with fresh
-# embedders) and image size, one outer step is timed on a class group like the recipes' (32 px: the
+# For every objective (`unrolled` at the recipe's T, `prototype`, `matching` of features with Θ's and with
+# fresh embedders, and of gradients with fresh embedders) and image size, one outer step is timed on a class group like the recipes' (32 px: the
 # CIFAR recipe's ResNet-32, a group of 10 classes; 224 px: ResNet-18, one class as in the 16-GPU
 # recipe), 20 exemplars a class and a real batch of 64. The same process times a training step of the
 # model (forward, backward, SGD) on a batch of 64 real images, so each objective's step is also given in
@@ -218,7 +218,7 @@ def phase_share(run_dir: str) -> dict:
 # included). Prints one JSON object.
 
 OBJECTIVES = (("unrolled", {}), ("prototype", {}), ("matching", {"embedders": "current"}),
-              ("matching", {"embedders": "random"}))
+              ("matching", {"embedders": "random"}), ("matching", {"embedders": "random", "match": "gradients"}))
 GROUP = {32: (10, "resnet32", "cifar"), 224: (1, "resnet18", "imagenet")}
 
 
@@ -235,6 +235,7 @@ def _timed(fn, repeats: int) -> float:
 def measure_objective(size: int, inner_steps: int, device: torch.device, repeats: int = 2, per_class: int = 20,
             batch: int = 64) -> list[dict]:
     from exemplars.mnemonics import MnemonicsSettings, unrolled_loss
+    from exemplars.objectives.gradient_matching import gradient_matching_loss
     from exemplars.objectives.matching import matching_loss
     from exemplars.objectives.prototype import prototype_loss
     from trainer.methods.models.net import IncrementalNet
@@ -268,14 +269,15 @@ def measure_objective(size: int, inner_steps: int, device: torch.device, repeats
         elif name == "prototype":
             loss_of = prototype_loss(model, ey, means.to(device), list(range(100)), 16.0)
         else:
-            loss_of = matching_loss(model, ey, extra["embedders"], torch.Generator(device).manual_seed(0))
+            match = gradient_matching_loss if extra.get("match") == "gradients" else matching_loss
+            loss_of = match(model, ey, extra["embedders"], torch.Generator(device).manual_seed(0))
 
         def step():
             x = ex.clone().requires_grad_(True)
             (grad,) = torch.autograd.grad(loss_of(x, real), x)
             float(grad.abs().max())                          # wait for the device
         t = _timed(step, repeats)
-        rows.append({"objective": name + (f" ({extra['embedders']})" if extra else "")
+        rows.append({"objective": name + (f" ({', '.join(extra.values())})" if extra else "")
                      + (f" T={inner_steps}" if name == "unrolled" else ""),
                      "size": size, "arch": arch, "classes": classes, "per_class": per_class, "batch": batch,
                      "step_s": round(t, 4), "per_class_step_s": round(t / classes, 4),

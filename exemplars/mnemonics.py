@@ -144,6 +144,10 @@ class MnemonicsSettings:
     # eval mode); "random" = a freshly initialised copy of the network per outer step (distribution
     # matching, Zhao & Bilen); "both" = the sum of the two losses.
     embedders: str = "current"
+    # matching: what is matched per class under those embedders: "features" = the mean embedding of the
+    # exemplars and of the real images; "gradients" = the network's cross-entropy gradients on the two
+    # (layer-wise 1 - cos per output unit, gradient matching, Zhao et al. 2021; second order, dearer).
+    match: str = "features"
     # unrolled: where Θ' starts. "current" = Θ_i, the model just trained on D_i (the paper); "previous" =
     # Θ_{i-1} (the model before this phase), its head's new-class rows imprinted from the exemplars' mean
     # features, so the T steps have the new classes to learn from the exemplars. Phase 0 has no Θ_{i-1}
@@ -179,6 +183,7 @@ class MnemonicsSettings:
             raise ValueError("mnemonics: momentum must be in [0, 1), adjust_anchor >= 0, cosine_scale > 0")
         for key, allowed in (("meta_loss", ("all", "group")), ("init", ("random", "herding")),
                              ("objective", OBJECTIVES), ("embedders", ("current", "random", "both")),
+                             ("match", ("features", "gradients")),
                              ("start", ("current", "previous", "snapshot")), ("meta_data", ("group", "phase"))):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"mnemonics: {key} must be one of {allowed}, got {getattr(self, key)!r}")

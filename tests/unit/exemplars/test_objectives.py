@@ -5,6 +5,7 @@ import torch
 
 from exemplars.features import class_means
 from exemplars.mnemonics import MnemonicsSettings, schedule, tensor_batches
+from exemplars.objectives.gradient_matching import gradient_matching_loss, layer_distance
 from exemplars.objectives.matching import matching_loss, redraw
 from exemplars.objectives.prototype import prototype_loss
 from exemplars.pixel_descent import Schedule, descend
@@ -86,6 +87,53 @@ def test_matching_objective_lowers_its_loss(embedders):
     assert _value(loss_of, x, real) < 0.6 * _value(loss_of, x0, real)
 
 
+@pytest.mark.parametrize("embedders,lr,ratio", [("current", 3.0, 0.85), ("random", 0.1, 0.97)])
+def test_gradient_matching_lowers_its_loss(embedders, lr, ratio):
+    """Gradient matching under Θ and under one fixed fresh draw: the descent lowers the layer-wise 1 - cos
+    between the gradients on the real images and on the exemplars, class by class (a fresh network's
+    gradients turn ~50x faster with the pixels than Θ's, hence its smaller rate; its loss is rougher)."""
+    model = _net(2)
+    x_real, y_real = _images(12, 2, seed=1)
+    x0, y = _images(3, 2, seed=3)
+    real = [(x_real, y_real)]
+    g = torch.Generator()
+    inner = gradient_matching_loss(model, y, embedders, g)
+
+    def loss_of(x, batches):
+        g.manual_seed(0)
+        return inner(x, batches)
+    x = _descend(loss_of, x0, real, lr=lr, epochs=10, momentum=0.5)
+    assert 0 < _value(loss_of, x, real) < ratio * _value(loss_of, x0, real) <= 2 * ratio * 2
+    assert all(p.grad is None for p in model.parameters())          # Θ itself is untouched
+
+
+def test_gradient_matching_pixel_gradient_matches_finite_differences():
+    """The pixels' gradient passes through the exemplars' weight gradient (second order): in float64, along
+    a random direction, it equals the central difference of the loss. (The weight gradient of a ReLU network
+    jumps where a unit switches on or off, so the difference is taken closer than the nearest switch: at
+    1e-5 it already crosses one here.)"""
+    model = _net(2).double()
+    x_real, y_real = _images(4, 2, seed=1)
+    x0, y = _images(2, 2, seed=3)
+    loss_of = gradient_matching_loss(model, y, "current", torch.Generator())
+    real = [(x_real.double(), y_real)]
+    x = (x0.double() * 0.8 + 0.1).requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss_of(x, real), x)
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    for eps in (1e-6, 1e-7):
+        with torch.no_grad():
+            fd = (loss_of(x + eps * v, real) - loss_of(x - eps * v, real)) / (2 * eps)
+        assert float(grad.flatten() @ v.flatten()) == pytest.approx(float(fd), rel=1e-5, abs=1e-8), eps
+    assert float(grad.abs().max()) > 0
+
+
+def test_layer_distance_compares_each_output_unit_on_its_own():
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert float(layer_distance(a, 3 * a)) == pytest.approx(0.0, abs=1e-6)     # scale does not count
+    assert float(layer_distance(a, a.flip(0))) == pytest.approx(2.0)            # two orthogonal rows
+    assert float(layer_distance(a, torch.stack([a[0], -a[1]]))) == pytest.approx(2.0)
+
+
 def test_fresh_embedders_come_from_the_generator_only():
     a, b = _net(2), _net(2)
     rng = torch.get_rng_state()
@@ -142,6 +190,8 @@ def _select(objective, extra=(), device_seed=0):
 @pytest.mark.parametrize("objective,extra", [
     ("prototype", ["exemplars.mnemonics.momentum=0.9", "exemplars.mnemonics.augment=true"]),
     ("matching", ["exemplars.mnemonics.embedders=both", "exemplars.mnemonics.augment=true"]),
+    ("matching", ["exemplars.mnemonics.match=gradients", "exemplars.mnemonics.embedders=both",
+                  "exemplars.mnemonics.augment=true", "exemplars.mnemonics.lr=0.1"]),
     ("unrolled", ["exemplars.mnemonics.inner_steps=1", "exemplars.mnemonics.augment=true"]),
     ("unrolled", ["exemplars.mnemonics.inner_steps=1", "exemplars.mnemonics.start=previous",
                   "exemplars.mnemonics.meta_data=phase"]),
@@ -183,6 +233,8 @@ def test_settings_name_the_bad_objective():
         MnemonicsSettings(objective="bilevel")
     with pytest.raises(ValueError, match="embedders"):
         MnemonicsSettings(embedders="pretrained")
+    with pytest.raises(ValueError, match="match"):
+        MnemonicsSettings(match="pixels")
     with pytest.raises(ValueError, match="momentum"):
         MnemonicsSettings(momentum=1.0)
     s = MnemonicsSettings(lr=3.0, momentum=0.5)
