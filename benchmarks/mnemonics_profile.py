@@ -204,10 +204,11 @@ def phase_share(run_dir: str) -> dict:
 #     mnemo profile mnemonics --objectives [--sizes 32 224] [--steps 50] [--threads 1] [--device cpu]
 # 
 # For every objective (`unrolled` at the recipe's T, `prototype`, `matching` of features with Θ's and with
-# fresh embedders, and of gradients with fresh embedders) and image size, one outer step is timed on a class group like the recipes' (32 px: the
-# CIFAR recipe's ResNet-32, a group of 10 classes; 224 px: ResNet-18, one class as in the 16-GPU
-# recipe), 20 exemplars a class and a real batch of 64. The same process times a training step of the
-# model (forward, backward, SGD) on a batch of 64 real images, so each objective's step is also given in
+# fresh embedders, and of gradients with fresh embedders) and image size, one outer step is timed on a
+# class group like the recipes' (32 px: the CIFAR recipe's ResNet-32, a group of 10 classes; 224 px:
+# ResNet-18, one class as in the 16-GPU recipe), 20 exemplars a class and a real batch of 64. The same
+# process times a training step of the model (forward, backward, SGD) on a batch of 64 real images, so
+# each objective's step is also given in
 # *training images*: the images a training step would have processed in the same time. That ratio is what
 # carries over to a GPU, where one training image of ResNet-18 at 224 px costs 1/`gpu_img_s` seconds
 # (benchmarks/cluster_estimate.py's assumption, replaced by `scripts/gpu_check.sh`'s train_img_s).

@@ -18,31 +18,12 @@ and a double backward of the exemplars.
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from exemplars.objectives.matching import redraw
+from exemplars.objectives.matching import embedder_copy, redraw
 from exemplars.pixel_descent import Batch, LossOf
-
-_BN = nn.modules.batchnorm._BatchNorm
-
-
-def _copy(model: nn.Module, bn_batch: bool) -> tuple[nn.Module, list[Tensor]]:
-    """A copy of `model` whose weight matrices and kernels take gradients (the matched ones; the others none),
-    every module in eval mode except BatchNorm with `bn_batch`."""
-    net = copy.deepcopy(model)
-    for m in net.modules():
-        m.training = bn_batch and isinstance(m, _BN)
-    weights = []
-    for p in net.parameters():
-        p.requires_grad_(p.dim() >= 2)
-        if p.dim() >= 2:
-            weights.append(p)
-    return net, weights
-
 
 def layer_distance(target: Tensor, got: Tensor) -> Tensor:
     """Σ over output units of 1 - cos(target row, got row): rows are a kernel's or matrix's first dimension."""
@@ -55,12 +36,10 @@ def gradient_matching_loss(model: nn.Module, labels: Tensor, embedders: str, gen
     """`loss_of(x, real)` for exemplars `x` with `labels` (the group's classes); `generator` (on x's device)
     draws the fresh embedders' weights. Real labels outside the group are ignored."""
     group = torch.unique(labels).tolist()
-    nets = []
-    if embedders in ("current", "both"):
-        nets.append((*_copy(model, False), False))
-    if embedders in ("random", "both"):
-        nets.append((*_copy(model, True), True))
-    rows = sum(len(w) for w in nets[0][1]) if nets else 1
+    nets = [(embedder_copy(model, fresh, weight_grads=True), fresh) for fresh in
+            {"current": (False,), "random": (True,), "both": (False, True)}[embedders]]
+    weights_of = [[p for p in net.parameters() if p.requires_grad] for net, _ in nets]
+    rows = sum(len(w) for w in weights_of[0])                     # output units per network, the same for all
 
     @torch.enable_grad()              # weight gradients are part of the value, also where only it is wanted
     def loss_of(x: Tensor, real: list[Batch]) -> Tensor:
@@ -69,7 +48,7 @@ def gradient_matching_loss(model: nn.Module, labels: Tensor, embedders: str, gen
         ry = torch.cat([by for _, by in real])
         rx = rx if augment is None else augment(rx)
         total = x.new_zeros(())
-        for net, weights, fresh in nets:
+        for (net, fresh), weights in zip(nets, weights_of):
             if fresh:
                 redraw(net, generator)
             for c in group:

@@ -42,14 +42,15 @@ def redraw(net: nn.Module, generator: torch.Generator) -> nn.Module:
     return net
 
 
-def _fresh(model: nn.Module) -> nn.Module:
-    """A copy of `model` for random embeddings: no gradients to its weights; BatchNorm normalises with batch
-    statistics (fresh weights make Θ's running statistics meaningless), other modules in eval mode."""
+def embedder_copy(model: nn.Module, bn_batch: bool = True, weight_grads: bool = False) -> nn.Module:
+    """A copy of `model` to embed with: every module in eval mode except BatchNorm, which normalises with batch
+    statistics where `bn_batch` (fresh weights make Θ's running statistics meaningless); gradients only to
+    its weight matrices and kernels where `weight_grads` (gradient matching), to no parameter otherwise."""
     net = copy.deepcopy(model)
     for p in net.parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(weight_grads and p.dim() >= 2)
     for m in net.modules():
-        m.training = isinstance(m, _BN)
+        m.training = bn_batch and isinstance(m, _BN)
     return net
 
 
@@ -65,7 +66,7 @@ def matching_loss(model: nn.Module, labels: Tensor, embedders: str, generator: t
     """`loss_of(x, real)` for exemplars `x` with `labels` (the group's classes); `generator` (on x's device)
     draws the fresh embedders' weights."""
     group = torch.unique(labels).tolist()
-    fresh = _fresh(model) if embedders in ("random", "both") else None
+    fresh = embedder_copy(model) if embedders in ("random", "both") else None
     views = []
     if embedders in ("current", "both"):
         views.append(lambda z: F.normalize(model.features(z), dim=1))
