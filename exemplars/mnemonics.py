@@ -138,6 +138,12 @@ class MnemonicsSettings:
     # Eq. 10 anchored: weight of (anchor/2)·||E - E_stored||² added to the adjustment's objective, which
     # pulls adjusted old exemplars back towards their stored pixels (0 = the paper's Eq. 10).
     adjust_anchor: float = 0.0
+    # Eq. 10's own pixel optimiser, apart from `momentum` and `augment` above (which only the new-class
+    # exemplars use): 0 and false = the paper's plain SGD on unaugmented folds. Sharing the new objectives'
+    # momentum 0.9 and augmentation cost herding 5.4 points of Ā where the paper's adjustment costs 1.9
+    # (docs/results.md, issue 20), so they are opted into separately.
+    adjust_momentum: float = 0.0
+    adjust_augment: bool = False
     # prototype: scale (inverse temperature) of the cosine classifier's logits.
     cosine_scale: float = 16.0
     # matching: the embedders whose mean features are matched: "current" = Θ's own features (frozen,
@@ -179,8 +185,11 @@ class MnemonicsSettings:
         if self.meta_loss == "group" and self.meta_data == "phase":
             raise ValueError("mnemonics: meta_loss=group ranges over the group's classes only; it cannot score "
                              "the old exemplars of meta_data=phase")
-        if not 0.0 <= self.momentum < 1.0 or self.adjust_anchor < 0 or self.cosine_scale <= 0:
-            raise ValueError("mnemonics: momentum must be in [0, 1), adjust_anchor >= 0, cosine_scale > 0")
+        if not (0.0 <= self.momentum < 1.0 and 0.0 <= self.adjust_momentum < 1.0):
+            raise ValueError(f"mnemonics: momentum and adjust_momentum must be in [0, 1), got {self.momentum} "
+                             f"and {self.adjust_momentum}")
+        if self.adjust_anchor < 0 or self.cosine_scale <= 0:
+            raise ValueError("mnemonics: adjust_anchor must be >= 0 and cosine_scale > 0")
         for key, allowed in (("meta_loss", ("all", "group")), ("init", ("random", "herding")),
                              ("objective", OBJECTIVES), ("embedders", ("current", "random", "both")),
                              ("match", ("features", "gradients")),
@@ -406,10 +415,12 @@ def _meta_classes(labels: Tensor, settings: MnemonicsSettings) -> Tensor | None:
     return torch.unique(labels.long()) if settings.meta_loss == "group" else None
 
 
-def schedule(settings: MnemonicsSettings, lr: float, anchor: float = 0.0) -> Schedule:
-    """The outer loop of Eq. 9 / 10 at pixel rate `lr` (β1 or β2)."""
+def schedule(settings: MnemonicsSettings, lr: float, anchor: float = 0.0, adjust: bool = False) -> Schedule:
+    """The outer loop of Eq. 9 (new exemplars, pixel rate `lr` = β1) or, `adjust`, of Eq. 10 (β2, with the
+    adjustment's own momentum)."""
+    momentum = settings.adjust_momentum if adjust else settings.momentum
     return Schedule(settings.epochs, settings.steps_per_epoch, settings.val_batches, lr, settings.lr_halve_every,
-                    settings.momentum, anchor)
+                    momentum, anchor)
 
 
 @torch.no_grad()
@@ -473,11 +484,12 @@ def unrolled_loss(model: nn.Module, labels: Tensor, settings: MnemonicsSettings,
 def _optimise(model: nn.Module, exemplars: Tensor, labels: Tensor, val_batches: ValBatches,
               settings: MnemonicsSettings, base_lr: float, generator: torch.Generator,
               progress: Progress | None, extra: dict, classes: Tensor | None, anchor: float = 0.0,
-              augment: Augment | None = None, start: tuple[dict, dict] | None = None) -> Tensor:
-    """Eq. 9 / 10 on one exemplar set; `classes`: the meta-loss's classes (None = all)."""
+              augment: Augment | None = None, start: tuple[dict, dict] | None = None,
+              adjust: bool = False) -> Tensor:
+    """Eq. 9 / 10 (`adjust`) on one exemplar set; `classes`: the meta-loss's classes (None = all)."""
     labels = labels.to(device=exemplars.device, dtype=torch.long)
     loss_of = unrolled_loss(model, labels, settings, generator, classes, augment, start)
-    x = descend(exemplars, loss_of, val_batches, schedule(settings, base_lr, anchor), progress, extra)
+    x = descend(exemplars, loss_of, val_batches, schedule(settings, base_lr, anchor, adjust), progress, extra)
     return x.to(exemplars.dtype)
 
 
@@ -543,8 +555,9 @@ def adjust_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
                      settings: MnemonicsSettings, generator: torch.Generator | None = None,
                      progress: Progress | None = None, augment: Augment | None = None) -> Tensor:
     """Adjust old exemplars (Eq. 10): split each class into `settings.folds` folds; optimise each
-    fold as the exemplar set of Eq. 8-9 with its complement as the real validation data, lr β2;
-    `settings.adjust_anchor` > 0 adds the pull towards the stored pixels (anchored Eq. 10).
+    fold as the exemplar set of Eq. 8-9 with its complement as the real validation data, lr β2 and
+    momentum `settings.adjust_momentum`; `settings.adjust_anchor` > 0 adds the pull towards the stored
+    pixels (anchored Eq. 10). `augment`: the caller passes it only with `settings.adjust_augment`.
 
     Every fold is validated against the *unadjusted* complement (Eq. 10a and 10b both read the
     pre-adjustment E^A / E^B), so the result does not depend on the fold order. Returns the adjusted
@@ -562,5 +575,5 @@ def adjust_exemplars(model: nn.Module, exemplars: Tensor, labels: Tensor,
                              settings.val_batch_size, generator)
         out[inside] = _optimise(model, exemplars[inside], labels[inside], val, settings,
                                 settings.adjust_lr, generator, progress, {"fold": f}, classes,
-                                settings.adjust_anchor, augment)
+                                settings.adjust_anchor, augment, adjust=True)
     return out

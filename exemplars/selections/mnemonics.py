@@ -97,9 +97,10 @@ class Mnemonics(Selection):
         super().__init__(settings)
         self._cached: dict[str, tuple] = {}      # name -> (key, value): what every group of a phase shares
 
-    def _augment(self, ctx, label: int, stream: int):
-        """The model-level exemplar augmentation as a differentiable function, with its own draws."""
-        if not self.settings.augment:
+    def _augment(self, ctx, label: int, stream: int, on: bool | None = None):
+        """The model-level exemplar augmentation as a differentiable function, with its own draws; `on`
+        defaults to `augment` (the new exemplars' setting)."""
+        if not (self.settings.augment if on is None else on):
             return None
         g = device_generator(seeds.generator("exemplars", ctx.seed, ctx.phase, label, stream), ctx.device)
         return lambda x: augment_exemplars(x, ctx.preset, g)
@@ -179,6 +180,6 @@ class Mnemonics(Selection):
         g = seeds.generator("exemplars", ctx.seed, ctx.phase, group[0], 2)
         trace = _Trace("adjust", group, ctx.phase, self.notes)
         x = adjust_exemplars(model, x0, y, self.settings, generator=g, progress=trace,
-                             augment=self._augment(ctx, group[0], 5))
+                             augment=self._augment(ctx, group[0], 5, self.settings.adjust_augment))
         trace.report(x0, x)
         return _unstack(x, exemplars, group)

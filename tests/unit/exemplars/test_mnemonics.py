@@ -251,6 +251,26 @@ def test_adjust_changes_every_fold_and_keeps_order():
     assert torch.equal(dist.argmin(1), torch.arange(len(ex_x)))
 
 
+def test_adjustment_has_its_own_momentum():
+    """Eq. 10 runs with `adjust_momentum`, never with the new exemplars' `momentum`: the new objectives'
+    momentum 0.9 leaves a default adjustment exactly the paper's plain SGD, and `adjust_momentum` changes it."""
+    model = tiny_net()
+    ex_x, ex_y = class_images(4, seed=14)
+    base = MnemonicsSettings(inner_steps=2, inner_lr=0.3, epochs=3, adjust_lr=2.0, val_batch_size=8)
+
+    def adjusted(**kw):
+        return adjust_exemplars(model, ex_x, ex_y, dataclasses.replace(base, **kw),
+                                generator=torch.Generator().manual_seed(1))
+
+    plain = adjusted()
+    assert not torch.equal(plain, ex_x)
+    assert torch.equal(adjusted(momentum=0.9), plain)
+    heavy = adjusted(adjust_momentum=0.9)
+    assert (heavy - ex_x).abs().sum() > 1.5 * (plain - ex_x).abs().sum()
+    with pytest.raises(ValueError, match="adjust_momentum"):
+        MnemonicsSettings(adjust_momentum=1.0)
+
+
 def test_settings_are_plain_and_validated():
     s = MnemonicsSettings()
     for f in dataclasses.fields(s):

@@ -302,3 +302,26 @@ def test_snapshot_start_unrolls_from_the_kept_model():
     ).snapshot_epoch()
     assert wants(start="snapshot", snapshot_epoch=3) == 3
     assert wants(start="snapshot", objective="matching") == 0 and wants(start="previous") == 0
+
+
+def test_selection_adjusts_old_exemplars_with_the_papers_optimiser_unless_asked():
+    """The new exemplars' momentum and augmentation stay out of Eq. 10: an adjustment under `momentum=0.9,
+    augment=true` equals the plain one bit for bit; `adjust_augment` and `adjust_momentum` opt in."""
+    x, y = _images(4, 2, seed=6)
+    old = {0: x[y == 0].half(), 1: x[y == 1].half()}
+
+    def adjusted(*extra):
+        cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.selection=mnemonics",
+                                                  "exemplars.mnemonics.inner_steps=1", "exemplars.mnemonics.epochs=2",
+                                                  "exemplars.mnemonics.adjust_lr=5", *extra])
+        ctx = SelectionContext(cfg.seed, 2, torch.device("cpu"), 16, "glyphs", old)
+        return build_selection(cfg.exemplars).adjust(_net(2), dict(old), [0, 1], ctx)
+
+    plain = adjusted()
+    assert not torch.equal(plain[0], old[0])
+    shared = adjusted("exemplars.mnemonics.momentum=0.9", "exemplars.mnemonics.augment=true")
+    for extra in ("exemplars.mnemonics.adjust_augment=true", "exemplars.mnemonics.adjust_momentum=0.9"):
+        opted = adjusted(extra)
+        assert not torch.equal(opted[0], plain[0]), extra
+    for label in (0, 1):
+        assert torch.equal(shared[label], plain[label])
