@@ -236,8 +236,7 @@ def _timed(fn, repeats: int) -> float:
 def measure_objective(size: int, inner_steps: int, device: torch.device, repeats: int = 2, per_class: int = 20,
             batch: int = 64) -> list[dict]:
     from exemplars.mnemonics import MnemonicsSettings, unrolled_loss
-    from exemplars.objectives.gradient_matching import gradient_matching_loss
-    from exemplars.objectives.matching import matching_loss
+    from exemplars.objectives import MATCH_LOSSES
     from exemplars.objectives.prototype import prototype_loss
     from trainer.methods.models.net import IncrementalNet
 
@@ -270,7 +269,7 @@ def measure_objective(size: int, inner_steps: int, device: torch.device, repeats
         elif name == "prototype":
             loss_of = prototype_loss(model, ey, means.to(device), list(range(100)), 16.0)
         else:
-            match = gradient_matching_loss if extra.get("match") == "gradients" else matching_loss
+            match = MATCH_LOSSES[extra.get("match", "features")]
             loss_of = match(model, ey, extra["embedders"], torch.Generator(device).manual_seed(0))
 
         def step():

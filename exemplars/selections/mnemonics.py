@@ -22,8 +22,7 @@ from exemplars.mnemonics import (
     schedule,
     tensor_batches,
 )
-from exemplars.objectives.gradient_matching import gradient_matching_loss
-from exemplars.objectives.matching import matching_loss
+from exemplars.objectives import MATCH_LOSSES
 from exemplars.objectives.prototype import prototype_loss
 from exemplars.pixel_descent import descend
 from exemplars.selections.base import Selection, register
@@ -141,8 +140,7 @@ class Mnemonics(Selection):
             return (prototype_loss(model, y, means, old, s.cosine_scale, augment),
                     self.real_batches(images, labels, ctx, True, g))
         gen = device_generator(seeds.generator("exemplars", ctx.seed, ctx.phase, group[0], 4), ctx.device)
-        match = gradient_matching_loss if s.match == "gradients" else matching_loss
-        return match(model, y, s.embedders, gen, augment), tensor_batches(images, labels, s.val_batch_size, g)
+        return MATCH_LOSSES[s.match](model, y, s.embedders, gen, augment), tensor_batches(images, labels, s.val_batch_size, g)
 
     def select(self, model, images, labels, group, m, ctx):
         s = self.settings
