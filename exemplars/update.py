@@ -46,25 +46,27 @@ def snapshot_epoch(settings) -> int:
     return build_selection(settings).snapshot_epoch()
 
 
-def _spread(groups: list[list[int]], cost_of, rank: int, world: int, exchange: Exchange, work,
+def _spread(what: str, groups: list[list[int]], cost_of, rank: int, world: int, exchange: Exchange, work,
             sent: list[int]) -> dict[int, torch.Tensor]:
-    """Run `work(group)` for this rank's groups; exchange every rank's results (bytes sent into `sent`)."""
+    """Run `work(group)` for this rank's groups; exchange every rank's results (bytes sent into `sent`).
+    `what`: the stage ("selection", "adjustment") the logs name."""
     assignment = assign_groups(groups, [cost_of(g) for g in groups], world)
     idle = sum(1 for a in assignment if not a)
     if idle and rank == 0:
-        log.warning("exemplar level: %d class group(s) for %d ranks, so %d rank(s) wait idle; a smaller "
+        log.warning("exemplar %s: %d class group(s) for %d ranks, so %d rank(s) wait idle; a smaller "
                     "exemplars.group_size gives every rank work (it sets which classes mnemonics optimises "
-                    "together, so it is part of the recipe, not picked by the world size)", len(groups), world, idle)
+                    "together, so it is part of the recipe, not picked by the world size)", what, len(groups), world,
+                    idle)
     mine: dict[int, torch.Tensor] = {}
     t0 = time.perf_counter()
     for n, gi in enumerate(assignment[rank]):
         mine.update({l: t.to(torch.float16) for l, t in work(groups[gi]).items()})
         if world > 1:
-            progress.info("rank %d: class group %d/%d done (classes %d-%d), %.0fs", rank, n + 1,
+            progress.info("rank %d: %s class group %d/%d done (classes %d-%d), %.0fs", rank, what, n + 1,
                           len(assignment[rank]), groups[gi][0], groups[gi][-1], time.perf_counter() - t0)
     if world > 1:
-        progress.info("rank %d: %d class group(s) done in %.0fs; waiting for the other ranks", rank,
-                      len(assignment[rank]), time.perf_counter() - t0)
+        progress.info("rank %d: %d %s class group(s) done in %.0fs; waiting for the other ranks", rank,
+                      len(assignment[rank]), what, time.perf_counter() - t0)
     merged, nbytes = exchange(mine)
     sent.append(nbytes)
     if world > 1:
@@ -101,7 +103,7 @@ def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labe
 
     new_groups = class_groups(list(new_labels), settings.group_size)
     sent: list[int] = []
-    new = _spread(new_groups, lambda g: sum(min(m, counts[l]) for l in g) + sum(counts[l] for l in g) / 100,
+    new = _spread("selection", new_groups, lambda g: sum(min(m, counts[l]) for l in g) + sum(counts[l] for l in g) / 100,
                   rank, world, exchange, select, sent)
     t_select = time.perf_counter() - t0
     faults.maybe_fail("exemplars", ctx.phase)
@@ -110,7 +112,7 @@ def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labe
     adjuster = adjuster_for(selection, lambda name: getattr(settings, name, None)) if settings.adjust_old else None
     if adjuster is not None and old_present:
         t1 = time.perf_counter()
-        adjusted = _spread(class_groups(old_present, settings.group_size), lambda g: sum(len(memory.get(l)) for l in g),
+        adjusted = _spread("adjustment", class_groups(old_present, settings.group_size), lambda g: sum(len(memory.get(l)) for l in g),
                            rank, world, exchange,
                            lambda g: adjuster.adjust(model, {l: memory.get(l) for l in g}, g, ctx), sent)
         for l, x in adjusted.items():
