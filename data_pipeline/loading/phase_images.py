@@ -233,12 +233,15 @@ class LazyImages:
             key = torch.nonzero(key).flatten()
         return LazyImages(self.source, self.index[key].reshape(-1), self.view, self.decoded)
 
-    def tensor(self) -> torch.Tensor:
+    def tensor(self, keep: bool = True) -> torch.Tensor:
+        """The samples as one tensor. `keep=False` leaves what it decodes out of the shared cache: for a
+        caller that reads every image once (herding), so the group is not held twice, cached and stacked."""
         todo = sorted({int(i) for i in self.index.tolist()} - set(self.decoded))
-        if todo:
-            for i, img in zip(todo, self.source.samples(todo)):
-                self.decoded[i] = img
-        x = torch.stack([self.decoded[int(i)] for i in self.index.tolist()]) if len(self) else \
+        fresh = dict(zip(todo, self.source.samples(todo))) if todo else {}
+        if keep:
+            self.decoded.update(fresh)
+        have = fresh if not self.decoded else {**self.decoded, **fresh}
+        x = torch.stack([have[int(i)] for i in self.index.tolist()]) if len(self) else \
             torch.empty((0, *self.source.shape), dtype=torch.uint8)
         return x if self.view is None else self.view(x)
 

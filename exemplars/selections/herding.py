@@ -27,11 +27,15 @@ def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
     return torch.tensor(chosen, dtype=torch.int64)
 
 
-def herd(model, images: torch.Tensor, labels: torch.Tensor, group: list[int], m: int, ctx) -> dict[int, torch.Tensor]:
-    if hasattr(images, "tensor"):          # a LazyImages: herding sees every image, so decode the group at once
-        images = images.tensor()
-    return pick_per_class(images, labels, group, lambda label, cls: herding_order(
-        extract_features(model, cls, ctx.device, ctx.feature_batch_size), m))
+def herd(model, images: torch.Tensor, labels: torch.Tensor, group: list[int], m: int, ctx,
+         keep: bool = False) -> dict[int, torch.Tensor]:
+    """Herding's m exemplars per class of `group`. A LazyImages is decoded one class at a time and, unless
+    `keep` (a caller that reads the group's images again, as mnemonics from herding does), left out of its
+    cache: one class's images are held at a time, and the m picked per class are decoded again."""
+    def order(label, cls):
+        pixels = cls.tensor(keep=keep) if hasattr(cls, "tensor") else cls
+        return herding_order(extract_features(model, pixels, ctx.device, ctx.feature_batch_size), m)
+    return pick_per_class(images, labels, group, order)
 
 
 @register

@@ -144,7 +144,9 @@ class Mnemonics(Selection):
 
     def select(self, model, images, labels, group, m, ctx):
         s = self.settings
-        init = herd if s.init == "herding" else (lambda model, *rest: pick_random(*rest))
+        # herding's decodes stay cached: the real batches below read the same images
+        init = (lambda *args: herd(*args, keep=True)) if s.init == "herding" else \
+            (lambda model, *rest: pick_random(*rest))
         out = init(model, images, labels, group, m, ctx)
         if m <= 0:
             return out

@@ -140,3 +140,28 @@ def test_lazy_images_decode_only_what_a_selection_takes(digits_shards, monkeypat
     assert len(calls) == 6 + len(new)
     s.classes(ids)
     assert isinstance(s.lazy(ids), torch.Tensor)
+
+
+def test_herding_over_lazy_images_holds_one_class_at_a_time(digits_shards, monkeypatch):
+    """Herding decodes a lazy group class by class and keeps none of it in the shared cache (the group is
+    not held twice, cached and stacked: only the picked stay); its exemplars equal herding over the eager decode. With keep=True
+    (mnemonics from herding, which reads the images again) the decodes are cached for the later reads."""
+    from exemplars.selections.base import SelectionContext
+    from exemplars.selections.herding import herd
+    from trainer.methods.models.net import IncrementalNet
+
+    m = load_manifest(digits_shards)
+    ids = [1, 4]
+    full = read_classes(m, "train", ids, "glyphs", 32)
+    torch.manual_seed(0)
+    model = IncrementalNet("resnet20", "cifar").eval()
+    ctx = SelectionContext(0, 0, torch.device("cpu"))
+    want = herd(model, full.images, full.class_ids, ids, 3, ctx)
+    calls = _count_decodes(monkeypatch)
+    lazy = PhaseImages(m, "train", ids, "glyphs", 32).lazy(ids)
+    got = herd(model, lazy, full.class_ids, ids, 3, ctx)
+    assert all(torch.equal(got[c], want[c]) for c in ids)
+    assert len(calls) == len(full) + 3 * len(ids)                          # every image, then the picked again
+    assert len(lazy.decoded) == 3 * len(ids)                               # only the picked stay cached
+    kept = herd(model, lazy, full.class_ids, ids, 3, ctx, keep=True)
+    assert all(torch.equal(kept[c], want[c]) for c in ids) and len(lazy.decoded) == len(full)
