@@ -8,8 +8,10 @@ records which shards it opened.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -18,6 +20,8 @@ import numpy as np
 from core.errors import UserError
 from data_pipeline.shards.manifest import Manifest
 from data_pipeline.shards.wds_index import shard_index
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,16 +85,45 @@ def open_file_budget() -> int:
         return 512
 
 
+class _Ledger:
+    """The open-file budget shared by every live SampleReader of the process: a reader reserves its
+    `max_open` when it is made and returns it when it is collected, so readers alive together (a phase's
+    loader and its exemplar images, the next phase's) never hold more files than the limit allows."""
+
+    def __init__(self):
+        self.reserved, self.lock = 0, threading.Lock()
+
+    def reserve(self, wanted: int) -> int:
+        with self.lock:
+            got = max(1, min(wanted, open_file_budget() - self.reserved))
+            self.reserved += got
+        return got
+
+    def release(self, n: int) -> None:
+        with self.lock:
+            self.reserved -= n
+
+
+_LEDGER = _Ledger()
+
+
 class SampleReader:
     """Encoded bytes of samples of a SampleTable.
 
-    `max_open` (default: every shard of the table, within `open_file_budget()`) bounds the open shard
-    files; beyond it the least recently used one is closed. When every shard fits (`all_open`), reads
-    from several threads at once are safe: no file is ever closed under a reader."""
+    `max_open` (default: every shard of the table) bounds the open shard files, within what the process's
+    open-file budget (`open_file_budget()`) has left after the other live readers' reservations; beyond it
+    the least recently used one is closed. When every shard fits (`all_open`), reads from several threads
+    at once are safe: no file is ever closed under a reader."""
 
     def __init__(self, table: SampleTable, max_open: int | None = None):
         self.table = table
-        self.max_open = max(1, max_open if max_open is not None else min(len(table.paths), open_file_budget()))
+        wanted = max(1, min(len(table.paths), max_open if max_open is not None else len(table.paths)))
+        self.max_open = _LEDGER.reserve(wanted)
+        weakref.finalize(self, _LEDGER.release, self.max_open)
+        if self.max_open < wanted:
+            log.warning("shard reader: only %d of its %d shard files may stay open (the open-file limit, less the "
+                        "other live readers' %d): reads go one thread at a time; raise `ulimit -n` to read in "
+                        "parallel", self.max_open, wanted, _LEDGER.reserved - self.max_open)
         self._fds: OrderedDict[int, int] = OrderedDict()
         self._lock = threading.Lock()
         self.opened: set[str] = set()
