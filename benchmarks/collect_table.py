@@ -47,8 +47,15 @@ def row(run: Path) -> dict:
     free = strat in ("finetune", "joint") or memory == 0
     selection = "none" if free else ex.get("selection", "?") + ("+adj" if ex.get("adjust_old") else "")
     if selection.startswith("mnemonics"):           # the exemplar-level knobs a search varies
-        mn = ex.get("mnemonics") or {}
-        knobs = [f"β1={mn.get('lr', 0.01):g}", f"α2={mn.get('inner_lr', 0.01):g}", f"T={mn.get('inner_steps', 50)}"]
+        mn = ex.get("mnemonics") or {}              # a key an older config lacks: its value then (the paper's)
+        objective = mn.get("objective", "unrolled")
+        if objective == "unrolled":
+            knobs = [f"β1={mn.get('lr', 0.01):g}", f"α2={mn.get('inner_lr', 0.01):g}", f"T={mn.get('inner_steps', 50)}"]
+        else:
+            knobs = [objective if mn.get("match", "features") == "features" else "gradient matching",
+                     f"β1={mn.get('lr', 0.01):g}"]
+            if objective == "matching":
+                knobs.append(f"embedders={mn.get('embedders', 'current')}")
         if mn.get("val_batches", 1) != 1:
             knobs.append(f"val_batches={mn['val_batches']}")
         bn = (mn.get("inner_bn", "batch"), mn.get("val_bn", "batch"))

@@ -54,11 +54,7 @@ def _measure_one(cfg: dict) -> dict:
     import torch
     from torch import nn
 
-    from exemplars.mnemonics import (
-        MnemonicsSettings,
-        optimise_exemplars,
-        unrolled_meta_loss,
-    )
+    from exemplars.mnemonics import optimise_exemplars, paper_settings, unrolled_meta_loss
 
     device = torch.device(cfg["device"])
     if cfg.get("threads"):
@@ -89,9 +85,8 @@ def _measure_one(cfg: dict) -> dict:
         base = torch.cuda.memory_allocated() / 2**20
     else:
         base = _rss_mb()
-    settings = MnemonicsSettings(inner_steps=cfg["inner_steps"], checkpoint=cfg["checkpoint"],
-                                 checkpoint_segment=cfg["segment"], epochs=cfg["repeats"],
-                                 steps_per_epoch=1)
+    settings = paper_settings(inner_steps=cfg["inner_steps"], checkpoint=cfg["checkpoint"],
+                              checkpoint_segment=cfg["segment"], epochs=cfg["repeats"])
     stamps = [time.perf_counter()]
 
     def progress(info: dict) -> None:  # loss.item() inside synchronises CUDA before this runs
@@ -235,7 +230,7 @@ def _timed(fn, repeats: int) -> float:
 
 def measure_objective(size: int, inner_steps: int, device: torch.device, repeats: int = 2, per_class: int = 20,
             batch: int = 64) -> list[dict]:
-    from exemplars.mnemonics import MnemonicsSettings, unrolled_loss
+    from exemplars.mnemonics import paper_settings, unrolled_loss
     from exemplars.objectives import MATCH_LOSSES
     from exemplars.objectives.prototype import prototype_loss
     from trainer.methods.models.net import IncrementalNet
@@ -263,7 +258,7 @@ def measure_objective(size: int, inner_steps: int, device: torch.device, repeats
     model.eval()
     rows = []
     for name, extra in OBJECTIVES:
-        settings = MnemonicsSettings(inner_steps=inner_steps, checkpoint=size > 32)
+        settings = paper_settings(inner_steps=inner_steps, checkpoint=size > 32)
         if name == "unrolled":
             loss_of = unrolled_loss(model, ey, settings, g, None)
         elif name == "prototype":

@@ -11,7 +11,8 @@
 # start from its phase 0 (`train.base_from`): phase-0 training does not depend on the exemplar level.
 # Runs go JOBS at a time with OMP_NUM_THREADS=THREADS each (default 2 x 1 thread on a 2-core box);
 # every run writes OUT/<variant>_<adj|noadj>_s<seed>/ and is resumable (rerun: finished runs are
-# skipped). MNEMONICS: the exemplar-level settings (default: the cheap CPU preset of configs/glyphs.yaml).
+# skipped). MNEMONICS: the exemplar-level settings (default: none, the recommended objective; the paper's
+# objective at the glyph preset, as every row before issue 20 ran: MNEMONICS="$PAPER_GLYPHS", common.sh).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 OUT=${OUT:-runs/table2}

@@ -18,7 +18,7 @@ TINY = ["train.epochs=1", "train.base_epochs=1", "train.finetune_epochs=1", "pro
         "eval.batch_size=128", "data.workers=0", "train.log_every=0",
         "strategy.bic.bias_epochs=2", "strategy.lucir.cbf_epochs=1"]
 MNEMONICS = ["exemplars.selection=mnemonics", "exemplars.adjust_old=true", "exemplars.mnemonics.inner_steps=1",
-             "exemplars.mnemonics.epochs=1", "exemplars.mnemonics.val_batch_size=16"]
+             "exemplars.mnemonics.epochs=1", "exemplars.mnemonics.adjust_epochs=1", "exemplars.mnemonics.val_batch_size=16"]
 
 CASES = {
     "lwf-sigmoid-random": ["strategy.name=lwf", "strategy.lwf.loss=sigmoid", "exemplars.selection=random"],

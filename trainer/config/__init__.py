@@ -23,6 +23,7 @@ import yaml
 from core import atomic
 from core.errors import UserError, check_choice
 from data_pipeline.loading.settings import DATA_PRESETS, LOADERS, DataSettings
+from exemplars.mnemonics import PAPER
 from exemplars.selections.base import REGISTRY as SELECTIONS
 from trainer.config.schema import apply_overrides, build, read_yaml_tree, to_dict
 from trainer.config.sections import (
@@ -85,8 +86,17 @@ def config_type() -> type:
 
 
 def defaults() -> dict:
-    """Every key at its default value (older run directories lack newer keys: these stand in)."""
+    """Every key at its default value."""
     return config_type()().to_dict()
+
+
+def stored_defaults() -> dict:
+    """What a key that a stored config.yaml lacks stood for when that config was written: today's default, except
+    where a default has changed since. The exemplar level's defaults became the recommended objective's (issue 20):
+    before that, exemplars.mnemonics defaulted to the paper's settings and Eq. 10 ran on Eq. 9's outer loop."""
+    out = defaults()
+    out["exemplars"]["mnemonics"].update(PAPER)
+    return out
 
 
 def _check_choice(key: str, value, choices) -> None:

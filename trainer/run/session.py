@@ -20,7 +20,7 @@ from data_pipeline.loading.loaders import resolve_loader
 from data_pipeline.loading.phase_images import ClassCache, PhaseImages
 from data_pipeline.shards.manifest import Manifest, load_manifest
 from exemplars.memory import ExemplarMemory
-from trainer.config import defaults, dump_config
+from trainer.config import dump_config, stored_defaults
 from trainer.engine import distributed
 from trainer.engine.distributed import DistInfo
 from trainer.methods.strategies.base import REGISTRY, MethodSetup, Strategy
@@ -99,7 +99,7 @@ class Session:
         strategy = build_strategy(cfg)
         log.info("data.loader=%s: training stages use the %s loader", cfg.data.loader,
                  resolve_loader(cfg.data.loader, dist.device))
-        run_dir, cfg_dict, default = RunDir(path, dist), cfg.to_dict(), defaults()
+        run_dir, cfg_dict, default = RunDir(path, dist), cfg.to_dict(), stored_defaults()
         # train.base_from is checked only while phase 0 is not sealed: a finished phase 0 resumes even if
         # the base run is gone
         base = base_from.check(cfg_dict, default) if run_dir.phase_problem(0) else None

@@ -28,8 +28,8 @@ def _select(selection, init, epochs=0):
 
 
 def test_mnemonics_starts_from_random_or_herding_exemplars():
-    """With 0 outer epochs mnemonics returns its initialisation: by default the random selection's
-    exemplars (Algorithm 1 step 10), with mnemonics.init=herding the herding selection's."""
+    """With 0 outer epochs mnemonics returns its initialisation: with mnemonics.init=random the random selection's
+    exemplars (Algorithm 1 step 10), with init=herding (the default) the herding selection's."""
     random, herding = _select("random", "random"), _select("herding", "random")
     assert any(not torch.equal(random[l], herding[l]) for l in (0, 1))
     for init, expected in (("random", random), ("herding", herding)):

@@ -20,6 +20,7 @@ from exemplars.mnemonics import (
     fold_ids,
     meta_loss_value,
     optimise_exemplars,
+    paper_settings,
     unroll,
     unrolled_meta_loss,
     validation_loss,
@@ -27,6 +28,7 @@ from exemplars.mnemonics import (
 from exemplars.sharding import assign_groups, class_groups
 
 N_CLASSES = 3
+
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -150,7 +152,7 @@ def test_sync_batchnorm_is_refused():
     ex_x, ex_y = class_images(2, seed=1)
     with pytest.raises(ValueError, match="SyncBatchNorm"):
         optimise_exemplars(model, ex_x, ex_y, lambda e: [(ex_x, ex_y)],
-                           MnemonicsSettings(inner_steps=1, epochs=1))
+                           paper_settings(inner_steps=1, epochs=1))
 
 
 def test_meta_loss_decreases():
@@ -158,7 +160,7 @@ def test_meta_loss_decreases():
     ex_x, ex_y = class_images(2, seed=6)
     ex_x = torch.rand(ex_x.shape, generator=torch.Generator().manual_seed(7), dtype=ex_x.dtype)
     val_x, val_y = class_images(8, seed=8)
-    settings = MnemonicsSettings(inner_steps=3, inner_lr=0.5, epochs=12, lr=20.0,
+    settings = paper_settings(inner_steps=3, inner_lr=0.5, epochs=12, lr=20.0,
                                  lr_halve_every=100, checkpoint=True)
     losses = []
     out = optimise_exemplars(model, ex_x, ex_y, lambda epoch: [(val_x, val_y)], settings,
@@ -203,7 +205,7 @@ def test_model_is_left_untouched(training):
     ex_x, ex_y = class_images(2, seed=10)
     val_x, val_y = class_images(3, seed=11)
     for ck in (True, False):
-        settings = MnemonicsSettings(inner_steps=2, inner_lr=0.1, epochs=2, lr=1.0, checkpoint=ck)
+        settings = paper_settings(inner_steps=2, inner_lr=0.1, epochs=2, lr=1.0, checkpoint=ck)
         optimise_exemplars(model, ex_x, ex_y, lambda e: [(val_x, val_y)], settings)
         assert_untouched(model, snap, training)
         adjust_exemplars(model, ex_x, ex_y, settings)
@@ -214,7 +216,7 @@ def test_model_is_left_untouched(training):
 def test_deterministic_given_generator():
     model = tiny_net()
     ex_x, ex_y = class_images(4, seed=12)
-    settings = MnemonicsSettings(inner_steps=2, inner_lr=0.3, epochs=3, lr=5.0, folds=2,
+    settings = paper_settings(inner_steps=2, inner_lr=0.3, epochs=3, lr=5.0, folds=2,
                                  val_batch_size=4, steps_per_epoch=0, inner_batch_size=6)
     outs = []
     for global_seed in (0, 1):
@@ -234,7 +236,7 @@ def test_deterministic_given_generator():
 def test_adjust_changes_every_fold_and_keeps_order():
     model = tiny_net()
     ex_x, ex_y = class_images(6, seed=14)
-    settings = MnemonicsSettings(inner_steps=2, inner_lr=0.3, epochs=2, adjust_lr=2.0, folds=3,
+    settings = paper_settings(inner_steps=2, inner_lr=0.3, epochs=2, adjust_lr=2.0, folds=3,
                                  val_batch_size=8)
     out = adjust_exemplars(model, ex_x, ex_y, settings, generator=torch.Generator().manual_seed(1))
     assert out.shape == ex_x.shape and out.dtype == ex_x.dtype and out.device == ex_x.device
@@ -256,7 +258,7 @@ def test_adjustment_has_its_own_momentum():
     momentum 0.9 leaves a default adjustment exactly the paper's plain SGD, and `adjust_momentum` changes it."""
     model = tiny_net()
     ex_x, ex_y = class_images(4, seed=14)
-    base = MnemonicsSettings(inner_steps=2, inner_lr=0.3, epochs=3, adjust_lr=2.0, val_batch_size=8)
+    base = paper_settings(inner_steps=2, inner_lr=0.3, epochs=3, adjust_lr=2.0, val_batch_size=8)
 
     def adjusted(**kw):
         return adjust_exemplars(model, ex_x, ex_y, dataclasses.replace(base, **kw),
@@ -271,12 +273,43 @@ def test_adjustment_has_its_own_momentum():
         MnemonicsSettings(adjust_momentum=1.0)
 
 
+def test_adjustment_has_its_own_outer_loop():
+    """Eq. 10 runs `adjust_epochs` x `adjust_steps_per_epoch` outer steps, not the new exemplars' loop; a key left
+    None takes Eq. 9's value (every run before these keys existed), so an old config's adjustment is unchanged."""
+    model = tiny_net()
+    ex_x, ex_y = class_images(4, seed=14)
+    steps = []
+
+    def count(**kw):
+        steps.clear()
+        s = dataclasses.replace(paper_settings(inner_steps=1, inner_lr=0.3, adjust_lr=2.0, val_batch_size=8), **kw)
+        out = adjust_exemplars(model, ex_x, ex_y, s, progress=steps.append, generator=torch.Generator().manual_seed(1))
+        return len(steps) // 2, out                               # two folds
+
+    assert count(epochs=3, steps_per_epoch=2)[0] == 3            # shared (None): 3 epochs; a fold's complement (6) is one batch
+    n, shared = count(epochs=3, steps_per_epoch=1)
+    assert n == 3
+    n, own = count(epochs=9, steps_per_epoch=4, adjust_epochs=3, adjust_steps_per_epoch=1, adjust_lr_halve_every=10)
+    assert n == 3 and torch.equal(own, shared)                   # the same loop, whatever Eq. 9's
+    assert count(adjust_epochs=2, adjust_steps_per_epoch=1)[0] == 2
+
+
 def test_settings_are_plain_and_validated():
     s = MnemonicsSettings()
     for f in dataclasses.fields(s):
         assert type(getattr(s, f.name)) in (int, float, bool, str), f.name
-    assert (s.inner_lr, s.epochs, s.lr, s.adjust_lr, s.lr_halve_every, s.folds) == \
-        (0.01, 50, 0.01, 0.01, 10, 2)
+    # the recommended objective and its validated outer loop (docs/results.md, issue 20); Eq. 10 the paper's
+    assert (s.objective, s.lr, s.init, s.momentum, s.augment, s.epochs, s.steps_per_epoch, s.lr_halve_every) == \
+        ("prototype", 0.5, "herding", 0.9, True, 10, 5, 4)
+    assert (s.inner_lr, s.adjust_lr, s.adjust_momentum, s.adjust_augment, s.folds) == (0.01, 0.01, 0.0, False, 2)
+    assert (s.adjust_epochs, s.adjust_steps_per_epoch, s.adjust_lr_halve_every) == (50, 1, 10)
+    p = paper_settings()
+    assert (p.objective, p.inner_steps, p.inner_lr, p.epochs, p.lr, p.lr_halve_every, p.steps_per_epoch) == \
+        ("unrolled", 50, 0.01, 50, 0.01, 10, 1)                   # Section 5.1's values
+    with pytest.raises(ValueError, match="adjust_epochs"):
+        MnemonicsSettings(adjust_epochs=-1)
+    with pytest.raises(ValueError, match="adjust_lr_halve_every"):
+        MnemonicsSettings(adjust_lr_halve_every=0)
     with pytest.raises(ValueError):
         MnemonicsSettings(folds=1)
     with pytest.raises(ValueError):
@@ -295,7 +328,7 @@ def test_group_meta_loss_ignores_a_shift_towards_the_group():
     ex_x, ex_y = ex_x[keep], ex_y[keep]
     val_x, val_y = class_images(4, seed=2)
     val = [(val_x[val_y < 2], val_y[val_y < 2])]
-    settings = {m: MnemonicsSettings(inner_steps=0, meta_loss=m) for m in ("all", "group")}
+    settings = {m: paper_settings(inner_steps=0, meta_loss=m) for m in ("all", "group")}
     before = {m: meta_loss_value(model, ex_x, ex_y, val, s) for m, s in settings.items()}
     with torch.no_grad():
         model[-1].bias[:2] += 3.0
@@ -311,7 +344,7 @@ def test_group_meta_loss_in_adjustment_with_a_fold_missing_a_class():
     while its complement has it, so the meta-loss ranges over the whole group's classes."""
     model = tiny_net()
     x, y = class_images(2, seed=1)                 # 3 classes x 2 exemplars, folds=3
-    s = MnemonicsSettings(inner_steps=2, inner_lr=0.5, epochs=2, lr=1.0, adjust_lr=1.0, folds=3,
+    s = paper_settings(inner_steps=2, inner_lr=0.5, epochs=2, lr=1.0, adjust_lr=1.0, folds=3,
                           meta_loss="group")
     out = adjust_exemplars(model, x, y, s)
     assert out.shape == x.shape and not torch.equal(out, x)

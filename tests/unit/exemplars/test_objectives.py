@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from exemplars.features import class_means
-from exemplars.mnemonics import MnemonicsSettings, schedule, tensor_batches
+from exemplars.mnemonics import MnemonicsSettings, paper_settings, schedule, tensor_batches
 from exemplars.objectives.gradient_matching import gradient_matching_loss, layer_distance
 from exemplars.objectives.matching import matching_loss, redraw
 from exemplars.objectives.prototype import prototype_loss
@@ -21,6 +21,7 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
+
 
 
 def _net(classes=4, seed=0):
@@ -264,11 +265,11 @@ def test_previous_start_is_theta_before_the_phase_with_imprinted_new_rows():
         row = torch.nn.functional.normalize(feats[y == c].mean(0), dim=0) * prev["head.weight"].norm(dim=1).mean()
         assert torch.allclose(w[c], row.detach(), atol=1e-6)
     assert all(torch.equal(buffers[n], b) for n, b in previous.named_buffers())
-    s = MnemonicsSettings(inner_steps=2, inner_lr=0.1, start="previous", val_bn="running", inner_bn="running")
+    s = paper_settings(inner_steps=2, inner_lr=0.1, start="previous", val_bn="running", inner_bn="running")
     real_x, real_y = _images(6, 4, seed=6)
     real = [(real_x[real_y >= 2], real_y[real_y >= 2])]
     loss_of = unrolled_loss(model, y, s, torch.Generator(), None, start=(params, buffers))
-    x = optimise_exemplars(model, x0, y, lambda e: iter(real), MnemonicsSettings(
+    x = optimise_exemplars(model, x0, y, lambda e: iter(real), paper_settings(
         inner_steps=2, inner_lr=0.1, start="previous", val_bn="running", inner_bn="running", epochs=6, lr=0.01),
         previous=previous)
     assert _value(loss_of, x, real) < _value(loss_of, x0, real)
@@ -288,7 +289,7 @@ def test_snapshot_start_unrolls_from_the_kept_model():
     settings = dict(inner_steps=2, inner_lr=0.1, epochs=3, lr=0.5)
 
     def run(net, start, snap=None):
-        return optimise_exemplars(net, x0, y, lambda e: iter(real), MnemonicsSettings(start=start, **settings),
+        return optimise_exemplars(net, x0, y, lambda e: iter(real), paper_settings(start=start, **settings),
                                   snapshot=snap)
 
     from_snapshot = run(model, "snapshot", snapshot)
@@ -300,8 +301,9 @@ def test_snapshot_start_unrolls_from_the_kept_model():
     wants = lambda **kw: build_selection(load_config("configs/glyphs.yaml", [  # noqa: E731
         "exemplars.selection=mnemonics", *[f"exemplars.mnemonics.{k}={v}" for k, v in kw.items()]]).exemplars
     ).snapshot_epoch()
-    assert wants(start="snapshot", snapshot_epoch=3) == 3
-    assert wants(start="snapshot", objective="matching") == 0 and wants(start="previous") == 0
+    assert wants(objective="unrolled", start="snapshot", snapshot_epoch=3) == 3
+    assert wants(start="snapshot", objective="matching") == 0 and wants(start="snapshot") == 0   # default: prototype
+    assert wants(objective="unrolled", start="previous") == 0
 
 
 def test_selection_adjusts_old_exemplars_with_the_papers_optimiser_unless_asked():
@@ -313,7 +315,8 @@ def test_selection_adjusts_old_exemplars_with_the_papers_optimiser_unless_asked(
     def adjusted(*extra):
         cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.selection=mnemonics",
                                                   "exemplars.mnemonics.inner_steps=1", "exemplars.mnemonics.epochs=2",
-                                                  "exemplars.mnemonics.adjust_lr=5", *extra])
+                                                  "exemplars.mnemonics.adjust_epochs=2", "exemplars.mnemonics.adjust_lr=5",
+                                                  *extra])
         ctx = SelectionContext(cfg.seed, 2, torch.device("cpu"), 16, "glyphs", old)
         return build_selection(cfg.exemplars).adjust(_net(2), dict(old), [0, 1], ctx)
 

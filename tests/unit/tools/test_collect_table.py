@@ -59,3 +59,17 @@ def test_collect_table_names_the_searched_mnemonics_knobs(tmp_path, capsys):
     assert "| mnemonics (β1=10, α2=0.01, T=25, val_batches=4, BN inner/val=running/running, meta_loss=group, " \
         "init=herding) |" in \
         capsys.readouterr().out
+
+
+def test_collect_table_names_the_objective_and_its_rate(tmp_path, capsys):
+    for name, mn in (("proto", {"objective": "prototype", "lr": 0.5, "inner_steps": 5}),
+                     ("gm", {"objective": "matching", "match": "gradients", "embedders": "random", "lr": 0.01})):
+        _run(tmp_path, name, "lwf", "mnemonics", False, [80.0, 70.0], [80.0, 65.0], [60.0, 60.0])
+        cfg_path = tmp_path / name / "config.yaml"
+        cfg = yaml.safe_load(cfg_path.read_text())
+        cfg["exemplars"]["mnemonics"] = mn
+        cfg_path.write_text(yaml.safe_dump(cfg))
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| mnemonics (prototype, β1=0.5) |" in out                     # no unrolled knobs (α2, T) beside it
+    assert "| mnemonics (gradient matching, β1=0.01, embedders=random) |" in out

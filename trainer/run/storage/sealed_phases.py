@@ -22,7 +22,13 @@ from core.errors import UserError
 from trainer.run.storage import checkpoint_io
 
 log = logging.getLogger(__name__)
-GUARDED_SECTIONS = ("protocol", "strategy", "model")
+# A resumed run continues the experiment it started: these sections may not change. The exemplar level
+# decides every later phase's memory, so a default that changed since the run started (issue 20 made the
+# recommended objective the default of selection=mnemonics) must not silently turn it into another run.
+GUARDED_SECTIONS = ("protocol", "strategy", "model", "exemplars")
+# Keys of those sections that change how a result is computed, not the result (activation checkpointing
+# recomputes the same values): a resumed run may change them, e.g. after running out of memory.
+NEUTRAL_KEYS = ("exemplars.mnemonics.checkpoint", "exemplars.mnemonics.checkpoint_segment")
 
 
 def phase_dir(run_dir: Path, phase: int) -> Path:
@@ -127,7 +133,8 @@ def config_diffs(stored, new, default, prefix: str = "") -> list[tuple[str, obje
 
 
 def guard_config(run_dir: Path, cfg_dict: dict, defaults: dict | None = None) -> None:
-    """Refuse to resume a run with a different protocol, strategy or model."""
+    """Refuse to resume a run with a different protocol, strategy, model or exemplar level. `defaults`: what a
+    key the stored config lacks stood for when it was written (trainer.config.stored_defaults)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
@@ -136,7 +143,8 @@ def guard_config(run_dir: Path, cfg_dict: dict, defaults: dict | None = None) ->
     for section in GUARDED_SECTIONS:
         stored, default = old.get(section, _MISSING), (defaults or {}).get(section)
         diffs += [f"{key} ({a!r} -> {b!r})"
-                  for key, a, b in config_diffs(stored, cfg_dict.get(section), default, section)]
+                  for key, a, b in config_diffs(stored, cfg_dict.get(section), default, section)
+                  if key not in NEUTRAL_KEYS]
     if diffs:
         raise UserError(f"run directory {run_dir} was started with a different configuration: "
                         f"{'; '.join(diffs)}. Use a new --run-dir, or restore these keys to resume")
