@@ -3,7 +3,8 @@
     synthetic   ResNet-18 224 px bf16 training img/s through the real engine, random batch on the GPU
     syncs       host synchronisations per training step of the real epoch loop (set_sync_debug_mode)
     dali        DALI mixed (nvJPEG) decode img/s, and ResNet-18 training img/s fed by DALI
-    mnemonics   one mnemonics outer step at 224 px with the ImageNet recipe's settings: time, peak memory
+    mnemonics   one outer step of the unrolled inner loop (objective=unrolled, Eq. 10; the dearest exemplar path)
+                at 224 px with the ImageNet recipe's settings: time, peak memory
     nccl        a two-process NCCL glyph run (`mnemo train --nproc-per-node 2`), where two GPUs exist
 
     python -m benchmarks.gpu_check [--only NAME ...] [--budget-s 460] [--out FILE]
