@@ -119,15 +119,19 @@ def _exemplar_batches(z: dict, device):
     """The trainer's batches: host real images mixed with float16 exemplars that live on `device`."""
     import torch
 
+    from core.ranks import DistInfo
+    from data_pipeline.loading.batch_plan import BatchPlan
     from data_pipeline.loading.phase_batches import PhaseBatches
+    from data_pipeline.loading.settings import LoaderOutput
 
     g = torch.Generator().manual_seed(0)
     n_real, n_ex = 20 * z["batch"], 8 * z["batch"]
-    return PhaseBatches(torch.randint(0, 256, (n_real, 3, z["size"], z["size"]), dtype=torch.uint8, generator=g),
-                        torch.randint(0, z["classes"], (n_real,), generator=g),
-                        torch.rand(n_ex, 3, z["size"], z["size"], generator=g).half(),
-                        torch.randint(0, z["classes"], (n_ex,), generator=g), z["batch"], 0, 1, 0, "cifar",
-                        z["size"], device=device)
+    real = (torch.randint(0, 256, (n_real, 3, z["size"], z["size"]), dtype=torch.uint8, generator=g),
+            torch.randint(0, z["classes"], (n_real,), generator=g))
+    exemplars = (torch.rand(n_ex, 3, z["size"], z["size"], generator=g).half(),
+                 torch.randint(0, z["classes"], (n_ex,), generator=g))
+    return PhaseBatches(real, exemplars, BatchPlan(z["batch"], 0, DistInfo(device=device)),
+                        LoaderOutput("cifar", z["size"]))
 
 
 def _count(run, steps: int) -> dict:
@@ -178,7 +182,10 @@ def check_dali(smoke: bool) -> dict:
         return {"skipped": f"DALI does not run here ({problem})"}
     if not smoke and not torch.cuda.is_available():
         return {"skipped": "needs CUDA"}
+    from core.ranks import DistInfo
+    from data_pipeline.loading.batch_plan import BatchPlan
     from data_pipeline.loading.dali_batches import DaliPhaseBatches
+    from data_pipeline.loading.settings import LoaderOutput
     from data_pipeline.shards.manifest import load_manifest
 
     z = _sizes(smoke)
@@ -186,11 +193,11 @@ def check_dali(smoke: bool) -> dict:
         t0 = time.perf_counter()
         manifest = load_manifest(_jpeg_shards(Path(tmp), smoke))
         made = time.perf_counter() - t0
-        device_id = None if smoke else 0
-        batches = DaliPhaseBatches(manifest, list(range(manifest.num_classes)), None, None, z["batch"], 0, 1, 0, "imagenet",
-                                   224 if not smoke else z["size"], threads=min(8, os.cpu_count() or 1),
-                                   device_id=device_id, layout="channels_last",
-                                   dtype=torch.float32 if smoke else torch.bfloat16)
+        device = torch.device("cpu") if smoke else torch.device("cuda", 0)
+        out = LoaderOutput("imagenet", 224 if not smoke else z["size"], layout="channels_last",
+                           dtype=torch.float32 if smoke else torch.bfloat16, threads=min(8, os.cpu_count() or 1))
+        batches = DaliPhaseBatches(manifest, list(range(manifest.num_classes)), BatchPlan(z["batch"], 0,
+                                   DistInfo(device=device)), out)
         n = batches.n_real
         for e in range(2):                                     # the second epoch is timed
             t0 = time.perf_counter()

@@ -74,13 +74,14 @@ def _classes_for(manifest, split: str, images: int) -> list[int]:
 
 
 def _dali(manifest, split, classes, args) -> dict:
+    from data_pipeline.loading.batch_plan import BatchPlan
     from data_pipeline.loading.dali_batches import DaliPhaseBatches, dali_eval_batches
+    from data_pipeline.loading.settings import LoaderOutput
 
-    train = DaliPhaseBatches(manifest, classes, None, None, args.batch_size, 0, 1, seed=0, preset="imagenet",
-                             image_size=args.size, threads=args.threads, split=split)
+    out = LoaderOutput("imagenet", args.size, threads=args.threads)
+    train = DaliPhaseBatches(manifest, classes, BatchPlan(args.batch_size, seed=0), out, split=split)
     tr, n = _rate(x for x, _ in train.epoch(0))
-    ev, _ = _rate(x for x, _ in dali_eval_batches(manifest, split, classes, args.batch_size, "imagenet", args.size,
-                                                  threads=args.threads))
+    ev, _ = _rate(x for x, _ in dali_eval_batches(manifest, split, classes, args.batch_size, out))
     return {"train_img_s": round(tr, 1), "eval_img_s": round(ev, 1), "images_timed": n,
             "train_img_s_per_thread": round(tr / args.threads, 1), "eval_img_s_per_thread": round(ev / args.threads, 1)}
 

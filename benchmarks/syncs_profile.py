@@ -25,7 +25,6 @@ compare commits side by side.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -96,37 +95,17 @@ def _counter():
     return Count()
 
 
-def _count_syncs(counter):
-    """Wrap DeepSpeed's accelerator.synchronize (and torch.cuda.synchronize) to count explicit syncs."""
-    import torch
-    from deepspeed.accelerator import get_accelerator
-
-    acc = get_accelerator()
-    original = type(acc).synchronize
-
-    def synchronize(self, *a, **k):
-        counter.add("device_sync")
-        return original(self, *a, **k)
-
-    type(acc).synchronize = synchronize
-    cuda_sync = torch.cuda.synchronize
-    torch.cuda.synchronize = lambda *a, **k: (counter.add("device_sync"), cuda_sync(*a, **k))[1]
-
-    def undo():
-        type(acc).synchronize = original
-        torch.cuda.synchronize = cuda_sync
-    return undo
-
-
 def profile_syncs(steps: int = 20, batch_size: int = 64, exemplars: int = 512, real: int = 2048, rebuilds: int = 3,
                   size: int = 32, threads: int = 2) -> dict:
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "mnemo" / "torch_extensions"))
     import torch
     import torch.nn.functional as F
 
+    from data_pipeline.loading.batch_plan import BatchPlan
     from data_pipeline.loading.phase_batches import PhaseBatches
+    from data_pipeline.loading.settings import LoaderOutput
     from trainer.engine import distributed
-    from trainer.engine.deepspeed_engine import Engine, EngineSettings
+    from trainer.engine.deepspeed_engine import Engine, EngineSettings, on_device_sync
     from trainer.engine.epoch_loop import StageRun, run_epochs
     from trainer.methods.models.net import IncrementalNet
 
@@ -138,8 +117,7 @@ def profile_syncs(steps: int = 20, batch_size: int = 64, exemplars: int = 512, r
     real_y = torch.randint(0, classes, (real,), generator=g)
     ex_x = torch.rand(exemplars, 3, size, size, generator=g).half()
     ex_y = torch.randint(0, classes, (exemplars,), generator=g)
-    kw = {"device": info.device} if "device" in inspect.signature(PhaseBatches).parameters else {}
-    batches = PhaseBatches(real_x, real_y, ex_x, ex_y, batch_size, 0, 1, 0, "cifar", size, **kw)
+    batches = PhaseBatches((real_x, real_y), (ex_x, ex_y), BatchPlan(batch_size, 0, info), LoaderOutput("cifar", size))
 
     rates = []
     for e in range(4):                 # the batch assembly alone; the first epoch warms up
@@ -177,7 +155,7 @@ def profile_syncs(steps: int = 20, batch_size: int = 64, exemplars: int = 512, r
         del engine                     # what the trainer did before engines were closed
     engine = Engine(model, info, batch_size, 0.1, 0.9, 5e-4, EngineSettings())
     counter = _counter()
-    undo = _count_syncs(counter)
+    undo = on_device_sync(lambda: counter.add("device_sync"))
     try:
         with counter:
             run_epochs(engine, loss, First(), StageRun("train", 0, 1, lambda e: 0.1, log_every=0), Sink())

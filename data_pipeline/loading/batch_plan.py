@@ -20,10 +20,12 @@ joins the previous global batch.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from core import seeds
+from core.ranks import SINGLE, DistInfo
 
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
@@ -82,3 +84,26 @@ def epoch_plan(n_real: int, n_ex: int, global_batch: int, rank: int, world: int,
         both = torch.cat([r, draws[s * ex_b: (s + 1) * ex_b] + n_real])[rank::world]
         plan.append((both[both < n_real], both[both >= n_real] - n_real))
     return plan
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How a stage's epochs are cut into batches: the global batch (all ranks together), where this process
+    stands (`dist`: its rank, the world size, the device its batches go to), the stage's seed and the
+    exemplars' share of a batch (None: exemplars are samples of D_i ∪ E like any other)."""
+    global_batch: int
+    seed: int
+    dist: DistInfo = SINGLE
+    exemplar_share: float | None = None
+
+    def steps(self, n_real: int, n_ex: int) -> int:
+        return steps_per_epoch(n_real, n_ex, self.global_batch, self.dist.world, self.exemplar_share)
+
+    def epoch(self, n_real: int, n_ex: int, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's [(real indices, exemplar indices)], one entry per step of `epoch`."""
+        return epoch_plan(n_real, n_ex, self.global_batch, self.dist.rank, self.dist.world, self.seed, epoch,
+                          self.exemplar_share)
+
+    def augment_generator(self, epoch: int) -> torch.Generator:
+        """This rank's generator of `epoch`'s augmentation draws (on the CPU)."""
+        return epoch_generator(self.seed, epoch, stream=1 + self.dist.rank)

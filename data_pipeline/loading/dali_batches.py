@@ -20,15 +20,13 @@ import numpy as np
 import torch
 
 from core import seeds
+from core.ranks import SINGLE, DistInfo
 from data_pipeline.loading.augment import augment_exemplars, device_generator
-from data_pipeline.loading.batch_plan import (
-    epoch_generator,
-    epoch_plan,
-    steps_per_epoch,
-)
+from data_pipeline.loading.batch_plan import BatchPlan
 from data_pipeline.loading.dali_draws import image_size_of, train_draws
-from data_pipeline.loading.on_device import ExemplarBank, plan_on
+from data_pipeline.loading.on_device import ExemplarBank, device_id, plan_on
 from data_pipeline.loading.prefetch import prefetched
+from data_pipeline.loading.settings import LoaderOutput
 from data_pipeline.shards.manifest import Manifest
 from data_pipeline.shards.samples import SampleReader, phase_samples
 
@@ -59,35 +57,34 @@ class DaliPhaseBatches:
     """One stage's batches; the DALI pipeline is built at the first epoch and serves every epoch of the
     stage (`close()` releases it). Reads run ahead of the steps on `threads` threads."""
 
-    def __init__(self, manifest: Manifest, class_ids, ex_images: torch.Tensor | None, ex_labels: torch.Tensor | None,
-                 global_batch: int, rank: int, world: int, seed: int, preset: str, image_size: int,
-                 label_of: dict[int, int] | None = None, exemplar_share: float | None = None, threads: int = 2,
-                 device_id: int | None = None, layout: str = "NCHW", dtype: torch.dtype = torch.float32,
+    def __init__(self, manifest: Manifest, class_ids, plan: BatchPlan, out: LoaderOutput,
+                 exemplars: tuple[torch.Tensor, torch.Tensor] | None = None, label_of: dict[int, int] | None = None,
                  split: str = "train"):
+        """`plan.dist.device`: where batches come out (a GPU decodes there, with nvJPEG); `exemplars`: (pixels,
+        labels) kept there for the stage; `label_of`: incremental label of each class id (default: the ids)."""
         from data_pipeline.loading.dali_pipeline import PipeSpec
 
-        self.device = torch.device("cpu") if device_id is None else torch.device("cuda", device_id)
+        self.device = plan.dist.device
         self.samples = phase_samples(manifest, split, class_ids)
         self.reader = SampleReader(self.samples)                   # every shard of the phase stays open
         self.labels = _lut(label_of, self.samples.class_id).to(self.device)   # incremental labels (or class ids)
-        self.ex = ExemplarBank(ex_images, ex_labels, self.device)
+        self.ex = ExemplarBank(*(exemplars or (None, None)), self.device)
         self.n_real, self.n_ex = len(self.samples), len(self.ex)
-        if self.n_real + self.n_ex < world:
-            raise ValueError(f"phase has {self.n_real + self.n_ex} training samples for {world} ranks")
-        self.global_batch, self.rank, self.world, self.seed = global_batch, rank, world, seed
-        self.preset, self.exemplar_share = preset, exemplar_share
-        self.spec = PipeSpec("train", preset, image_size, layout=layout, dtype=dtype, threads=threads,
-                             device_id=device_id)
-        self.read_threads = self.reader.threads(min(MAX_READ_THREADS, threads))
+        if self.n_real + self.n_ex < plan.dist.world:
+            raise ValueError(f"phase has {self.n_real + self.n_ex} training samples for {plan.dist.world} ranks")
+        self.batch_plan, self.preset = plan, out.preset
+        self.spec = PipeSpec("train", out.preset, out.image_size, layout=out.layout, dtype=out.dtype,
+                             threads=out.threads, device_id=device_id(self.device))
+        self.read_threads = self.reader.threads(min(MAX_READ_THREADS, out.threads))
         # image sizes from the headers (random-resized-crop windows need them), read once per sample
-        self.sizes = np.full((self.n_real, 2), -1, dtype=np.int64) if preset == "imagenet" else None
+        self.sizes = np.full((self.n_real, 2), -1, dtype=np.int64) if out.preset == "imagenet" else None
         self._pipe = None
         self._feed: Iterator | None = None
         self.pipelines_built = 0
 
     @property
     def steps_per_epoch(self) -> int:
-        return steps_per_epoch(self.n_real, self.n_ex, self.global_batch, self.world, self.exemplar_share)
+        return self.batch_plan.steps(self.n_real, self.n_ex)
 
     def __len__(self) -> int:
         return self.steps_per_epoch
@@ -99,11 +96,11 @@ class DaliPhaseBatches:
     @property
     def max_batch(self) -> int:
         """The most real images a rank's step can hold (a global batch's tail may join the one before)."""
-        return -(-(self.global_batch + self.world) // self.world)
+        world = self.batch_plan.dist.world
+        return -(-(self.batch_plan.global_batch + world) // world)
 
     def plan(self, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return epoch_plan(self.n_real, self.n_ex, self.global_batch, self.rank, self.world, self.seed, epoch,
-                          self.exemplar_share)
+        return self.batch_plan.epoch(self.n_real, self.n_ex, epoch)
 
     def _read(self, idx: torch.Tensor) -> list[np.ndarray]:
         encoded = self.reader.read_many(idx.tolist())
@@ -116,7 +113,7 @@ class DaliPhaseBatches:
 
     def _batches(self, real_steps: list[torch.Tensor], epoch: int) -> Iterator[tuple]:
         """The pipeline's input for each step with real images: (encoded, *draws), read ahead."""
-        rng = np.random.default_rng(seeds.seed_of("dali_draws", self.seed, epoch, self.rank))
+        rng = np.random.default_rng(seeds.seed_of("dali_draws", self.batch_plan.seed, epoch, self.batch_plan.dist.rank))
         for idx, encoded in zip(real_steps, prefetched(self._read, real_steps, self.read_threads)):
             sizes = self.sizes[idx.numpy()] if self.sizes is not None else None
             yield (encoded, *train_draws(rng, self.preset, sizes, len(idx)))
@@ -139,7 +136,7 @@ class DaliPhaseBatches:
         real_steps = [r for r, _ in plan if len(r)]
         self._feed = self._batches(real_steps, epoch)
         pipe = self._pipeline() if real_steps else None
-        g = epoch_generator(self.seed, epoch, stream=1 + self.rank)
+        g = self.batch_plan.augment_generator(epoch)
         g_dev = device_generator(g, self.device)
         finished = False
         try:
@@ -172,23 +169,23 @@ class DaliPhaseBatches:
         self._pipe = None
 
 
-def dali_eval_batches(manifest: Manifest, split: str, class_ids, batch_size: int, preset: str, image_size: int,
-                      rank: int = 0, world: int = 1, label_of: dict[int, int] | None = None, threads: int = 2,
-                      device_id: int | None = None, layout: str = "NCHW", dtype: torch.dtype = torch.float32,
+def dali_eval_batches(manifest: Manifest, split: str, class_ids, batch_size: int, out: LoaderOutput,
+                      dist: DistInfo = SINGLE, label_of: dict[int, int] | None = None,
                       indices: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Eval-transformed batches of the classes' samples at `indices` (positions in (class id, key)
-    order; default: this rank's strided slice, rank::world), `batch_size` at a time, in that order.
-    Only those samples are read and decoded."""
+    order; default: this rank's strided slice, rank::world), `batch_size` at a time, in that order, on
+    `dist.device`. Only those samples are read and decoded."""
     from data_pipeline.loading.dali_pipeline import PipeSpec, decode_batches
 
     samples = phase_samples(manifest, split, class_ids)
     reader = SampleReader(samples)
     labels = _lut(label_of, samples.class_id)
-    mine = torch.arange(len(samples))[rank::world] if indices is None else torch.as_tensor(indices)
+    mine = torch.arange(len(samples))[dist.rank::dist.world] if indices is None else torch.as_tensor(indices)
     chunks = list(mine.split(batch_size))
-    spec = PipeSpec("eval", preset, image_size, layout=layout, dtype=dtype, threads=threads, device_id=device_id)
+    spec = PipeSpec("eval", out.preset, out.image_size, layout=out.layout, dtype=out.dtype, threads=out.threads,
+                    device_id=device_id(dist.device))
     decoded = decode_batches(prefetched(lambda c: reader.read_many(c.tolist()), chunks,
-                                        reader.threads(min(MAX_READ_THREADS, threads))), len(chunks),
+                                        reader.threads(min(MAX_READ_THREADS, out.threads))), len(chunks),
                              spec, batch_size)
     for idx, x in zip(chunks, decoded):
         yield x, labels[idx]

@@ -12,12 +12,15 @@ stage whose real data a strategy's stage narrowed (`Stage.data`) keeps the in-me
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from core.errors import UserError
-from data_pipeline.loading.settings import DataSettings
+from core.ranks import DistInfo
+from data_pipeline.loading.batch_plan import BatchPlan
+from data_pipeline.loading.on_device import device_id
+from data_pipeline.loading.settings import DataSettings, LoaderOutput
 
 log = logging.getLogger(__name__)
 _STATUS: dict[object, str | None] = {}
@@ -36,15 +39,11 @@ def dali_problem(device_id: int | None = None) -> str | None:
     return _STATUS[device_id]
 
 
-def _device_id(device: torch.device) -> int | None:
-    return (device.index or 0) if device.type == "cuda" else None
-
-
 def resolve_loader(name: str, device: torch.device = torch.device("cpu")) -> str:
     """'dali' or 'torch' for data.loader=`name`; data.loader=dali without a working DALI is a UserError."""
     if name == "torch":
         return "torch"
-    problem = dali_problem(_device_id(device))
+    problem = dali_problem(device_id(device))
     if name == "dali" and problem:
         raise UserError(f"data.loader=dali but DALI does not work here ({problem}); install "
                         "nvidia-dali-cuda130 (requirements/stack.txt) or use data.loader=torch/auto")
@@ -71,29 +70,33 @@ class StageData:
         return sum(len(t) for t in (self.real_labels, self.ex_labels) if t is not None)
 
 
-def train_batches(loader: str, settings: DataSettings, batch_size: int, data: StageData, phase_real, manifest,
-                  label_of: dict[int, int], rank: int, world: int, device: torch.device, seed: int):
+def train_batches(loader: str, settings: DataSettings, data: StageData, phase_real, manifest, plan: BatchPlan,
+                  label_of: dict[int, int]):
     """The batches of one training stage: an object with `steps_per_epoch` and `epoch(e)`.
 
     `loader`: resolve_loader's answer; `phase_real`: the phase's real data as the run read it (a lazily
     decoded PhaseImages). The DALI loader is used when `data.real_images` is exactly that set, which then
     is never decoded in memory; exemplar-only stages (balanced fine-tune) need no decoding and keep
-    PhaseBatches. Either keeps the exemplars on `device` for the stage; call `close()` after it."""
+    PhaseBatches. Either keeps the exemplars on the plan's device for the stage; call `close()` after it."""
     from data_pipeline.loading.phase_batches import PhaseBatches
     from data_pipeline.loading.phase_images import PhaseImages
 
-    share = settings.exemplar_share
+    plan = replace(plan, exemplar_share=settings.exemplar_share)
+    exemplars = (data.ex_images, data.ex_labels) if data.ex_labels is not None else None
     if loader == "dali" and data.real_images is not None and data.real_images is phase_real:
         from data_pipeline.loading.dali_batches import DaliPhaseBatches
 
         class_ids = sorted(set(phase_real.class_ids.tolist()))
-        return DaliPhaseBatches(manifest, class_ids, data.ex_images, data.ex_labels, batch_size, rank, world, seed,
-                                settings.preset, settings.image_size, label_of=label_of, exemplar_share=share,
-                                threads=max(1, settings.workers), device_id=_device_id(device),
-                                layout="channels_last")        # the model's layout (models/net.py)
+        return DaliPhaseBatches(manifest, class_ids, plan, output(settings, "channels_last"),   # the model's layout
+                                exemplars, label_of=label_of)                                  # (models/net.py)
     real_images = data.real_images.images if isinstance(data.real_images, PhaseImages) else data.real_images
-    return PhaseBatches(real_images, data.real_labels, data.ex_images, data.ex_labels, batch_size, rank, world,
-                        seed, settings.preset, settings.image_size, exemplar_share=share, device=device)
+    real = (real_images, data.real_labels) if data.real_labels is not None else None
+    return PhaseBatches(real, exemplars, plan, output(settings))
+
+
+def output(settings: DataSettings, layout: str = "NCHW") -> LoaderOutput:
+    """What the `data` section's loaders hand the model (DALI decodes on data.workers threads)."""
+    return LoaderOutput(settings.preset, settings.image_size, layout=layout, threads=max(1, settings.workers))
 
 
 def eval_batches(loader: str, settings: DataSettings, manifest, device: torch.device):
@@ -105,8 +108,7 @@ def eval_batches(loader: str, settings: DataSettings, manifest, device: torch.de
     from data_pipeline.loading.dali_batches import dali_eval_batches
 
     def decoded(test, indices: torch.Tensor, batch_size: int):
-        for x, _ in dali_eval_batches(manifest, test.split, test.ids, batch_size, settings.preset, settings.image_size,
-                                      threads=max(1, settings.workers), device_id=_device_id(device),
-                                      layout="channels_last", indices=indices):
+        for x, _ in dali_eval_batches(manifest, test.split, test.ids, batch_size, output(settings, "channels_last"),
+                                      DistInfo(device=device), indices=indices):
             yield x
     return decoded

@@ -12,6 +12,11 @@ from __future__ import annotations
 import torch
 
 
+def device_id(device: torch.device) -> int | None:
+    """A torch device as DALI names it: the GPU's index, None for the CPU."""
+    return (device.index or 0) if device.type == "cuda" else None
+
+
 def _copy(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """`t` on `device`; a host tensor travels through pinned memory, without a stream synchronisation."""
     if t.device == device:

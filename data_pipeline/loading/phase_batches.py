@@ -19,35 +19,34 @@ from data_pipeline.loading.augment import (
     augment_real,
     device_generator,
 )
-from data_pipeline.loading.batch_plan import (
-    epoch_generator,
-    epoch_plan,
-    steps_per_epoch,
-)
+from data_pipeline.loading.batch_plan import BatchPlan
 from data_pipeline.loading.on_device import ExemplarBank, plan_on
+from data_pipeline.loading.settings import LoaderOutput
+
+Pair = tuple[torch.Tensor, torch.Tensor]
 
 
 class PhaseBatches:
-    def __init__(self, real_images: torch.Tensor | None, real_labels: torch.Tensor | None,
-                 ex_images: torch.Tensor | None, ex_labels: torch.Tensor | None, global_batch: int,
-                 rank: int, world: int, seed: int, preset: str, image_size: int, augment: bool = True,
-                 exemplar_share: float | None = None, device: torch.device = torch.device("cpu")):
+    """`real`: (uint8 images decoded on the host, labels) or None; `exemplars`: (pixels, labels) or None, kept on
+    the plan's device for the stage. Batches come out float32 in [0, 1] (NCHW), on that device; `out` gives the preset's
+    augmentation and the side."""
+
+    def __init__(self, real: Pair | None, exemplars: Pair | None, plan: BatchPlan, out: LoaderOutput,
+                 augment: bool = True):
         empty = torch.empty(0, dtype=torch.int64)
-        self.device = torch.device(device)
-        self.real_images = real_images                        # decoded on the host: augmented there
-        self.real_labels = (real_labels if real_labels is not None else empty).to(self.device)
-        self.ex = ExemplarBank(ex_images, ex_labels, self.device)
+        self.device = plan.dist.device
+        self.real_images, real_labels = real if real is not None else (None, empty)   # augmented on the host
+        self.real_labels = real_labels.to(self.device)
+        self.ex = ExemplarBank(*(exemplars or (None, None)), self.device)
         self.n_real, self.n_ex = len(self.real_labels), len(self.ex)
         self.total = self.n_real + self.n_ex
-        if self.total < world:
-            raise ValueError(f"phase has {self.total} training samples for {world} ranks")
-        self.global_batch, self.rank, self.world = global_batch, rank, world
-        self.seed, self.preset, self.image_size, self.augment = seed, preset, image_size, augment
-        self.exemplar_share = exemplar_share
+        if self.total < plan.dist.world:
+            raise ValueError(f"phase has {self.total} training samples for {plan.dist.world} ranks")
+        self.plan, self.out, self.augment = plan, out, augment
 
     @property
     def steps_per_epoch(self) -> int:
-        return steps_per_epoch(self.n_real, self.n_ex, self.global_batch, self.world, self.exemplar_share)
+        return self.plan.steps(self.n_real, self.n_ex)
 
     def __len__(self) -> int:
         return self.steps_per_epoch
@@ -56,19 +55,19 @@ class PhaseBatches:
         """Nothing to release (the DALI loader's counterpart releases its pipeline)."""
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        plan = epoch_plan(self.n_real, self.n_ex, self.global_batch, self.rank, self.world, self.seed, epoch,
-                          self.exemplar_share)
-        g = epoch_generator(self.seed, epoch, stream=1 + self.rank)
+        plan = self.plan.epoch(self.n_real, self.n_ex, epoch)
+        g = self.plan.augment_generator(epoch)
         g_dev = device_generator(g, self.device)              # g itself on the CPU
+        preset = self.out.preset
         for (real_idx, ex_idx), (real_dev, ex_dev) in zip(plan, plan_on(plan, self.device)):
             parts, labels = [], []
             if len(real_idx):
                 x = self.real_images[real_idx].float().div_(255)
-                x = augment_real(x, self.preset, self.image_size, g) if self.augment else x
+                x = augment_real(x, preset, self.out.image_size, g) if self.augment else x
                 parts.append(x.to(self.device, non_blocking=True))
                 labels.append(self.real_labels[real_dev])
             if len(ex_idx):
                 x, y = self.ex.take(ex_dev)
-                parts.append(augment_exemplars(x, self.preset, g_dev) if self.augment else x)
+                parts.append(augment_exemplars(x, preset, g_dev) if self.augment else x)
                 labels.append(y)
             yield torch.cat(parts), torch.cat(labels)

@@ -1,8 +1,11 @@
-"""The `data` config section: where the shards are and how the loaders decode and augment them."""
+"""The `data` config section: where the shards are and how the loaders decode and augment them; and
+`LoaderOutput`, what a loader hands the model."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
+
+import torch
 
 DATA_PRESETS = ("glyphs", "cifar", "imagenet")
 LOADERS = ("torch", "dali", "auto")
@@ -17,3 +20,14 @@ class DataSettings:
     cache_max_gb: float = 8.0            # the torch loader keeps a phase's decoded images in memory
     workers: int = 2                     # decode threads/processes
     exemplar_share: Optional[float] = None   # exemplars' share of each batch; null: as samples of D ∪ E
+
+
+@dataclass(frozen=True)
+class LoaderOutput:
+    """What a loader hands the model: the preset's transforms (augment.py) at side `image_size`, in `layout`
+    (NCHW, NHWC, or channels_last: logical NCHW over NHWC memory) and `dtype`, made on `threads` threads."""
+    preset: str
+    image_size: int
+    layout: str = "NCHW"
+    dtype: torch.dtype = torch.float32
+    threads: int = 2

@@ -10,6 +10,10 @@ import torch
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine (CI never has one)")
 pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
 
+from core.ranks import DistInfo  # noqa: E402
+from data_pipeline.loading.batch_plan import BatchPlan  # noqa: E402
+from data_pipeline.loading.settings import LoaderOutput  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def shards_224(tmp_path_factory):
@@ -26,16 +30,18 @@ def test_mixed_decode_matches_cpu_and_reports_throughput(shards_224):
     from data_pipeline.loading.dali_batches import dali_eval_batches
 
     m = shards_224
-    cpu = torch.cat([x for x, _ in dali_eval_batches(m, "test", range(20), 50, "imagenet", 224)])
-    gpu = [x for x, _ in dali_eval_batches(m, "test", range(20), 50, "imagenet", 224, device_id=0)]
+    out = LoaderOutput("imagenet", 224)
+    cpu = torch.cat([x for x, _ in dali_eval_batches(m, "test", range(20), 50, out)])
+    gpu = [x for x, _ in dali_eval_batches(m, "test", range(20), 50, out, DistInfo(device=torch.device("cuda", 0)))]
     assert all(x.is_cuda for x in gpu)
     gpu = torch.cat(gpu).cpu()
     assert (gpu - cpu).abs().mean() < 0.01          # nvJPEG and libjpeg-turbo differ slightly
     for device_id in (None, 0):
         from data_pipeline.loading.dali_batches import DaliPhaseBatches
 
-        b = DaliPhaseBatches(m, range(20), None, None, 256, 0, 1, seed=0, preset="imagenet", image_size=224,
-                             device_id=device_id, threads=8, dtype=torch.bfloat16, layout="channels_last")
+        device = torch.device("cpu") if device_id is None else torch.device("cuda", device_id)
+        b = DaliPhaseBatches(m, range(20), BatchPlan(256, 0, DistInfo(device=device)),
+                             LoaderOutput("imagenet", 224, "channels_last", torch.bfloat16, threads=8))
         n, t0 = 0, None
         for step, (x, _) in enumerate(b.epoch(0)):
             if step == 1:
@@ -57,8 +63,8 @@ def test_resnet18_fed_by_dali_vs_synthetic(shards_224):
     model = IncrementalNet("resnet18", "imagenet").cuda().to(memory_format=torch.channels_last)
     model.head.grow(20)
     engine = Engine(model, dist_info, 256, 0.1, 0.9, 5e-4, EngineSettings(precision="bf16"))
-    b = DaliPhaseBatches(shards_224, range(20), None, None, 256, 0, 1, seed=0, preset="imagenet", image_size=224,
-                         device_id=0, threads=8, layout="channels_last")
+    b = DaliPhaseBatches(shards_224, range(20), BatchPlan(256, 0, DistInfo(device=torch.device("cuda", 0))),
+                         LoaderOutput("imagenet", 224, "channels_last", threads=8))
 
     def train(batches):
         n, t0 = 0, None

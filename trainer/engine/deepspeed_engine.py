@@ -12,12 +12,12 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from core.errors import UserError
-from trainer.engine.distributed import DistInfo
+from core.ranks import DistInfo
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "bf16")    # bf16 = autocast on GPU (no loss scaling needed)
@@ -46,6 +46,25 @@ def _quiet_deepspeed():
 
     ds_logger.setLevel(logging.WARNING)
     return deepspeed
+
+
+def on_device_sync(callback) -> Callable[[], None]:
+    """Call `callback()` at every explicit device synchronisation (DeepSpeed's accelerator.synchronize and
+    torch.cuda.synchronize) until the returned function undoes it: `mnemo profile syncs` counts them."""
+    acc = _quiet_deepspeed().accelerator.get_accelerator()
+    original, cuda_sync = type(acc).synchronize, torch.cuda.synchronize
+
+    def synchronize(self, *a, **k):
+        callback()
+        return original(self, *a, **k)
+
+    type(acc).synchronize = synchronize
+    torch.cuda.synchronize = lambda *a, **k: (callback(), cuda_sync(*a, **k))[1]
+
+    def undo():
+        type(acc).synchronize = original
+        torch.cuda.synchronize = cuda_sync
+    return undo
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -16,27 +16,15 @@ import datetime
 import math
 import os
 import socket
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from core.errors import UserError
+from core.ranks import DistInfo
 from trainer.engine import rendezvous
 
 _EXCHANGE: dict = {}                 # the long-timeout CPU group of the current process group
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int
-    world: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 def _env_int(*names: str, default: int) -> int:

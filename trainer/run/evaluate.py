@@ -2,11 +2,13 @@
 arrived in (a row of the accuracy matrix), on D_0^test, and old vs new classes."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 
 from core.protocol import PhasePlan
+from core.ranks import SINGLE, DistInfo
 from exemplars.features import class_means, nme_scores
 from trainer.engine import distributed
 
@@ -23,23 +25,32 @@ CHUNK_BYTES = 1 << 30
 EvalBatches = Callable[[object, torch.Tensor, int], Iterator[torch.Tensor]]
 
 
-def _local_chunks(test, rank: int, world: int, device, batch_size: int, chunk_bytes: int,
-                  decoded: EvalBatches | None) -> Iterator[Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+@dataclass(frozen=True)
+class EvalOptions:
+    batch_size: int = 256                # eval.batch_size
+    nme: bool = True                     # eval.nme: also the nearest-mean-of-exemplars accuracy
+    flip: bool = False                   # class means average the mirrored exemplars (where the preset flips)
+    chunk_bytes: int = CHUNK_BYTES
+    decoded: EvalBatches | None = None   # the DALI eval pipeline (loaders.eval_batches), else the in-memory reader
+
+
+def _local_chunks(test, dist: DistInfo, options: EvalOptions) -> Iterator[Iterator[tuple[torch.Tensor, torch.Tensor]]]:
     """This rank's part of every class of `test` (every world-th sample), as chunks, each an iterator of
-    (sample indices, float images on `device`) batches: one batch is on the device at a time. Only that
-    part is decoded: by `decoded` where given (all in one chunk: nothing is held), else class chunk by
-    class chunk (test.part, uint8 on the host)."""
-    if decoded is not None:
+    (sample indices, float images on the rank's device) batches: one batch is on the device at a time. Only
+    that part is decoded: by `options.decoded` where given (all in one chunk: nothing is held), else class
+    chunk by class chunk (test.part, uint8 on the host)."""
+    rank, world, batch_size = dist.rank, dist.world, options.batch_size
+    if options.decoded is not None:
         idx = test.part_span(test.ids, rank, world)
         if len(idx):
-            yield zip(idx.split(batch_size), decoded(test, idx, batch_size))
+            yield zip(idx.split(batch_size), options.decoded(test, idx, batch_size))
         return
-    for ids in test.chunks(chunk_bytes):
+    for ids in test.chunks(options.chunk_bytes):
         idx = test.part_span(ids, rank, world)
         if not len(idx):
             continue
         images = test.part(ids, rank, world)
-        yield ((idx[i: i + batch_size], images[i: i + batch_size].to(device).float().div_(255))
+        yield ((idx[i: i + batch_size], images[i: i + batch_size].to(dist.device).float().div_(255))
                for i in range(0, len(idx), batch_size))
 
 
@@ -58,19 +69,19 @@ def _predict_chunk(strategy, model, batches, means: torch.Tensor | None) -> tupl
     return torch.cat(idx), torch.cat(top), nme
 
 
-def evaluate(model, strategy, test, labels: torch.Tensor, plan: PhasePlan, phase: int, memory,
-             device, batch_size: int, nme: bool, flip: bool, dist_info, chunk_bytes: int = CHUNK_BYTES,
-             decoded: EvalBatches | None = None) -> dict:
-    """`test`: the seen classes' test images (a PhaseImages, decoded chunk by chunk of classes), `labels`
-    their incremental labels. Each rank predicts its part of every class (`decoded`: the DALI eval
-    pipeline, else the in-memory reader); predictions are gathered so every rank returns the same dict."""
-    rank, world = dist_info.rank, dist_info.world
+def evaluate(model, strategy, test, plan: PhasePlan, phase: int, memory, options: EvalOptions,
+             dist: DistInfo = SINGLE) -> dict:
+    """`test`: the seen classes' test images (a PhaseImages, decoded chunk by chunk of classes); `memory`: the
+    exemplars whose class means the NME classifier uses (None: no NME). Each rank predicts its part of every
+    class; predictions are gathered so every rank returns the same dict."""
+    labels = plan.labels_of(test.class_ids)
     seen = plan.seen_labels(phase)
     # None when a seen class has no exemplars: then there is no NME accuracy
-    means = class_means(model, memory.bank, seen, device, flip, batch_size) if nme and memory is not None else None
+    means = class_means(model, memory.bank, seen, dist.device, options.flip, options.batch_size) \
+        if options.nme and memory is not None else None
     use_nme = means is not None
     parts_idx, parts_top, parts_nme = [], [], []
-    for batches in _local_chunks(test, rank, world, device, batch_size, chunk_bytes, decoded):
+    for batches in _local_chunks(test, dist, options):
         i, top, nme_pred = _predict_chunk(strategy, model, batches, means)
         parts_idx.append(i)
         parts_top.append(top)

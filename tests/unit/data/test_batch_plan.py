@@ -2,8 +2,10 @@
 import pytest
 import torch
 
-from data_pipeline.loading.batch_plan import epoch_plan, steps_per_epoch
+from core.ranks import DistInfo
+from data_pipeline.loading.batch_plan import BatchPlan, epoch_plan, steps_per_epoch
 from data_pipeline.loading.phase_batches import PhaseBatches
+from data_pipeline.loading.settings import LoaderOutput
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -31,8 +33,8 @@ def test_share_mode_real_once_exemplars_balanced_equal_steps(world, n_real, n_ex
 def test_default_plan_is_the_union_and_matches_phase_batches():
     ex = torch.zeros(6, 3, 4, 4)
     real = torch.zeros(20, 3, 4, 4, dtype=torch.uint8)
-    pb = PhaseBatches(real, torch.arange(20), ex, torch.arange(20, 26), 8, 1, 2, seed=3, preset="glyphs",
-                      image_size=4, augment=False)
+    pb = PhaseBatches((real, torch.arange(20)), (ex, torch.arange(20, 26)), BatchPlan(8, 3, DistInfo(1, 2)),
+                      LoaderOutput("glyphs", 4), augment=False)
     plan = epoch_plan(20, 6, 8, 1, 2, seed=3, epoch=2)
     assert [y.tolist() for _, y in pb.epoch(2)] == [torch.cat([r, e + 20]).tolist() for r, e in plan]
 
@@ -40,8 +42,8 @@ def test_default_plan_is_the_union_and_matches_phase_batches():
 def test_phase_batches_share_mode():
     ex = torch.zeros(4, 3, 4, 4)
     real = torch.zeros(30, 3, 4, 4, dtype=torch.uint8)
-    pb = PhaseBatches(real, torch.arange(30), ex, torch.arange(30, 34), 10, 0, 1, seed=0, preset="glyphs",
-                      image_size=4, augment=False, exemplar_share=0.2)
+    pb = PhaseBatches((real, torch.arange(30)), (ex, torch.arange(30, 34)), BatchPlan(10, 0, exemplar_share=0.2),
+                      LoaderOutput("glyphs", 4), augment=False)
     ys = [y for _, y in pb.epoch(0)]
     assert len(ys) == pb.steps_per_epoch == 4                 # 30 real / 8 per batch
     assert all(int((y >= 30).sum()) == 2 for y in ys)

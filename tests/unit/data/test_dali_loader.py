@@ -9,9 +9,11 @@ import torch
 
 pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
 
-from data_pipeline.loading.batch_plan import epoch_plan  # noqa: E402
+from core.ranks import DistInfo  # noqa: E402
+from data_pipeline.loading.batch_plan import BatchPlan, epoch_plan  # noqa: E402
 from data_pipeline.loading.dali_batches import DaliPhaseBatches, dali_eval_batches  # noqa: E402
 from data_pipeline.loading.phase_batches import PhaseBatches  # noqa: E402
+from data_pipeline.loading.settings import LoaderOutput  # noqa: E402
 from data_pipeline.shards.manifest import load_manifest  # noqa: E402
 from data_pipeline.shards.writer import ShardSetWriter  # noqa: E402
 
@@ -63,8 +65,8 @@ def test_every_sample_once_per_epoch_equal_steps(id_shards, world, preset, share
     for epoch in (0, 1):
         seen_real, seen_ex, steps = [], [], set()
         for rank in range(world):
-            b = DaliPhaseBatches(id_shards, classes, ex_x, ex_ids, 8, rank, world, seed=3, preset=preset,
-                                 image_size=16, exemplar_share=share)
+            b = DaliPhaseBatches(id_shards, classes, BatchPlan(8, 3, DistInfo(rank, world), share),
+                                 LoaderOutput(preset, 16), (ex_x, ex_ids))
             got = list(b.epoch(epoch))
             assert len(got) == b.steps_per_epoch
             steps.add(len(got))
@@ -91,15 +93,14 @@ def test_same_plan_as_the_in_memory_loader_and_deterministic(id_shards):
     """Both loaders index samples in (class, key) order and follow one epoch plan: same labels per step."""
     classes = [0, 2, 5]
     ex_x, ex_ids = _exemplars(4, 16)
-    dali = DaliPhaseBatches(id_shards, classes, ex_x, ex_ids, 6, 1, 2, seed=9, preset="imagenet", image_size=16)
+    plan, out = BatchPlan(6, 9, DistInfo(1, 2)), LoaderOutput("imagenet", 16)
+    dali = DaliPhaseBatches(id_shards, classes, plan, out, (ex_x, ex_ids))
     n_real = len(classes) * PER_CLASS
     real_labels = torch.tensor([c for c in classes for _ in range(PER_CLASS)])
-    mem = PhaseBatches(torch.zeros(n_real, 3, 18, 18, dtype=torch.uint8), real_labels, ex_x, ex_ids, 6, 1, 2,
-                       seed=9, preset="imagenet", image_size=16)
+    mem = PhaseBatches((torch.zeros(n_real, 3, 18, 18, dtype=torch.uint8), real_labels), (ex_x, ex_ids), plan, out)
     a = [(x, y) for x, y in dali.epoch(4)]
     assert [y.tolist() for _, y in a] == [y.tolist() for _, y in mem.epoch(4)]
-    again = list(DaliPhaseBatches(id_shards, classes, ex_x, ex_ids, 6, 1, 2, seed=9, preset="imagenet",
-                                  image_size=16).epoch(4))
+    again = list(DaliPhaseBatches(id_shards, classes, plan, out, (ex_x, ex_ids)).epoch(4))
     assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, again))
     other = [y.tolist() for _, y in dali.epoch(5)]
     assert other != [y.tolist() for _, y in a]
@@ -118,7 +119,7 @@ def test_a_phase_reads_only_its_classes_shards(id_shards, tmp_path):
                 f.write_bytes(b"\xff" * f.stat().st_size)
     opened, seen = set(), []
     for rank in range(2):
-        b = DaliPhaseBatches(m, mine, None, None, 5, rank, 2, seed=0, preset="imagenet", image_size=16)
+        b = DaliPhaseBatches(m, mine, BatchPlan(5, 0, DistInfo(rank, 2)), LoaderOutput("imagenet", 16))
         ids = _ids(torch.cat([x for x, _ in b.epoch(0)]))
         assert ids == _planned_ids(b, 0)
         seen += ids
@@ -141,8 +142,7 @@ def _planned_ids(b, epoch):
                                           ("channels_last", torch.float32)])
 def test_layouts_and_dtypes_for_the_model(id_shards, layout, dtype):
     ex_x, ex_ids = _exemplars(3, 16)
-    b = DaliPhaseBatches(id_shards, [1], ex_x, ex_ids, 10, 0, 1, seed=0, preset="imagenet", image_size=16,
-                         layout=layout, dtype=dtype)
+    b = DaliPhaseBatches(id_shards, [1], BatchPlan(10, 0), LoaderOutput("imagenet", 16, layout, dtype), (ex_x, ex_ids))
     for x, _ in b.epoch(0):
         assert x.dtype == dtype
         if layout == "NHWC":
@@ -164,7 +164,7 @@ def test_labels_map_to_the_manifest_classes(imagenet_fixture):
     plan = make_plan(m.num_classes, 500, 25)
     label_of = plan.label_of()
     cids = plan.class_ids(plan.new_labels(7))
-    b = DaliPhaseBatches(m, cids, None, None, 16, 0, 1, seed=1, preset="imagenet", image_size=32, label_of=label_of)
+    b = DaliPhaseBatches(m, cids, BatchPlan(16, 1), LoaderOutput("imagenet", 32), label_of=label_of)
     stored = {}
     for s in m.shards("train", cids):
         for sample in wds.WebDataset(str(m.path(s)), shardshuffle=False, empty_check=False):
@@ -213,8 +213,7 @@ def test_one_pipeline_serves_a_stage_and_a_resumed_epoch_draws_the_same(digits_s
     (seed, epoch, rank), so epoch 2 of a stage that ran epochs 0-1 equals epoch 2 of a fresh stage (a
     resume), while epochs differ from each other."""
     m = load_manifest(digits_shards)
-    make = lambda: DaliPhaseBatches(m, [0, 3, 7], None, None, 16, 0, 1, seed=5, preset=preset,  # noqa: E731
-                                    image_size=32, threads=2)
+    make = lambda: DaliPhaseBatches(m, [0, 3, 7], BatchPlan(16, 5), LoaderOutput(preset, 32, threads=2))  # noqa: E731
     running = make()
     epochs = [torch.cat([x for x, _ in running.epoch(e)]) for e in range(3)]
     assert running.pipelines_built == 1

@@ -17,6 +17,7 @@ import torch
 pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
 
 from data_pipeline.loading.dali_batches import dali_eval_batches  # noqa: E402
+from data_pipeline.loading.settings import LoaderOutput  # noqa: E402
 from data_pipeline.shards.reader import read_classes  # noqa: E402
 from data_pipeline.shards.writer import ShardSetWriter  # noqa: E402
 
@@ -38,7 +39,7 @@ def test_dali_and_the_torch_loader_evaluate_on_the_same_pixels(tmp_path, preset,
     w = ShardSetWriter(tmp_path, "eval", [{"id": 0, "name": "a", "key": "a"}], None, "jpg")
     w.write_class("test", 0, [(f"k{i}", _jpeg(a, b, i)) for i, (a, b) in enumerate(SIZES[size])])
     m = w.finish()
-    dali = torch.cat([x for x, _ in dali_eval_batches(m, "test", [0], 4, preset, size)])
+    dali = torch.cat([x for x, _ in dali_eval_batches(m, "test", [0], 4, LoaderOutput(preset, size))])
     torch_loader = read_classes(m, "test", [0], preset, size).images.float() / 255
     assert dali.shape == torch_loader.shape == (len(SIZES[size]), 3, size, size)
     diff = (dali - torch_loader).abs()

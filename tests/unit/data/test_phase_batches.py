@@ -1,14 +1,17 @@
 import pytest
 import torch
 
+from core.ranks import DistInfo
+from data_pipeline.loading.batch_plan import BatchPlan
 from data_pipeline.loading.phase_batches import PhaseBatches
+from data_pipeline.loading.settings import LoaderOutput
 
 
 def _batches(n_real, n_ex, batch, rank, world):
     real = torch.arange(n_real, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 4, 4).contiguous()
     ex = torch.zeros(n_ex, 3, 4, 4)
-    return PhaseBatches(real, torch.arange(n_real), ex, torch.arange(n_real, n_real + n_ex), batch, rank, world,
-                        seed=3, preset="glyphs", image_size=4, augment=False)
+    return PhaseBatches((real, torch.arange(n_real)), (ex, torch.arange(n_real, n_real + n_ex)),
+                        BatchPlan(batch, 3, DistInfo(rank, world)), LoaderOutput("glyphs", 4), augment=False)
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])

@@ -49,8 +49,8 @@ def test_evaluation_in_class_chunks_equals_one_chunk_and_splits_over_ranks(digit
     from exemplars.memory import ExemplarMemory
     from trainer.config import load_config
     from trainer.engine import distributed
-    from trainer.engine.distributed import DistInfo
-    from trainer.run.evaluate import evaluate
+    from core.ranks import DistInfo
+    from trainer.run.evaluate import EvalOptions, evaluate
     from trainer.run.session import build_strategy
 
     m = load_manifest(digits_shards)
@@ -67,9 +67,8 @@ def test_evaluation_in_class_chunks_equals_one_chunk_and_splits_over_ranks(digit
     train = PhaseImages(m, "train", range(10), "glyphs", 32)
     for label in range(10):
         memory.set(label, train.classes([plan.order[label]])[:3].float() / 255)
-    run = lambda chunk, rank=0, world=1: evaluate(model, strategy, test, labels, plan, 3, memory,  # noqa: E731
-                                                  torch.device("cpu"), 16, True, True,
-                                                  DistInfo(rank, world, rank, torch.device("cpu")), chunk)
+    run = lambda chunk, rank=0, world=1: evaluate(model, strategy, test, plan, 3, memory,  # noqa: E731
+                                                  EvalOptions(16, True, True, chunk), DistInfo(rank, world, rank))
     whole = run(1 << 30)
     assert whole == run(1)                                       # one class per chunk
     assert len(whole["acc_row"]) == 4 and whole["accuracy_nme"] is not None
