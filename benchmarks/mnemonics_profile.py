@@ -5,7 +5,7 @@
 
 prints ONE JSON object. Model: timm resnet18 (num_classes = the class group size), exemplars and
 "real" batches are random pixels (the cost does not depend on their content). One outer step =
-`optimise_exemplars` with epochs=1: T differentiable inner steps, the validation forward, the
+`Unrolled.optimise` with epochs=1: T differentiable inner steps, the validation forward, the
 meta-backward through all T steps into the pixels, and the pixel update.
 
 Memory: every configuration runs in a fresh subprocess.
@@ -54,7 +54,9 @@ def _measure_one(cfg: dict) -> dict:
     import torch
     from torch import nn
 
-    from exemplars.mnemonics import optimise_exemplars, paper_settings, unrolled_meta_loss
+    from exemplars.objectives.unrolled import Unrolled, UnrolledSettings
+    from exemplars.pixel_descent import Schedule
+    from exemplars.unroll import InnerLoop, unrolled_meta_loss
 
     device = torch.device(cfg["device"])
     if cfg.get("threads"):
@@ -76,7 +78,7 @@ def _measure_one(cfg: dict) -> dict:
     b = {n: t.detach() for n, t in tiny.named_buffers()}
     x = torch.rand(2, 3, 8, 8, device=device, requires_grad=True)
     yy = torch.arange(2, device=device) % k
-    torch.autograd.grad(unrolled_meta_loss(tiny, p, b, x, yy, x.detach(), yy, 2, 0.1, True), x)
+    torch.autograd.grad(unrolled_meta_loss(tiny, (p, b), x, yy, (x.detach(), yy), InnerLoop(2, 0.1)), x)
 
     cuda = device.type == "cuda"
     if cuda:
@@ -85,14 +87,15 @@ def _measure_one(cfg: dict) -> dict:
         base = torch.cuda.memory_allocated() / 2**20
     else:
         base = _rss_mb()
-    settings = paper_settings(inner_steps=cfg["inner_steps"], checkpoint=cfg["checkpoint"],
-                              checkpoint_segment=cfg["segment"], epochs=cfg["repeats"])
+    objective = Unrolled(UnrolledSettings(inner_steps=cfg["inner_steps"], checkpoint=cfg["checkpoint"],
+                                          checkpoint_segment=cfg["segment"]))
+    schedule = Schedule(cfg["repeats"], 1, 1, 0.01, 10)          # the paper's Eq. 9 step, `repeats` times
     stamps = [time.perf_counter()]
 
     def progress(info: dict) -> None:  # loss.item() inside synchronises CUDA before this runs
         stamps.append(time.perf_counter())
 
-    optimise_exemplars(model, ex, ey, lambda epoch: [(vx, vy)], settings, progress=progress)
+    objective.optimise(model, ex, ey, lambda epoch: [(vx, vy)], schedule, progress=progress)
     if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**20 - base
     else:
@@ -128,7 +131,7 @@ def profile_mnemonics(steps=(1, 5, 25, 50), sizes=(32, 224), checkpoint=(True, F
                       log=None) -> dict:
     """Measure every (image size, T, checkpoint) combination, each in a fresh subprocess.
 
-    With checkpointing on, each value of `segments` is measured (MnemonicsSettings.
+    With checkpointing on, each value of `segments` is measured (exemplars.mnemonics.unrolled.
     checkpoint_segment: 0 = two-level, ceil(sqrt(T)) steps per segment, the default; 1 = per-step
     checkpointing only). `threads` sets torch.set_num_threads in the subprocess (None: default).
 
@@ -230,9 +233,9 @@ def _timed(fn, repeats: int) -> float:
 
 def measure_objective(size: int, inner_steps: int, device: torch.device, repeats: int = 2, per_class: int = 20,
             batch: int = 64) -> list[dict]:
-    from exemplars.mnemonics import paper_settings, unrolled_loss
-    from exemplars.objectives import MATCH_LOSSES
+    from exemplars.objectives.matching import MATCH_LOSSES
     from exemplars.objectives.prototype import prototype_loss
+    from exemplars.objectives.unrolled import Unrolled, UnrolledSettings
     from trainer.methods.models.net import IncrementalNet
 
     classes, arch, preset = GROUP[size]
@@ -258,9 +261,8 @@ def measure_objective(size: int, inner_steps: int, device: torch.device, repeats
     model.eval()
     rows = []
     for name, extra in OBJECTIVES:
-        settings = paper_settings(inner_steps=inner_steps, checkpoint=size > 32)
         if name == "unrolled":
-            loss_of = unrolled_loss(model, ey, settings, g, None)
+            loss_of = Unrolled(UnrolledSettings(inner_steps=inner_steps, checkpoint=size > 32)).loss_of(model, ey, g, None)
         elif name == "prototype":
             loss_of = prototype_loss(model, ey, means.to(device), list(range(100)), 16.0)
         else:

@@ -20,7 +20,20 @@ class Plugin:
     Settings: ClassVar[type | None] = None
 
     def __init__(self, settings=None):
-        self.settings = self.Settings() if settings is None and self.Settings is not None else settings
+        kind = self.settings_type()
+        self.settings = kind() if settings is None and kind is not None else settings
+
+    @classmethod
+    def settings_type(cls) -> type | None:
+        """The dataclass of its config section: `Settings`, unless the plug-in assembles one (from plug-ins of
+        its own, as the mnemonics selection mounts its objectives' sections)."""
+        return cls.Settings
+
+    @classmethod
+    def section_keys(cls, settings) -> list[str]:
+        """The keys of its own section that a run with these `settings` reads (dotted, relative to the section;
+        "" = all of it): what the resume guard compares."""
+        return [""]
 
 
 class Registry:

@@ -4,7 +4,8 @@ An objective is a function `loss_of(x, real) -> scalar tensor` of the exemplar p
 [0, 1], requires grad) and one outer step's real batches. This module owns what is the same for all of
 them: the epochs and steps over an epoch's real batches, the rate schedule (halved every
 `halve_every` epochs), heavy-ball momentum, an optional pull towards the starting pixels (the anchored
-Eq. 10), and the clamp to [0, 1]. The pixels are float32 (or wider) throughout, whatever the stored dtype, so
+Eq. 10), and the clamp to [0, 1]; and the real batches themselves, reshuffled every epoch
+(`tensor_batches`, `pooled_batches`). The pixels are float32 (or wider) throughout, whatever the stored dtype, so
 small steps add up instead of being rounded away one by one.
 
 Pure torch; everything runs on the device of `x0`.
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
 
 Batch = tuple[Tensor, Tensor]
 LossOf = Callable[[Tensor, list[Batch]], Tensor]
+ValBatches = Callable[[int], Iterable[Batch]]        # epoch -> that epoch's real batches
 
 
 @dataclass(frozen=True)
@@ -63,3 +65,34 @@ def descend(x0: Tensor, loss_of: LossOf, batches_of: Callable[[int], Iterable[Ba
             if progress is not None:
                 progress({**(extra or {}), "epoch": epoch, "step": step, "loss": loss.item(), "lr": lr})
     return x.detach()
+
+
+def tensor_batches(x: Tensor, y: Tensor, batch_size: int,
+                   generator: torch.Generator) -> ValBatches:
+    """`epoch -> batches` over in-memory tensors, reshuffled every epoch from the generator (drawn when
+    the epoch's first batch is taken). uint8 images become float pixels in [0, 1] batch by batch."""
+    def batches(epoch: int) -> Iterator[Batch]:
+        perm = torch.randperm(len(x), generator=generator).to(x.device)
+        for i in perm.split(batch_size):
+            xb = x[i]
+            yield (xb.float().div_(255) if xb.dtype == torch.uint8 else xb), y[i]
+    return batches
+
+
+def pooled_batches(parts: list[tuple], batch_size: int, generator: torch.Generator):
+    """`epoch -> batches` over several (images, labels) parts taken as one pool (uint8 images, a LazyImages
+    or float pixels), reshuffled every epoch from the generator; every batch comes as float pixels."""
+    sizes = [len(y) for _, y in parts]
+    offsets = torch.tensor([0, *sizes]).cumsum(0)
+
+    def batches(epoch: int):
+        for idx in torch.randperm(int(offsets[-1]), generator=generator).split(batch_size):
+            xs, ys = [], []
+            for k, (x, y) in enumerate(parts):
+                mine = idx[(idx >= offsets[k]) & (idx < offsets[k + 1])] - offsets[k]
+                if len(mine):
+                    xb = x[mine]
+                    xs.append(xb.float().div_(255) if xb.dtype == torch.uint8 else xb.float())
+                    ys.append(y[mine])
+            yield torch.cat(xs), torch.cat(ys)
+    return batches

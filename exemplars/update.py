@@ -1,38 +1,58 @@
 """The exemplar level of a phase (Algorithm 1, steps 10-17): build E_i for the new classes with the
-configured selection, adjust old exemplars (Eq. 10) when asked, trim to the budget.
+configured selection, adjust old exemplars with the configured adjustment (the paper's Eq. 10) when asked, trim
+to the budget.
 
 Work is split into class groups fixed by the protocol and `exemplars.group_size` (never by the
 number of processes); groups are spread over ranks balanced by cost, and the results are gathered,
-so every rank ends with the same memory, equal to what a single process computes. The selection is
-a plug-in (exemplars/selections/): nothing here names one.
+so every rank ends with the same memory, equal to what a single process computes. The selection and the
+adjustment are plug-ins (exemplars/selections/, exemplars/adjustments/): nothing here names one.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from core import faults
+from core.ranks import SINGLE, DistInfo
 from data_pipeline.loading.augment import model_view
+from exemplars.adjustments.base import build_adjustment
 from exemplars.memory import ExemplarMemory, quota
-from exemplars.selections.base import (
-    REGISTRY,
-    Selection,
-    SelectionContext,
-    adjuster_for,
-)
+from exemplars.selections.base import REGISTRY, Selection, SelectionContext
 from exemplars.sharding import assign_groups, class_groups
 
 log = logging.getLogger(__name__)
 # Every rank's own progress through its class groups (shown on all ranks: trainer/run/session.py), so a
 # long, unequal exemplar level shows who is still working and who waits in the exchange.
 progress = logging.getLogger("mnemo.progress.exemplars")
-Gather = Callable[[object], list]          # all_gather_object: every rank's object, in rank order
-# every rank's {label: tensor} merged on every rank, moved as tensors; and the bytes this rank sent
-Exchange = Callable[[dict], tuple[dict, int]]
+
+
+@dataclass(frozen=True)
+class Collectives:
+    """How ranks share the exemplar level's results: `gather` collects a small object from every rank (in rank
+    order), `exchange` merges every rank's {label: tensor} on every rank, moved as tensors, and says how many
+    bytes this rank sent. The defaults are one process's."""
+    gather: Callable[[object], list] = lambda obj: [obj]
+    exchange: Callable[[dict], tuple[dict, int]] = lambda tensors: (tensors, 0)
+
+
+LOCAL = Collectives()
+
+
+@dataclass
+class PhaseClasses:
+    """A phase as the exemplar level sees it: the new and old classes' labels, the real images of a class group
+    (`images(labels) -> (images, labels)`: uint8, or a LazyImages that decodes the samples a selection takes;
+    decoded when asked, so a rank decodes only its own groups) and the images per new class (to balance groups
+    over ranks)."""
+    new_labels: list[int]
+    old_labels: list[int]
+    images: Callable[[list[int]], tuple]
+    counts: dict[int, int]
 
 
 def build_selection(settings) -> Selection:
@@ -46,10 +66,11 @@ def snapshot_epoch(settings) -> int:
     return build_selection(settings).snapshot_epoch()
 
 
-def _spread(what: str, groups: list[list[int]], cost_of, rank: int, world: int, exchange: Exchange, work,
+def _spread(what: str, groups: list[list[int]], cost_of, work, dist: DistInfo, comm: Collectives,
             sent: list[int]) -> dict[int, torch.Tensor]:
     """Run `work(group)` for this rank's groups; exchange every rank's results (bytes sent into `sent`).
     `what`: the stage ("selection", "adjustment") the logs name."""
+    rank, world = dist.rank, dist.world
     assignment = assign_groups(groups, [cost_of(g) for g in groups], world)
     idle = sum(1 for a in assignment if not a)
     if idle and rank == 0:
@@ -67,66 +88,61 @@ def _spread(what: str, groups: list[list[int]], cost_of, rank: int, world: int, 
     if world > 1:
         progress.info("rank %d: %d %s class group(s) done in %.0fs; waiting for the other ranks", rank,
                       len(assignment[rank]), what, time.perf_counter() - t0)
-    merged, nbytes = exchange(mine)
+    merged, nbytes = comm.exchange(mine)
     sent.append(nbytes)
     if world > 1:
         progress.info("rank %d: sent %d exemplar tensors (%.1f MB) to the other ranks", rank, len(mine), nbytes / 1e6)
     return merged
 
 
-def update_memory(model, memory: ExemplarMemory, new_labels: list[int], old_labels: list[int], group_images,
-                  counts: dict[int, int], settings, image_size: int, ctx: SelectionContext, rank: int = 0,
-                  world: int = 1, gather: Gather = lambda obj: [obj],
-                  exchange: Exchange = lambda tensors: (tensors, 0)) -> dict:
+def update_memory(model, memory: ExemplarMemory, phase: PhaseClasses, settings, ctx: SelectionContext,
+                  dist: DistInfo = SINGLE, comm: Collectives = LOCAL) -> dict:
     """Steps 10-17 of Algorithm 1 on `memory` (in place); returns what was done (for events.jsonl).
-
-    `settings`: the `exemplars` config section; `group_images(labels) -> (images, labels)`: the real D_i
-    images (uint8, or a LazyImages that decodes the samples a selection takes) and incremental labels of
-    a class group, decoded when asked (a rank decodes only its own groups); `counts`: images per new
-    class (for balancing groups over ranks); `gather` collects small objects (notes), `exchange` the
-    exemplar tensors."""
+    `settings`: the `exemplars` config section."""
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
+    old_labels, new_labels = phase.old_labels, phase.new_labels
     ctx = dataclasses.replace(ctx, old_exemplars={l: memory.get(l) for l in old_labels if l in memory.bank})
     selection = build_selection(settings)
     m = quota(settings.per_class, settings.budget, len(old_labels) + len(new_labels))
 
     def select(group):
-        images, labels = group_images(group)
+        images, labels = phase.images(group)
         if hasattr(images, "with_view"):                  # decoded lazily (PhaseImages.lazy)
             if selection.takes_lazy_images:
-                return selection.select(model, images.with_view(lambda x: model_view(x, image_size)), labels,
+                return selection.select(model, images.with_view(lambda x: model_view(x, ctx.image_size)), labels,
                                         group, m, ctx)
             images = images.tensor()
-        return selection.select(model, model_view(images, image_size), labels, group, m, ctx)
+        return selection.select(model, model_view(images, ctx.image_size), labels, group, m, ctx)
 
-    new_groups = class_groups(list(new_labels), settings.group_size)
+    counts = phase.counts
     sent: list[int] = []
-    new = _spread("selection", new_groups, lambda g: sum(min(m, counts[l]) for l in g) + sum(counts[l] for l in g) / 100,
-                  rank, world, exchange, select, sent)
+    new = _spread("selection", class_groups(list(new_labels), settings.group_size),
+                  lambda g: sum(min(m, counts[l]) for l in g) + sum(counts[l] for l in g) / 100, select, dist, comm,
+                  sent)
     t_select = time.perf_counter() - t0
     faults.maybe_fail("exemplars", ctx.phase)
     t_adjust = 0.0
     old_present = [l for l in old_labels if l in memory.bank and len(memory.get(l)) > 1]
-    adjuster = adjuster_for(selection, lambda name: getattr(settings, name, None)) if settings.adjust_old else None
+    adjuster = build_adjustment(settings) if settings.adjust_old else None
     if adjuster is not None and old_present:
         t1 = time.perf_counter()
-        adjusted = _spread("adjustment", class_groups(old_present, settings.group_size), lambda g: sum(len(memory.get(l)) for l in g),
-                           rank, world, exchange,
-                           lambda g: adjuster.adjust(model, {l: memory.get(l) for l in g}, g, ctx), sent)
+        adjusted = _spread("adjustment", class_groups(old_present, settings.group_size),
+                           lambda g: sum(len(memory.get(l)) for l in g),
+                           lambda g: adjuster.adjust(model, {l: memory.get(l) for l in g}, g, ctx), dist, comm, sent)
         for l, x in adjusted.items():
             memory.set(l, x)
         t_adjust = time.perf_counter() - t1
-    mine = selection.notes + (adjuster.notes if adjuster is not None and adjuster is not selection else [])
-    groups = [note for part in gather(mine) for note in part]
+    mine = selection.notes + (adjuster.notes if adjuster is not None else [])
+    groups = [note for part in comm.gather(mine) for note in part]
     for l in new_labels:
         memory.set(l, new[l])
     memory.trim(m)                      # fixed-total mode: old classes shrink after adjustment
     model.train(was_training)
     info = {"per_class": m, "total": len(memory), "select_s": round(t_select, 3), "adjust_s": round(t_adjust, 3),
             "selection": settings.selection, "adjusted": bool(settings.adjust_old and old_present), "groups": groups,
-            **({"exchange_bytes_sent": sum(sent)} if world > 1 else {})}
+            **({"exchange_bytes_sent": sum(sent)} if dist.world > 1 else {})}
     log.info("phase %d exemplars: %s, %d per class, %d in memory (select %.1fs, adjust %.1fs)", ctx.phase,
              settings.selection, m, len(memory), t_select, t_adjust)
     return info

@@ -2,7 +2,7 @@
 
 For each class of the group, the squared distance between the mean embedding of its (augmented)
 exemplars and the mean embedding of its (augmented) real images in the step's real batches, summed
-over the classes present. Embedders (`MnemonicsSettings.embedders`):
+over the classes present. Embedders (`exemplars.mnemonics.matching.embedders`):
 
   current  Θ's own L2-normalised features, frozen, eval mode: the space herding and the NME classifier
            work in, so the exemplars' mean is pulled to the class mean there (herding can only pick it).
@@ -13,45 +13,41 @@ over the classes present. Embedders (`MnemonicsSettings.embedders`):
   both     the sum of the two.
 
 One forward and backward of the exemplars and one forward of the real batch per embedder and step.
+With `match=gradients` the objective matches per-class network gradients instead (gradient_matching.py).
+Settings: `exemplars.mnemonics.matching`.
 """
 from __future__ import annotations
 
-import copy
-import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from exemplars.pixel_descent import Batch, LossOf
+from core import seeds
+from data_pipeline.loading.augment import device_generator
+from exemplars.objectives.base import GroupTask, Objective, register
+from exemplars.objectives.embedders import embedder_copy, redraw
+from exemplars.objectives.gradient_matching import gradient_matching_loss
+from exemplars.pixel_descent import Batch, LossOf, ValBatches
 
-_BN = nn.modules.batchnorm._BatchNorm
-
-
-def redraw(net: nn.Module, generator: torch.Generator) -> nn.Module:
-    """Give `net` fresh weights in place, drawn from `generator` only (never the global RNG): He-normal
-    weights for every parameter with a fan-in, BatchNorm at (1, 0), biases at 0."""
-    with torch.no_grad():
-        for module in net.modules():
-            for name, p in module.named_parameters(recurse=False):
-                if isinstance(module, _BN) or p.dim() < 2:
-                    p.fill_(1.0 if (isinstance(module, _BN) and name == "weight") else 0.0)
-                else:
-                    std = math.sqrt(2.0 / p[0].numel())
-                    p.copy_(torch.randn(p.shape, generator=generator, device=generator.device) * std)
-    return net
+EMBEDDERS = ("current", "random", "both")
 
 
-def embedder_copy(model: nn.Module, bn_batch: bool = True, weight_grads: bool = False) -> nn.Module:
-    """A copy of `model` to embed with: every module in eval mode except BatchNorm, which normalises with batch
-    statistics where `bn_batch` (fresh weights make Θ's running statistics meaningless); gradients only to
-    its weight matrices and kernels where `weight_grads` (gradient matching), to no parameter otherwise."""
-    net = copy.deepcopy(model)
-    for p in net.parameters():
-        p.requires_grad_(weight_grads and p.dim() >= 2)
-    for m in net.modules():
-        m.training = bn_batch and isinstance(m, _BN)
-    return net
+@dataclass
+class MatchingSettings:
+    # the embedders whose features are matched: "current" = Θ's own (frozen, eval mode); "random" = a freshly
+    # initialised copy of the network per outer step (distribution matching, Zhao & Bilen); "both" = the sum
+    embedders: str = "current"
+    # what is matched per class under them: "features" = the mean embedding of the exemplars and of the real
+    # images; "gradients" = the network's cross-entropy gradients on the two (gradient matching, Zhao et al.
+    # 2021; second order, dearer)
+    match: str = "features"
+
+    def __post_init__(self) -> None:
+        for key, allowed in (("embedders", EMBEDDERS), ("match", tuple(MATCH_LOSSES))):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"matching: {key} must be one of {allowed}, got {getattr(self, key)!r}")
 
 
 def _class_means(f: Tensor, labels: Tensor, classes: list[int]) -> tuple[Tensor, Tensor]:
@@ -88,3 +84,20 @@ def matching_loss(model: nn.Module, labels: Tensor, embedders: str, generator: t
             total = total + ((mine - target) ** 2).sum(1).mul(present).sum()
         return total
     return loss_of
+
+
+# exemplars.mnemonics.matching.match -> the loss builder (the selection and `mnemo profile mnemonics --objectives`)
+MATCH_LOSSES = {"features": matching_loss, "gradients": gradient_matching_loss}
+
+
+@register
+class Matching(Objective):
+    name = "matching"
+    Settings = MatchingSettings
+
+    def loss(self, task: GroupTask) -> tuple[LossOf, ValBatches]:
+        ctx = task.ctx
+        gen = device_generator(seeds.generator("exemplars", ctx.seed, ctx.phase, task.group[0], 4), ctx.device)
+        s = self.settings
+        return (MATCH_LOSSES[s.match](task.model, task.y, s.embedders, gen, task.augment),
+                task.real_batches(with_old=False))

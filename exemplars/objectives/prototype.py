@@ -10,14 +10,27 @@ from the old classes and from the group's other classes: the NME prototype the m
 
 There is no inner model to unroll, so a step costs one forward and backward of the exemplars and one
 forward of a real batch (no gradient); BatchNorm uses Θ's running statistics throughout.
+Settings: `exemplars.mnemonics.prototype`.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from exemplars.pixel_descent import Batch, LossOf
+from exemplars.objectives.base import GroupTask, Objective, register
+from exemplars.pixel_descent import Batch, LossOf, ValBatches
+
+
+@dataclass
+class PrototypeSettings:
+    cosine_scale: float = 16.0           # scale (inverse temperature) of the cosine classifier's logits
+
+    def __post_init__(self) -> None:
+        if self.cosine_scale <= 0:
+            raise ValueError(f"prototype: cosine_scale must be > 0, got {self.cosine_scale}")
 
 
 def prototype_loss(model: nn.Module, labels: Tensor, old_means: Tensor | None, old_labels: list[int],
@@ -42,3 +55,14 @@ def prototype_loss(model: nn.Module, labels: Tensor, old_means: Tensor | None, o
             losses.append(F.cross_entropy(scale * fr @ w.T, column[ry]))   # -1 (unknown label) fails here
         return torch.stack(losses).mean()
     return loss_of
+
+
+@register
+class Prototype(Objective):
+    name = "prototype"
+    Settings = PrototypeSettings
+
+    def loss(self, task: GroupTask) -> tuple[LossOf, ValBatches]:
+        means, old = task.old.means(task.model, task.ctx)
+        return (prototype_loss(task.model, task.y, means, old, self.settings.cosine_scale, task.augment),
+                task.real_batches(with_old=True))

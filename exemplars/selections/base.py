@@ -2,8 +2,8 @@
 
 A selection is one module in this package that registers its class; its hyperparameters are its own
 `Settings` dataclass, mounted at `exemplars.<name>` in the config. The exemplar update
-(exemplars/update.py) groups classes, spreads groups over ranks and calls `select` (and `adjust`, for
-`exemplars.adjust_old`) per group; it never names a selection.
+(exemplars/update.py) groups classes, spreads groups over ranks and calls `select` per group; it never names a
+selection. Adjusting old exemplars (`exemplars.adjust_old`) is a plug-in of its own kind (exemplars/adjustments/).
 
 Selections must not depend on the rank or on random augmentation at feature extraction: a group's
 exemplars are a function of the model, the group's images and `SelectionContext` only, so every
@@ -38,6 +38,7 @@ class SelectionContext:
     old_exemplars: Mapping[int, torch.Tensor] = field(default_factory=dict)
     previous: nn.Module | None = None       # Θ_{i-1}, frozen (the strategy's teacher), when the run keeps one
     snapshot: nn.Module | None = None       # Θ_i early in its training (see Selection.snapshot_epoch), or None
+    image_size: int = 32                    # the model's input side (data.image_size): what a selection is shown
 
 
 class Selection(Plugin):
@@ -60,19 +61,10 @@ class Selection(Plugin):
         `labels` theirs."""
         raise NotImplementedError
 
-    def adjust(self, model: nn.Module, exemplars: dict[int, torch.Tensor], group: list[int],
-               ctx: SelectionContext) -> dict[int, torch.Tensor] | None:
-        """Adjusted old exemplars of one group (Eq. 10), or None: this selection does not adjust."""
-        return None
-
     def snapshot_epoch(self) -> int:
         """Epochs of the phase's model-level training after which the run keeps a copy of the model for this
         selection (`SelectionContext.snapshot`); 0: it needs none (no copy is kept)."""
         return 0
-
-    @classmethod
-    def adjusts(cls) -> bool:
-        return cls.adjust is not Selection.adjust
 
 
 def pick_per_class(images: torch.Tensor, labels: torch.Tensor, group: list[int], order_of) -> dict[int, torch.Tensor]:
@@ -83,16 +75,3 @@ def pick_per_class(images: torch.Tensor, labels: torch.Tensor, group: list[int],
         cls = images[labels == label]
         out[label] = cls[order_of(label, cls)].float().div_(255)
     return out
-
-
-def adjuster_for(selection: Selection, settings_of) -> Selection:
-    """The plug-in that adjusts old exemplars under `exemplars.adjust_old`: the configured selection when it
-    adjusts, else the registered selection that does (the paper's Eq. 10 belongs to mnemonics, and
-    Table 2 applies it to herding and random exemplars too). `settings_of(name)`: that plug-in's settings."""
-    if selection.adjusts():
-        return selection
-    adjusting = [cls for cls in REGISTRY.classes().values() if cls.adjusts()]
-    if len(adjusting) != 1:
-        raise RuntimeError(f"exemplars.adjust_old needs exactly one selection that adjusts, found "
-                           f"{[c.name for c in adjusting]}")
-    return adjusting[0](settings_of(adjusting[0].name))

@@ -6,9 +6,8 @@ export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$HOME/.cache/mnemo/torch_ext
 MNEMO=${MNEMO:-.venv/bin/mnemo}
 PYTHON=${PYTHON:-.venv/bin/python}
 export MNEMO PYTHON
-# The paper's exemplar objective (Eq. 8-9) at the glyph preset: what `exemplars.selection=mnemonics` ran in
-# every row recorded before the recommended objective became its default (issue 20, docs/results.md). Add it
-# to a script's MNEMONICS to reproduce those rows.
+# The paper's exemplar objective (Eq. 8-9) at the glyph preset (β1 = 10, chosen on validation): the rows of
+# docs/results.md labelled "the paper's objective". Add it to a script's MNEMONICS to run it.
 PAPER_GLYPHS="exemplars.mnemonics.objective=unrolled exemplars.mnemonics.lr=10 exemplars.mnemonics.init=random \
 exemplars.mnemonics.momentum=0 exemplars.mnemonics.augment=false exemplars.mnemonics.steps_per_epoch=1"
 export PAPER_GLYPHS

@@ -37,10 +37,10 @@ for b in $BETAS; do
     grep "average incremental accuracy" "$OUT/$name.log" | tail -1
   done
 done
-$PYTHON benchmarks/collect_table.py "$OUT" --out "$OUT/table.md"
+$PYTHON -m analysis.collect_table "$OUT" --out "$OUT/table.md"
 cat "$OUT/table.md"
-# Rule (benchmarks/choose_setting.py): the highest validation Ā (ties: lower F) among the settings that
+# Rule (analysis/choose_setting.py): the highest validation Ā (ties: lower F) among the settings that
 # still learn the new classes, i.e. whose mean new-class accuracy over the incremental phases is at
 # least half of the LwF-MC reference's (γ = 0). Without that guard a large γ "wins" by refusing every
-# new class: its Ā is then the frozen phase-0 model's (the session-3 grid, docs/results.md).
-$PYTHON -m benchmarks.choose_setting "$OUT" --glob 'b*_g*' --guard-reference '*_g0'
+# new class: its Ā is then the frozen phase-0 model's (the LwM grid in docs/results.md shows it).
+$PYTHON -m analysis.choose_setting "$OUT" --glob 'b*_g*' --guard-reference '*_g0'

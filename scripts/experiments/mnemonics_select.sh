@@ -7,19 +7,20 @@
 #   bash scripts/experiments/mnemonics_select.sh
 #   SETTINGS="b0.5:lr=0.5 b5:lr=5" EXTRA="data.image_size=16" JOBS=2 bash scripts/experiments/mnemonics_select.sh
 #
-# A setting is NAME:key=value,key=value over exemplars.mnemonics (lr = β1, inner_lr = α2, ...), on top of
-# MNEMONICS (overrides for every mnemonics run; default none: the recommended objective, whose β1 grid is the
-# default SETTINGS). Every search below was recorded before issue 20 made that objective the default and ran
-# the paper's objective: reproduce one with MNEMONICS="$PAPER_GLYPHS" (scripts/experiments/common.sh).
-# β2 (the adjustment's rate) with adjustment on, the session-5 search (no β2 helps; docs/results.md):
-#   EXTRA="data.image_size=16 exemplars.adjust_old=true" \
-#   SETTINGS="a10:lr=10,adjust_lr=10 a1:lr=10,adjust_lr=1 a0.1:lr=10,adjust_lr=0.1" bash scripts/...
-# The search of session 4 (T, real batches per step, BatchNorm regime of Θ'; docs/results.md):
-#   BASE_THREADS=1 EXTRA="data.image_size=16" SETTINGS="b10:lr=10 T25:inner_steps=25 vb4:val_batches=4 \
-#     vbn_running:val_bn=running bn_frozen:val_bn=running,inner_bn=running \
-#     group:meta_loss=group hinit:init=herding" bash scripts/...
+# A setting is NAME:key=value,key=value over the exemplars section (lr = β1 is exemplars.mnemonics.lr; a key
+# with a dot names its section below exemplars: unrolled.inner_lr = α2, folds.lr = β2), on top of MNEMONICS
+# (overrides for every mnemonics run; default none: the recommended objective, whose β1 grid is the default
+# SETTINGS). The searches of docs/results.md on the paper's objective ran with MNEMONICS="$PAPER_GLYPHS"
+# (scripts/experiments/common.sh), e.g. β2 with adjustment on (no β2 helps):
+#   MNEMONICS="$PAPER_GLYPHS" EXTRA="data.image_size=16 exemplars.adjust_old=true" \
+#   SETTINGS="a10:lr=10,folds.lr=10 a1:lr=10,folds.lr=1 a0.1:lr=10,folds.lr=0.1" bash scripts/...
+# and T, real batches per step and the BatchNorm regime of Θ':
+#   MNEMONICS="$PAPER_GLYPHS" BASE_THREADS=1 EXTRA="data.image_size=16" SETTINGS="b10:lr=10 \
+#     T25:unrolled.inner_steps=25 vb4:val_batches=4 vbn_running:unrolled.val_bn=running \
+#     bn_frozen:unrolled.val_bn=running,unrolled.inner_bn=running group:unrolled.meta_loss=group \
+#     hinit:init=herding" bash scripts/...
 # Writes OUT/<name>/ and OUT/table.md; the mnemonics setting with the highest validation Ā wins
-# (benchmarks/choose_setting.py; herding and random are shown as references).
+# (analysis/choose_setting.py; herding and random are shown as references).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 OUT=${OUT:-runs/mnemonics_select}
@@ -55,11 +56,12 @@ THREADS=${BASE_THREADS:-2} run_one herding herding   # the shared phase 0 (and t
 specs=()
 for s in $SETTINGS; do
   name=${s%%:*}; kv=${s#*:}
-  specs+=("$name mnemonics $MNEMONICS $(echo "$kv" | tr ',' '\n' | sed 's/^/exemplars.mnemonics./' | paste -sd' ')")
+  specs+=("$name mnemonics $MNEMONICS $(echo "$kv" | tr ',' '\n' \
+    | sed -E 's/^(folds\.)/exemplars.\1/; /^exemplars\./!s/^/exemplars.mnemonics./' | paste -sd' ')")
 done
 specs+=("random random")
 printf '%s\n' "${specs[@]}" | xargs -P "$JOBS" -L1 bash -c 'run_one "$@"' _
-$PYTHON benchmarks/collect_table.py "$OUT" --out "$OUT/table.md"
+$PYTHON -m analysis.collect_table "$OUT" --out "$OUT/table.md"
 cat "$OUT/table.md"
 grep -h "mnemonics select" "$OUT"/*.log | sed 's/^[0-9:]* //' | head -40
-$PYTHON -m benchmarks.choose_setting "$OUT" --not-candidate herding random
+$PYTHON -m analysis.choose_setting "$OUT" --not-candidate herding random

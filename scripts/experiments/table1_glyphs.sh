@@ -8,11 +8,11 @@
 #
 # Protocols: configs/glyphs.yaml (B=32, N=5) for every method; LUCIR also on configs/glyphs_b12_25.yaml
 # (B=12, N=25). Each run writes runs/table1/<name>/ (resumable: rerunning skips finished runs and
-# continues unfinished ones). Extra overrides for every run: EXTRA="key=value ..." (the session-2
-# table used EXTRA="data.image_size=16"); extra settings for "ours": MNEMONICS="..." (default: none, i.e. the
-# recommended objective). The paper's plug-in as the rows before issue 20 ran it (its objective at the glyph
-# preset, β1 = β2 = 10, with Eq. 10): MNEMONICS="$PAPER_GLYPHS exemplars.adjust_old=true" (common.sh).
-# The table (Ā, F, runtime from metrics.json wall_s): python benchmarks/collect_table.py runs/table1
+# continues unfinished ones). Extra overrides for every run: EXTRA="key=value ..." (docs/results.md's
+# tables use EXTRA="data.image_size=16"); extra settings for "ours": MNEMONICS="..." (default: none, i.e. the
+# recommended objective). The paper's plug-in (its objective at the glyph preset, β1 = β2 = 10, with Eq. 10):
+# MNEMONICS="$PAPER_GLYPHS exemplars.adjust_old=true" (common.sh).
+# The table (Ā, F, runtime from metrics.json wall_s): python -m analysis.collect_table runs/table1
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 OUT=${OUT:-runs/table1}
@@ -55,6 +55,6 @@ for spec in "${RUNS[@]}"; do
     echo "FAILED: $name (log: $OUT/$name.log)"; status=1
   fi
 done
-$PYTHON benchmarks/collect_table.py "$OUT" --out "$OUT/table.md"
+$PYTHON -m analysis.collect_table "$OUT" --out "$OUT/table.md"
 cat "$OUT/table.md"
 exit $status

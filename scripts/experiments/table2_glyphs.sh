@@ -12,7 +12,7 @@
 # Runs go JOBS at a time with OMP_NUM_THREADS=THREADS each (default 2 x 1 thread on a 2-core box);
 # every run writes OUT/<variant>_<adj|noadj>_s<seed>/ and is resumable (rerun: finished runs are
 # skipped). MNEMONICS: the exemplar-level settings (default: none, the recommended objective; the paper's
-# objective at the glyph preset, as every row before issue 20 ran: MNEMONICS="$PAPER_GLYPHS", common.sh).
+# objective at the glyph preset: MNEMONICS="$PAPER_GLYPHS", common.sh).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 OUT=${OUT:-runs/table2}
@@ -67,6 +67,6 @@ for adj in $ADJ; do
 done
 status=0
 printf '%s\n' "${specs[@]}" | xargs -P "$JOBS" -L1 bash -c 'run_one "$@"' _ || status=1
-$PYTHON benchmarks/collect_table.py "$OUT" --seeds --out "$OUT/table.md"
+$PYTHON -m analysis.collect_table "$OUT" --seeds --out "$OUT/table.md"
 cat "$OUT/table.md"
 exit $status

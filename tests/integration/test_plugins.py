@@ -1,11 +1,15 @@
-"""A new selection and a new strategy are each one module: this file alone defines, registers and runs
-them (their settings included) through the real run driver, without editing any file of mnemo."""
+"""A new selection, strategy, exemplar objective and adjustment are each one module: this file alone defines,
+registers and runs them (their settings included) through the real run driver, without editing any file of mnemo."""
 from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from exemplars.adjustments.base import REGISTRY as ADJUSTMENTS
+from exemplars.adjustments.base import Adjustment
+from exemplars.objectives.base import REGISTRY as OBJECTIVES
+from exemplars.objectives.base import Objective
 from exemplars.selections.base import REGISTRY as SELECTIONS
 from exemplars.selections.base import Selection
 from trainer.config import load_config
@@ -48,13 +52,45 @@ class SmoothedCE(Strategy):
         return {"loss": ce, "ce": ce}
 
 
+@dataclass
+class TowardsGreySettings:
+    grey: float = 0.5
+
+
+class TowardsGrey(Objective):
+    """The pixels minimise their squared distance to one grey level (the real batches are only iterated)."""
+    name = "towards_grey"
+    Settings = TowardsGreySettings
+
+    def loss(self, task):
+        return (lambda x, real: ((x - self.settings.grey) ** 2).sum()), task.real_batches(with_old=False)
+
+
+@dataclass
+class ScaleSettings:
+    factor: float = 0.5
+
+
+class Scale(Adjustment):
+    """Old exemplars scaled by a factor (darker with factor < 1)."""
+    name = "scale"
+    Settings = ScaleSettings
+
+    def adjust(self, model, exemplars, group, ctx):
+        return {label: exemplars[label].float() * self.settings.factor for label in group}
+
+
 @pytest.fixture
 def plugins():
     SELECTIONS.register(EveryKth)
     STRATEGIES.register(SmoothedCE)
+    OBJECTIVES.register(TowardsGrey)
+    ADJUSTMENTS.register(Scale)
     yield
     SELECTIONS.unregister("every_kth")
     STRATEGIES.unregister("smoothed_ce")
+    OBJECTIVES.unregister("towards_grey")
+    ADJUSTMENTS.unregister("scale")
 
 
 def test_a_selection_and_a_strategy_from_one_file_each(plugins, tmp_path, digits_shards):
@@ -82,3 +118,40 @@ def test_unknown_plugin_settings_are_refused_with_the_key(plugins):
 
     with pytest.raises(UserError, match="exemplars.every_kth.stride"):
         load_config("configs/glyphs.yaml", ["exemplars.every_kth.stride=2"])
+
+
+def test_an_exemplar_objective_and_an_adjustment_from_one_file_each(plugins, tmp_path, digits_shards):
+    from trainer.config.compare import keys_read
+
+    keys = [*FAST, f"data.shards={digits_shards}", "exemplars.selection=mnemonics",
+            "exemplars.mnemonics.objective=towards_grey", "exemplars.mnemonics.towards_grey.grey=0.25",
+            "exemplars.mnemonics.epochs=3", "exemplars.mnemonics.lr=0.2", "exemplars.mnemonics.augment=false"]
+    cfg = load_config("configs/glyphs.yaml", [*keys, "exemplars.adjust_old=true", "exemplars.adjustment=scale",
+                                              "exemplars.scale.factor=0.5"])
+    assert cfg.exemplars.mnemonics.towards_grey.grey == 0.25 and cfg.exemplars.scale.factor == 0.5
+    read = keys_read(cfg)
+    assert "exemplars.mnemonics.towards_grey" in read and "exemplars.scale" in read
+    assert "exemplars.mnemonics.prototype" not in read and "exemplars.folds" not in read
+    assert run(cfg, tmp_path / "run")["status"] == "complete"
+    assert run(load_config("configs/glyphs.yaml", [*keys, "exemplars.mnemonics.epochs=0"]),
+               tmp_path / "start")["status"] == "complete"
+    memory = {p: sealed_phases.load_file(tmp_path / "run", p, "memory.pt")["bank"] for p in (0, 1)}
+    start = sealed_phases.load_file(tmp_path / "start", 0, "memory.pt")["bank"]      # herding's, not optimised
+    for label in range(4):
+        moved, herded = ((b[label].float() - 0.25).abs().mean() for b in (memory[0], start))
+        assert moved < 0.8 * herded, label                                  # optimised towards the grey level
+        # phase 1 adjusted the old classes: scaled by the plug-in's own factor
+        torch.testing.assert_close(memory[1][label].float(), (memory[0][label].float() * 0.5).half().float())
+    assert (memory[1][4].float() - 0.25).abs().mean() < 0.8 * (start[0].float() - 0.25).abs().mean()   # a new class
+
+
+def test_an_objective_and_an_adjustment_may_not_share_a_name_with_a_selection(plugins):
+    class Herding(Scale):
+        name = "herding"
+
+    ADJUSTMENTS.register(Herding)
+    try:
+        with pytest.raises(RuntimeError, match="share one config section"):
+            load_config("configs/glyphs.yaml")
+    finally:
+        ADJUSTMENTS.unregister("herding")

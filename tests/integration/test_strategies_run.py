@@ -17,8 +17,8 @@ TINY = ["train.epochs=1", "train.base_epochs=1", "train.finetune_epochs=1", "pro
         "protocol.phases=2", "exemplars.per_class=4", "data.image_size=16", "train.batch_size=64",
         "eval.batch_size=128", "data.workers=0", "train.log_every=0",
         "strategy.bic.bias_epochs=2", "strategy.lucir.cbf_epochs=1"]
-MNEMONICS = ["exemplars.selection=mnemonics", "exemplars.adjust_old=true", "exemplars.mnemonics.inner_steps=1",
-             "exemplars.mnemonics.epochs=1", "exemplars.mnemonics.adjust_epochs=1", "exemplars.mnemonics.val_batch_size=16"]
+MNEMONICS = ["exemplars.selection=mnemonics", "exemplars.adjust_old=true", "exemplars.mnemonics.unrolled.inner_steps=1",
+             "exemplars.mnemonics.epochs=1", "exemplars.folds.epochs=1", "exemplars.mnemonics.val_batch_size=16"]
 
 CASES = {
     "lwf-sigmoid-random": ["strategy.name=lwf", "strategy.lwf.loss=sigmoid", "exemplars.selection=random"],
@@ -30,14 +30,6 @@ CASES = {
     "finetune": ["strategy.name=finetune"],
     "joint": ["strategy.name=joint"],
 }
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -3,8 +3,10 @@
 `Config` is assembled from the rooms that own their settings: the sections in `sections.py`, the
 engine's (`engine`), and the plug-in registries: `strategy` holds `name` plus one section per
 strategy that has `Settings` (strategy.<name>), `exemplars` holds the memory keys plus one section per
-selection that has `Settings` (exemplars.<name>). A plug-in registered later (a test, a user's own
-module) joins at the next `config_type()`.
+selection and per adjustment that has settings (exemplars.<name>; the mnemonics selection's own section
+holds one per exemplar objective, exemplars.mnemonics.<objective>). A plug-in registered later (a test,
+a user's own module) joins at the next `config_type()`. Stored configs in an older layout are read in
+today's (migrate.py); which keys a resumed run compares is compare.py's.
 
 Names other tools rely on: data.shards, protocol.base_classes, protocol.phases,
 protocol.class_order_seed, strategy.name, exemplars.selection, exemplars.adjust_old,
@@ -23,8 +25,12 @@ import yaml
 from core import atomic
 from core.errors import UserError, check_choice
 from data_pipeline.loading.settings import DATA_PRESETS, LOADERS, DataSettings
-from exemplars.mnemonics import PAPER
+from exemplars.adjustments.base import REGISTRY as ADJUSTMENTS
+from exemplars.adjustments.folds import INHERIT
+from exemplars.objectives.base import REGISTRY as OBJECTIVES
 from exemplars.selections.base import REGISTRY as SELECTIONS
+from exemplars.selections.mnemonics import PAPER
+from trainer.config.migrate import check_current, migrate
 from trainer.config.schema import apply_overrides, build, read_yaml_tree, to_dict
 from trainer.config.sections import (
     ARCHS,
@@ -41,9 +47,18 @@ from trainer.methods.strategies.base import REGISTRY as STRATEGIES
 _BUILT: dict[tuple, type] = {}
 
 
-def _plugin_fields(registry) -> list:
-    return [(name, cls.Settings, field(default_factory=cls.Settings))
-            for name, cls in registry.classes().items() if cls.Settings is not None]
+def _plugin_fields(*registries) -> list:
+    fields, owner = [], {}
+    for registry in registries:
+        for name, cls in registry.classes().items():
+            if name in owner:
+                raise RuntimeError(f"{registry.key} '{name}' and {owner[name]} '{name}' would share one config "
+                                   "section: rename one")
+            owner[name] = registry.key
+            kind = cls.settings_type()
+            if kind is not None:
+                fields.append((name, kind, field(default_factory=kind)))
+    return fields
 
 
 def _named(cls: type) -> type:
@@ -55,7 +70,7 @@ def _named(cls: type) -> type:
 
 def config_type() -> type:
     """The `Config` dataclass for the plug-ins registered now (built once per set of plug-ins)."""
-    key = (tuple(STRATEGIES.classes().items()), tuple(SELECTIONS.classes().items()))
+    key = tuple(tuple(r.classes().items()) for r in (STRATEGIES, SELECTIONS, OBJECTIVES, ADJUSTMENTS))
     if key not in _BUILT:
         strategy = _named(dataclasses.make_dataclass(
             "StrategyConfig", [("name", str, field(default="lwf")), *_plugin_fields(STRATEGIES)]))
@@ -63,9 +78,10 @@ def config_type() -> type:
             ("selection", str, field(default="herding")),           # a registered selection's name
             ("per_class", int, field(default=20)),                  # fixed number per class (budget null)
             ("budget", Optional[int], field(default=None)),         # fixed total memory shared by all seen classes
-            ("adjust_old", bool, field(default=False)),             # Eq. 10 adjustment of old exemplars
+            ("adjust_old", bool, field(default=False)),             # adjust old exemplars (the paper's Eq. 10)
+            ("adjustment", str, field(default="folds")),            # a registered adjustment's name
             ("group_size", int, field(default=10)),                 # classes optimised together (the unit over ranks)
-            *_plugin_fields(SELECTIONS)]))
+            *_plugin_fields(SELECTIONS, ADJUSTMENTS)]))
         config = _named(dataclasses.make_dataclass("Config", [
             ("seed", int, field(default=0)),
             ("data", DataSettings, field(default_factory=DataSettings)),
@@ -92,10 +108,13 @@ def defaults() -> dict:
 
 def stored_defaults() -> dict:
     """What a key that a stored config.yaml lacks stood for when that config was written: today's default, except
-    where a default has changed since. The exemplar level's defaults became the recommended objective's (issue 20):
-    before that, exemplars.mnemonics defaulted to the paper's settings and Eq. 10 ran on Eq. 9's outer loop."""
+    where a default has changed since: exemplars.mnemonics's shared keys defaulted to the paper's settings (`PAPER`)
+    until the recommended objective became the default, and a config without the keys added then (objective,
+    momentum, augment) ran at the paper's values; the adjustment ran on the new exemplars' outer loop (`INHERIT`)
+    until it had one of its own."""
     out = defaults()
     out["exemplars"]["mnemonics"].update(PAPER)
+    out["exemplars"]["folds"].update(INHERIT)
     return out
 
 
@@ -112,6 +131,7 @@ def validate(cfg):
     _check_choice("data.loader", cfg.data.loader, LOADERS)
     _check_choice("model.arch", cfg.model.arch, ARCHS)
     _check_choice("exemplars.selection", cfg.exemplars.selection, SELECTIONS.known())
+    _check_choice("exemplars.adjustment", cfg.exemplars.adjustment, ADJUSTMENTS.known())
     _check_choice("engine.precision", cfg.engine.precision, PRECISIONS)
     positive = {
         "protocol.base_classes": cfg.protocol.base_classes,
@@ -147,6 +167,7 @@ def validate(cfg):
 def load_config(path: str | Path | None, overrides: list[str] = ()):
     data = read_yaml_tree(Path(path)) if path else {}
     data = apply_overrides(data, list(overrides))
+    check_current(data)
     return config_from_dict(data)
 
 
@@ -159,9 +180,10 @@ RUN_EXTRA_KEYS = ("git_sha", "world_size")
 
 
 def stored_config(path: Path) -> dict:
-    """A run's config.yaml as a plain dict, without the RUN_EXTRA_KEYS (OSError/YAMLError propagate)."""
+    """A run's config.yaml as a plain dict in today's layout (migrate.py), without the RUN_EXTRA_KEYS
+    (OSError/YAMLError propagate)."""
     data = yaml.safe_load(Path(path).read_text()) or {}
-    return {k: v for k, v in data.items() if k not in RUN_EXTRA_KEYS}
+    return migrate({k: v for k, v in data.items() if k not in RUN_EXTRA_KEYS})
 
 
 def dump_config(cfg, path: Path, extra: dict | None = None) -> None:

@@ -21,6 +21,7 @@ import yaml
 
 from core.errors import UserError
 from trainer.config import stored_config
+from trainer.config.compare import config_diffs
 from trainer.run.storage import sealed_phases
 
 # Keys phase-0 training does not read (the exemplar level, later-phase-only settings, bookkeeping).
@@ -54,7 +55,7 @@ def check(cfg_dict: dict, defaults: dict) -> Path | None:
     except (OSError, yaml.YAMLError) as e:
         raise UserError(f"train.base_from={base}: cannot read its config.yaml ({e})") from None
     diffs = [f"{key} ({there!r} there, {here!r} here)"
-             for key, there, here in sealed_phases.config_diffs(stored, cfg_dict, defaults) if not _free(key)]
+             for key, there, here in config_diffs(stored, cfg_dict, defaults) if not _free(key)]
     if diffs:
         raise UserError(f"train.base_from={base}: its phase 0 was trained with a different configuration: "
                         f"{'; '.join(diffs)}. Only exemplar-level and later-phase keys may differ")

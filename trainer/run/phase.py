@@ -14,10 +14,11 @@ import torch
 
 from core import faults, seeds
 from data_pipeline.loading.augment import FLIP
+from data_pipeline.loading.batch_plan import BatchPlan
 from data_pipeline.loading.loaders import eval_batches, resolve_loader, train_batches
 from exemplars.memory import STORE_DTYPE
 from exemplars.selections.base import SelectionContext
-from exemplars.update import snapshot_epoch, update_memory
+from exemplars.update import Collectives, PhaseClasses, snapshot_epoch, update_memory
 from trainer.engine import distributed
 from trainer.engine.deepspeed_engine import Engine
 from trainer.engine.epoch_loop import StageRun, run_epochs
@@ -26,7 +27,7 @@ from trainer.methods.schedule import scaled_milestones, step_lr
 from trainer.methods.strategies.base import Batch, PhaseContext
 from trainer.methods.strategies.stages import Stage, StageData, StageSpec, Train
 from trainer.run import base_from
-from trainer.run.evaluate import evaluate
+from trainer.run.evaluate import EvalOptions, evaluate
 from trainer.run.session import Session
 from trainer.run.storage import sealed_phases
 from trainer.run.storage.run_dir import Value
@@ -123,11 +124,12 @@ class Phase:
 
         counts = {label: real.counts[s.plan.order[label]] for label in ctx.new_labels}
         sel = SelectionContext(s.cfg.seed, self.index, s.dist.device, s.cfg.eval.batch_size, s.cfg.data.preset,
-                               previous=s.strategy.teacher, snapshot=self.snapshot_model())
+                               previous=s.strategy.teacher, snapshot=self.snapshot_model(),
+                               image_size=s.cfg.data.image_size)
         t0 = time.perf_counter()
-        info = update_memory(s.model, s.memory, ctx.new_labels, ctx.old_labels, group_images, counts,
-                             s.cfg.exemplars, s.cfg.data.image_size, sel, s.dist.rank, s.dist.world,
-                             distributed.exchange_objects, distributed.exchange_tensors)
+        info = update_memory(s.model, s.memory, PhaseClasses(ctx.new_labels, ctx.old_labels, group_images, counts),
+                             s.cfg.exemplars, sel, s.dist,
+                             Collectives(distributed.exchange_objects, distributed.exchange_tensors))
         s.events.write(event="exemplars", phase=self.index, **info)
         s.events.image("exemplars/new_classes", exemplar_grid(s.memory, ctx.new_labels))
         self.exemplar_info.value = info
@@ -177,9 +179,9 @@ class Phase:
             raise RuntimeError(f"stage '{stage.name}' of strategy '{s.strategy.name}' has no spec")
         if spec.epochs <= 0 or len(data) < s.dist.world:
             return False
-        batches = train_batches(resolve_loader(s.cfg.data.loader, s.dist.device), s.cfg.data, t.batch_size, data,
-                                self.real, s.manifest, s.plan.label_of(), s.dist.rank, s.dist.world, s.dist.device,
-                                seeds.seed_of("stage_batches", s.cfg.seed, self.index))
+        plan = BatchPlan(t.batch_size, seeds.seed_of("stage_batches", s.cfg.seed, self.index), s.dist)
+        batches = train_batches(resolve_loader(s.cfg.data.loader, s.dist.device), s.cfg.data, data, self.real,
+                                s.manifest, plan, s.plan.label_of())
         stage.before(ctx)
         wd = t.weight_decay if spec.weight_decay is None else spec.weight_decay
         with Engine(s.model, s.dist, t.batch_size, spec.lr, t.momentum, wd, s.cfg.engine) as engine:
@@ -212,11 +214,11 @@ class Phase:
         s, ctx = self.s, self.ctx
         t_eval = time.perf_counter()
         test = s.read("test", ctx.seen_labels)              # streamed in class chunks over data.cache_max_gb
-        result = evaluate(s.model, s.strategy, test, s.plan.labels_of(test.class_ids), s.plan, self.index,
-                          s.memory if s.strategy.uses_exemplars else None, s.dist.device, s.cfg.eval.batch_size,
-                          s.cfg.eval.nme, FLIP[s.cfg.data.preset], s.dist,
-                          decoded=eval_batches(resolve_loader(s.cfg.data.loader, s.dist.device), s.cfg.data,
-                                               s.manifest, s.dist.device))
+        options = EvalOptions(s.cfg.eval.batch_size, s.cfg.eval.nme, FLIP[s.cfg.data.preset],
+                              decoded=eval_batches(resolve_loader(s.cfg.data.loader, s.dist.device), s.cfg.data,
+                                                   s.manifest, s.dist.device))
+        result = evaluate(s.model, s.strategy, test, s.plan, self.index,
+                          s.memory if s.strategy.uses_exemplars else None, options, s.dist)
         self.timings.value["eval_s"] = time.perf_counter() - t_eval
         digests = distributed.all_gather_object(sealed_phases.weights_digest(s.model))
         if len(set(digests)) != 1:

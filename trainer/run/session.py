@@ -21,8 +21,9 @@ from data_pipeline.loading.phase_images import ClassCache, PhaseImages
 from data_pipeline.shards.manifest import Manifest, load_manifest
 from exemplars.memory import ExemplarMemory
 from trainer.config import dump_config, stored_defaults
+from trainer.config.compare import keys_read
 from trainer.engine import distributed
-from trainer.engine.distributed import DistInfo
+from core.ranks import DistInfo
 from trainer.methods.strategies.base import REGISTRY, MethodSetup, Strategy
 from trainer.run import base_from
 from trainer.run.events import EventLog
@@ -103,7 +104,7 @@ class Session:
         # train.base_from is checked only while phase 0 is not sealed: a finished phase 0 resumes even if
         # the base run is gone
         base = base_from.check(cfg_dict, default) if run_dir.phase_problem(0) else None
-        run_dir.prepare(cfg_dict, default, lambda path: dump_config(
+        run_dir.prepare(cfg_dict, default, keys_read(cfg), lambda path: dump_config(
             cfg, path, extra={"git_sha": git_sha(), "world_size": dist.world}))
         torch.manual_seed(cfg.seed)
         session = cls(cfg, run_dir, dist, manifest, plan, strategy, strategy.build_model().to(dist.device),

@@ -41,15 +41,16 @@ def test_mnemonics_starts_from_random_or_herding_exemplars():
 def test_fewer_class_groups_than_ranks_is_named_with_the_fix(caplog):
     """Groups never depend on the world size, so a recipe whose group size leaves ranks without a group
     is told so (rank 0, once per stage of the exemplar level, naming the stage), with the setting that fixes it."""
-    from exemplars.update import _spread
+    from core.ranks import DistInfo
+    from exemplars.update import LOCAL, _spread
 
     work = lambda g: {l: torch.zeros(1, 3, 2, 2) for l in g}           # noqa: E731
     with caplog.at_level("WARNING", logger="exemplars.update"):
-        _spread("adjustment", [[0, 1], [2, 3]], len, 0, 4, lambda t: (t, 0), work, [])
+        _spread("adjustment", [[0, 1], [2, 3]], len, work, DistInfo(0, 4), LOCAL, [])
     assert "exemplar adjustment: 2 class group(s) for 4 ranks, so 2 rank(s) wait idle" in caplog.text
     assert "exemplars.group_size" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="exemplars.update"):
-        _spread("selection", [[0], [1], [2], [3]], len, 0, 4, lambda t: (t, 0), work, [])
-        _spread("selection", [[0, 1]], len, 1, 4, lambda t: (t, 0), work, [])       # not rank 0: silent
+        _spread("selection", [[0], [1], [2], [3]], len, work, DistInfo(0, 4), LOCAL, [])
+        _spread("selection", [[0, 1]], len, work, DistInfo(1, 4), LOCAL, [])       # not rank 0: silent
     assert "idle" not in caplog.text

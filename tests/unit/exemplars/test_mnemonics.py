@@ -1,4 +1,6 @@
-"""Mnemonics exemplar optimisation (exemplars/mnemonics.py) and rank sharding (sharding.py).
+"""The paper's exemplar optimisation: the unrolled inner loop (exemplars/unroll.py), the unrolled objective
+(objectives/unrolled.py), the fold adjustment of Eq. 10 (adjustments/folds.py), their settings, and rank sharding
+(sharding.py).
 
 A tiny conv net with BatchNorm stands in for the classifier; double precision where a comparison
 needs it. Proves: the pixel gradient flows through the unrolled steps (finite differences), the
@@ -9,35 +11,39 @@ and the fold logic of Eq. 10.
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from exemplars.mnemonics import (
-    MnemonicsSettings,
-    adjust_exemplars,
-    fold_ids,
-    meta_loss_value,
-    optimise_exemplars,
-    paper_settings,
-    unroll,
-    unrolled_meta_loss,
-    validation_loss,
-)
+from exemplars.adjustments.folds import FoldSettings, Folds, fold_ids
+from exemplars.objectives.unrolled import Unrolled, UnrolledSettings
+from exemplars.pixel_descent import Schedule
+from exemplars.selections.mnemonics import MnemonicsShared, mnemonics_settings_type, paper_settings
 from exemplars.sharding import assign_groups, class_groups
+from exemplars.unroll import InnerLoop, unroll, unrolled_meta_loss, validation_loss
 
 N_CLASSES = 3
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def unrolled(**inner) -> Unrolled:
+    return Unrolled(UnrolledSettings(**inner))
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: one thread is fastest and avoids OpenMP spin-waits on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
+def schedule(epochs: int, lr: float, halve_every: int = 10, steps_per_epoch: int = 1) -> Schedule:
+    """Eq. 9's outer loop: `epochs` of `steps_per_epoch` steps on one real batch each, plain SGD at `lr`."""
+    return Schedule(epochs, steps_per_epoch, 1, lr, halve_every)
+
+
+PAPER_LOOP = dict(epochs=50, steps_per_epoch=1, lr_halve_every=10)     # Eq. 9's outer loop in the paper
+
+
+def make_folds(inner: dict | None = None, shared: dict | None = None, **fold) -> Folds:
+    """Eq. 10 with the unrolled objective's `inner` settings, exemplars.mnemonics's `shared` keys and its own."""
+    mnemonics = mnemonics_settings_type()(unrolled=UnrolledSettings(**(inner or {})), **(shared or {}))
+    return Folds(FoldSettings(**fold), SimpleNamespace(mnemonics=mnemonics))
 
 
 def tiny_net(dtype=torch.float64, seed=0) -> nn.Module:
@@ -68,10 +74,9 @@ def start_state(model):
 
 def pixel_grad(model, ex_x, ex_y, val_x, val_y, steps, lr, checkpoint, val_bn="batch",
                segment=0, inner_bn="batch"):
-    params, buffers = start_state(model)
     x = ex_x.clone().requires_grad_()
-    loss = unrolled_meta_loss(model, params, buffers, x, ex_y, val_x, val_y, steps, lr,
-                              checkpoint, val_bn, segment, inner_bn)
+    loss = unrolled_meta_loss(model, start_state(model), x, ex_y, (val_x, val_y),
+                              InnerLoop(steps, lr, checkpoint, segment, inner_bn), val_bn)
     (g,) = torch.autograd.grad(loss, x)
     return g
 
@@ -92,9 +97,8 @@ def test_pixel_gradient_matches_finite_differences(val_bn, inner_bn):
     assert g.abs().sum() > 0
 
     def f(x):
-        params, buffers = start_state(model)
-        return unrolled_meta_loss(model, params, buffers, x, ex_y, val_x, val_y, steps, lr,
-                                  False, val_bn, inner_bn=inner_bn).item()
+        return unrolled_meta_loss(model, start_state(model), x, ex_y, (val_x, val_y),
+                                  InnerLoop(steps, lr, False, bn=inner_bn), val_bn).item()
 
     gen = torch.Generator().manual_seed(3)
     eps = 1e-6
@@ -114,9 +118,8 @@ def test_gradient_needs_the_unrolled_steps():
     model = tiny_net()
     ex_x, ex_y = class_images(2, seed=1)
     val_x, val_y = class_images(4, seed=2)
-    params, buffers = start_state(model)
     x = ex_x.clone().requires_grad_()
-    loss = unrolled_meta_loss(model, params, buffers, x, ex_y, val_x, val_y, 0, 0.5, True)
+    loss = unrolled_meta_loss(model, start_state(model), x, ex_y, (val_x, val_y), InnerLoop(0, 0.5, True))
     (g,) = torch.autograd.grad(loss, x, allow_unused=True, materialize_grads=True)
     assert torch.count_nonzero(g) == 0
     assert pixel_grad(model, ex_x, ex_y, val_x, val_y, 1, 0.5, True).abs().sum() > 0
@@ -139,7 +142,7 @@ def test_frozen_parameters_stay_fixed_and_gradient_still_flows():
     params, buffers = start_state(model)
     params["0.weight"] = params["0.weight"].detach()  # frozen first conv
     x = ex_x.clone().requires_grad_()
-    theta = unroll(model, params, buffers, x, ex_y, steps=4, lr=0.5, checkpoint=True)
+    theta = unroll(model, (params, buffers), x, ex_y, InnerLoop(steps=4, lr=0.5, checkpoint=True))
     assert theta["0.weight"] is params["0.weight"]
     assert not torch.equal(theta["9.weight"], params["9.weight"])
     (g,) = torch.autograd.grad(sum(t.sum() for t in theta.values()), x)
@@ -151,8 +154,7 @@ def test_sync_batchnorm_is_refused():
                           nn.Linear(2 * 6 * 6, N_CLASSES)).double()
     ex_x, ex_y = class_images(2, seed=1)
     with pytest.raises(ValueError, match="SyncBatchNorm"):
-        optimise_exemplars(model, ex_x, ex_y, lambda e: [(ex_x, ex_y)],
-                           paper_settings(inner_steps=1, epochs=1))
+        unrolled(inner_steps=1).optimise(model, ex_x, ex_y, lambda e: [(ex_x, ex_y)], schedule(1, 0.01))
 
 
 def test_meta_loss_decreases():
@@ -160,16 +162,14 @@ def test_meta_loss_decreases():
     ex_x, ex_y = class_images(2, seed=6)
     ex_x = torch.rand(ex_x.shape, generator=torch.Generator().manual_seed(7), dtype=ex_x.dtype)
     val_x, val_y = class_images(8, seed=8)
-    settings = paper_settings(inner_steps=3, inner_lr=0.5, epochs=12, lr=20.0,
-                                 lr_halve_every=100, checkpoint=True)
     losses = []
-    out = optimise_exemplars(model, ex_x, ex_y, lambda epoch: [(val_x, val_y)], settings,
-                             progress=lambda info: losses.append(info["loss"]))
-    assert len(losses) == settings.epochs
+    out = unrolled(inner_steps=3, inner_lr=0.5, checkpoint=True).optimise(
+        model, ex_x, ex_y, lambda epoch: [(val_x, val_y)], schedule(12, 20.0, halve_every=100),
+        progress=lambda info: losses.append(info["loss"]))
+    assert len(losses) == 12
 
     def meta(x):
-        params, buffers = start_state(model)
-        return unrolled_meta_loss(model, params, buffers, x, ex_y, val_x, val_y, 3, 0.5).item()
+        return unrolled_meta_loss(model, start_state(model), x, ex_y, (val_x, val_y), InnerLoop(3, 0.5)).item()
 
     before, after = meta(ex_x), meta(out)
     assert after < 0.9 * before, (before, after, losses)
@@ -205,10 +205,10 @@ def test_model_is_left_untouched(training):
     ex_x, ex_y = class_images(2, seed=10)
     val_x, val_y = class_images(3, seed=11)
     for ck in (True, False):
-        settings = paper_settings(inner_steps=2, inner_lr=0.1, epochs=2, lr=1.0, checkpoint=ck)
-        optimise_exemplars(model, ex_x, ex_y, lambda e: [(val_x, val_y)], settings)
+        inner = dict(inner_steps=2, inner_lr=0.1, checkpoint=ck)
+        Unrolled(UnrolledSettings(**inner)).optimise(model, ex_x, ex_y, lambda e: [(val_x, val_y)], schedule(2, 1.0))
         assert_untouched(model, snap, training)
-        adjust_exemplars(model, ex_x, ex_y, settings)
+        make_folds(inner, epochs=2).adjust_tensors(model, ex_x, ex_y)
         assert_untouched(model, snap, training)
     assert torch.equal(torch.get_rng_state(), rng)  # the global RNG is never drawn from
 
@@ -216,29 +216,28 @@ def test_model_is_left_untouched(training):
 def test_deterministic_given_generator():
     model = tiny_net()
     ex_x, ex_y = class_images(4, seed=12)
-    settings = paper_settings(inner_steps=2, inner_lr=0.3, epochs=3, lr=5.0, folds=2,
-                                 val_batch_size=4, steps_per_epoch=0, inner_batch_size=6)
+    inner = dict(inner_steps=2, inner_lr=0.3, inner_batch_size=6)
+    folds = make_folds(inner, dict(val_batch_size=4), k=2, epochs=3, steps_per_epoch=0)
     outs = []
     for global_seed in (0, 1):
         torch.manual_seed(global_seed)  # must not matter
         gen = torch.Generator().manual_seed(42)
-        adj = adjust_exemplars(model, ex_x, ex_y, settings, generator=gen)
+        adj = folds.adjust_tensors(model, ex_x, ex_y, generator=gen)
         gen = torch.Generator().manual_seed(42)
         val = class_images(3, seed=13)
-        opt = optimise_exemplars(model, ex_x, ex_y, lambda e: [val], settings, generator=gen)
+        opt = unrolled(**inner).optimise(model, ex_x, ex_y, lambda e: [val], schedule(3, 5.0, steps_per_epoch=0),
+                                         generator=gen)
         outs.append((adj, opt))
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
-    other = adjust_exemplars(model, ex_x, ex_y, settings,
-                             generator=torch.Generator().manual_seed(7))
+    other = folds.adjust_tensors(model, ex_x, ex_y, generator=torch.Generator().manual_seed(7))
     assert not torch.equal(other, outs[0][0])  # the generator does drive the fold split
 
 
 def test_adjust_changes_every_fold_and_keeps_order():
     model = tiny_net()
     ex_x, ex_y = class_images(6, seed=14)
-    settings = paper_settings(inner_steps=2, inner_lr=0.3, epochs=2, adjust_lr=2.0, folds=3,
-                                 val_batch_size=8)
-    out = adjust_exemplars(model, ex_x, ex_y, settings, generator=torch.Generator().manual_seed(1))
+    folds = make_folds(dict(inner_steps=2, inner_lr=0.3), dict(val_batch_size=8), k=3, lr=2.0, epochs=2)
+    out = folds.adjust_tensors(model, ex_x, ex_y, generator=torch.Generator().manual_seed(1))
     assert out.shape == ex_x.shape and out.dtype == ex_x.dtype and out.device == ex_x.device
     assert out.min() >= 0 and out.max() <= 1
     ids = fold_ids(ex_y, 3, torch.Generator().manual_seed(1))  # the split adjust_exemplars used
@@ -254,68 +253,76 @@ def test_adjust_changes_every_fold_and_keeps_order():
 
 
 def test_adjustment_has_its_own_momentum():
-    """Eq. 10 runs with `adjust_momentum`, never with the new exemplars' `momentum`: the new objectives'
-    momentum 0.9 leaves a default adjustment exactly the paper's plain SGD, and `adjust_momentum` changes it."""
+    """Eq. 10 runs with exemplars.folds.momentum, never with the new exemplars' exemplars.mnemonics.momentum: the
+    new objectives' momentum 0.9 leaves a default adjustment exactly the paper's plain SGD, and its own changes it."""
     model = tiny_net()
     ex_x, ex_y = class_images(4, seed=14)
-    base = paper_settings(inner_steps=2, inner_lr=0.3, epochs=3, adjust_lr=2.0, val_batch_size=8)
 
-    def adjusted(**kw):
-        return adjust_exemplars(model, ex_x, ex_y, dataclasses.replace(base, **kw),
-                                generator=torch.Generator().manual_seed(1))
+    def adjusted(shared_momentum=0.0, **fold):
+        folds = make_folds(dict(inner_steps=2, inner_lr=0.3), dict(val_batch_size=8, momentum=shared_momentum),
+                           lr=2.0, epochs=3, **fold)
+        return folds.adjust_tensors(model, ex_x, ex_y, generator=torch.Generator().manual_seed(1))
 
     plain = adjusted()
     assert not torch.equal(plain, ex_x)
-    assert torch.equal(adjusted(momentum=0.9), plain)
-    heavy = adjusted(adjust_momentum=0.9)
+    assert torch.equal(adjusted(shared_momentum=0.9), plain)
+    heavy = adjusted(momentum=0.9)
     assert (heavy - ex_x).abs().sum() > 1.5 * (plain - ex_x).abs().sum()
-    with pytest.raises(ValueError, match="adjust_momentum"):
-        MnemonicsSettings(adjust_momentum=1.0)
+    with pytest.raises(ValueError, match="momentum"):
+        FoldSettings(momentum=1.0)
 
 
 def test_adjustment_has_its_own_outer_loop():
-    """Eq. 10 runs `adjust_epochs` x `adjust_steps_per_epoch` outer steps, not the new exemplars' loop; a key left
-    None takes Eq. 9's value (every run before these keys existed), so an old config's adjustment is unchanged."""
+    """Eq. 10 runs exemplars.folds.epochs x steps_per_epoch outer steps, not the new exemplars' loop; a key left
+    None takes exemplars.mnemonics's value (what runs written before Eq. 10 had a loop of its own did)."""
     model = tiny_net()
     ex_x, ex_y = class_images(4, seed=14)
     steps = []
+    inherit = dict(epochs=None, steps_per_epoch=None, lr_halve_every=None)
 
-    def count(**kw):
+    def count(shared: dict, **fold):
         steps.clear()
-        s = dataclasses.replace(paper_settings(inner_steps=1, inner_lr=0.3, adjust_lr=2.0, val_batch_size=8), **kw)
-        out = adjust_exemplars(model, ex_x, ex_y, s, progress=steps.append, generator=torch.Generator().manual_seed(1))
+        folds = make_folds(dict(inner_steps=1, inner_lr=0.3), {**PAPER_LOOP, "val_batch_size": 8, **shared},
+                           lr=2.0, **{**inherit, **fold})
+        out = folds.adjust_tensors(model, ex_x, ex_y, progress=steps.append, generator=torch.Generator().manual_seed(1))
         return len(steps) // 2, out                               # two folds
 
-    assert count(epochs=3, steps_per_epoch=2)[0] == 3            # shared (None): 3 epochs; a fold's complement (6) is one batch
-    n, shared = count(epochs=3, steps_per_epoch=1)
+    assert count(dict(epochs=3, steps_per_epoch=2))[0] == 3      # inherited: 3 epochs; a fold's complement (6) is one batch
+    n, shared = count(dict(epochs=3, steps_per_epoch=1))
     assert n == 3
-    n, own = count(epochs=9, steps_per_epoch=4, adjust_epochs=3, adjust_steps_per_epoch=1, adjust_lr_halve_every=10)
+    n, own = count(dict(epochs=9, steps_per_epoch=4), epochs=3, steps_per_epoch=1, lr_halve_every=10)
     assert n == 3 and torch.equal(own, shared)                   # the same loop, whatever Eq. 9's
-    assert count(adjust_epochs=2, adjust_steps_per_epoch=1)[0] == 2
+    assert count({}, epochs=2, steps_per_epoch=1)[0] == 2
 
 
 def test_settings_are_plain_and_validated():
-    s = MnemonicsSettings()
-    for f in dataclasses.fields(s):
-        assert type(getattr(s, f.name)) in (int, float, bool, str), f.name
-    # the recommended objective and its validated outer loop (docs/results.md, issue 20); Eq. 10 the paper's
+    s = mnemonics_settings_type()()
+    for section in (s, s.unrolled, FoldSettings()):
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            assert dataclasses.is_dataclass(value) or type(value) in (int, float, bool, str), f.name
+    # the recommended objective and its validated outer loop (docs/results.md); Eq. 10 the paper's
     assert (s.objective, s.lr, s.init, s.momentum, s.augment, s.epochs, s.steps_per_epoch, s.lr_halve_every) == \
         ("prototype", 0.5, "herding", 0.9, True, 10, 5, 4)
-    assert (s.inner_lr, s.adjust_lr, s.adjust_momentum, s.adjust_augment, s.folds) == (0.01, 0.01, 0.0, False, 2)
-    assert (s.adjust_epochs, s.adjust_steps_per_epoch, s.adjust_lr_halve_every) == (50, 1, 10)
+    f = FoldSettings()
+    assert (s.unrolled.inner_lr, f.lr, f.momentum, f.augment, f.k) == (0.01, 0.01, 0.0, False, 2)
+    assert (f.epochs, f.steps_per_epoch, f.lr_halve_every) == (50, 1, 10)
     p = paper_settings()
-    assert (p.objective, p.inner_steps, p.inner_lr, p.epochs, p.lr, p.lr_halve_every, p.steps_per_epoch) == \
-        ("unrolled", 50, 0.01, 50, 0.01, 10, 1)                   # Section 5.1's values
-    with pytest.raises(ValueError, match="adjust_epochs"):
-        MnemonicsSettings(adjust_epochs=-1)
-    with pytest.raises(ValueError, match="adjust_lr_halve_every"):
-        MnemonicsSettings(adjust_lr_halve_every=0)
+    assert (p.objective, p.unrolled.inner_steps, p.unrolled.inner_lr, p.epochs, p.lr, p.lr_halve_every,
+            p.steps_per_epoch) == ("unrolled", 50, 0.01, 50, 0.01, 10, 1)   # Section 5.1's values
+    assert isinstance(p, MnemonicsShared)
+    with pytest.raises(ValueError, match="epochs"):
+        FoldSettings(epochs=-1)
+    with pytest.raises(ValueError, match="lr_halve_every"):
+        FoldSettings(lr_halve_every=0)
     with pytest.raises(ValueError):
-        MnemonicsSettings(folds=1)
+        FoldSettings(k=1)
     with pytest.raises(ValueError):
-        MnemonicsSettings(val_bn="eval")
+        UnrolledSettings(val_bn="eval")
     with pytest.raises(ValueError, match="inner_bn"):
-        MnemonicsSettings(inner_bn="frozen")
+        UnrolledSettings(inner_bn="frozen")
+    with pytest.raises(ValueError, match="objective"):
+        mnemonics_settings_type()(objective="bilevel")
 
 
 def test_group_meta_loss_ignores_a_shift_towards_the_group():
@@ -328,15 +335,15 @@ def test_group_meta_loss_ignores_a_shift_towards_the_group():
     ex_x, ex_y = ex_x[keep], ex_y[keep]
     val_x, val_y = class_images(4, seed=2)
     val = [(val_x[val_y < 2], val_y[val_y < 2])]
-    settings = {m: paper_settings(inner_steps=0, meta_loss=m) for m in ("all", "group")}
-    before = {m: meta_loss_value(model, ex_x, ex_y, val, s) for m, s in settings.items()}
+    objectives = {m: unrolled(inner_steps=0, meta_loss=m) for m in ("all", "group")}
+    before = {m: o.meta_loss_value(model, ex_x, ex_y, val) for m, o in objectives.items()}
     with torch.no_grad():
         model[-1].bias[:2] += 3.0
-    after = {m: meta_loss_value(model, ex_x, ex_y, val, s) for m, s in settings.items()}
+    after = {m: o.meta_loss_value(model, ex_x, ex_y, val) for m, o in objectives.items()}
     assert after["all"] < before["all"] - 0.1
     assert after["group"] == pytest.approx(before["group"], abs=1e-9)
     with pytest.raises(ValueError, match="meta_loss"):
-        MnemonicsSettings(meta_loss="within")
+        UnrolledSettings(meta_loss="within")
 
 
 def test_group_meta_loss_in_adjustment_with_a_fold_missing_a_class():
@@ -344,9 +351,8 @@ def test_group_meta_loss_in_adjustment_with_a_fold_missing_a_class():
     while its complement has it, so the meta-loss ranges over the whole group's classes."""
     model = tiny_net()
     x, y = class_images(2, seed=1)                 # 3 classes x 2 exemplars, folds=3
-    s = paper_settings(inner_steps=2, inner_lr=0.5, epochs=2, lr=1.0, adjust_lr=1.0, folds=3,
-                          meta_loss="group")
-    out = adjust_exemplars(model, x, y, s)
+    folds = make_folds(dict(inner_steps=2, inner_lr=0.5, meta_loss="group"), k=3, lr=1.0, epochs=2)
+    out = folds.adjust_tensors(model, x, y)
     assert out.shape == x.shape and not torch.equal(out, x)
     with pytest.raises(ValueError, match="outside"):
         validation_loss(model, *start_state(model), [(x, y)], classes=torch.tensor([0, 1]))
@@ -363,14 +369,14 @@ def test_frozen_bn_theta_prime_starts_as_theta():
     ex_x, ex_y = class_images(2, seed=1)
     val_x, val_y = class_images(4, seed=2)
     before = {n: b.clone() for n, b in model.named_buffers()}
-    params, buffers = start_state(model)
-    at0 = unrolled_meta_loss(model, params, buffers, ex_x, ex_y, val_x, val_y, 0, 0.5, False,
-                             "running", inner_bn="running")
+    start = start_state(model)
+    at0 = unrolled_meta_loss(model, start, ex_x, ex_y, (val_x, val_y), InnerLoop(0, 0.5, False, bn="running"),
+                             "running")
     with torch.no_grad():
         own = nn.functional.cross_entropy(model(val_x), val_y)
     assert at0.item() == pytest.approx(own.item(), rel=1e-12)
-    frozen, batch = (unrolled_meta_loss(model, params, buffers, ex_x, ex_y, val_x, val_y, 3, 0.5,
-                                        False, "running", inner_bn=bn).item()
+    frozen, batch = (unrolled_meta_loss(model, start, ex_x, ex_y, (val_x, val_y), InnerLoop(3, 0.5, False, bn=bn),
+                                        "running").item()
                      for bn in ("running", "batch"))
     assert frozen != pytest.approx(batch, rel=1e-6)
     for n, b in model.named_buffers():

@@ -3,25 +3,23 @@
 import pytest
 import torch
 
+from exemplars.adjustments.base import build_adjustment
 from exemplars.features import class_means
-from exemplars.mnemonics import MnemonicsSettings, paper_settings, schedule, tensor_batches
+from exemplars.objectives.base import GroupTask
+from exemplars.objectives.embedders import redraw
 from exemplars.objectives.gradient_matching import gradient_matching_loss, layer_distance
-from exemplars.objectives.matching import matching_loss, redraw
-from exemplars.objectives.prototype import prototype_loss
-from exemplars.pixel_descent import Schedule, descend
+from exemplars.objectives.matching import MatchingSettings, matching_loss
+from exemplars.objectives.prototype import PrototypeSettings, prototype_loss
+from exemplars.objectives.unrolled import Unrolled, UnrolledSettings
+from exemplars.pixel_descent import Schedule, descend, tensor_batches
 from exemplars.selections.base import SelectionContext
+from exemplars.selections.mnemonics import mnemonics_settings_type
+from exemplars.unroll import previous_params
 from exemplars.update import build_selection
 from trainer.config import load_config
 from trainer.methods.models.net import IncrementalNet
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _net(classes=4, seed=0):
@@ -188,12 +186,12 @@ def _select(objective, extra=(), device_seed=0):
 
 @pytest.mark.parametrize("objective,extra", [
     ("prototype", ["exemplars.mnemonics.momentum=0.9", "exemplars.mnemonics.augment=true"]),
-    ("matching", ["exemplars.mnemonics.embedders=both", "exemplars.mnemonics.augment=true"]),
-    ("matching", ["exemplars.mnemonics.match=gradients", "exemplars.mnemonics.embedders=both",
+    ("matching", ["exemplars.mnemonics.matching.embedders=both", "exemplars.mnemonics.augment=true"]),
+    ("matching", ["exemplars.mnemonics.matching.match=gradients", "exemplars.mnemonics.matching.embedders=both",
                   "exemplars.mnemonics.augment=true", "exemplars.mnemonics.lr=0.1"]),
-    ("unrolled", ["exemplars.mnemonics.inner_steps=1", "exemplars.mnemonics.augment=true"]),
-    ("unrolled", ["exemplars.mnemonics.inner_steps=1", "exemplars.mnemonics.start=previous",
-                  "exemplars.mnemonics.meta_data=phase"]),
+    ("unrolled", ["exemplars.mnemonics.unrolled.inner_steps=1", "exemplars.mnemonics.augment=true"]),
+    ("unrolled", ["exemplars.mnemonics.unrolled.inner_steps=1", "exemplars.mnemonics.unrolled.start=previous",
+                  "exemplars.mnemonics.unrolled.meta_data=phase"]),
 ])
 def test_selection_runs_each_objective_deterministically(objective, extra):
     """Every objective moves the pixels of its group, and a rerun gives the same exemplars bit for bit
@@ -215,29 +213,33 @@ def test_old_exemplars_are_stacked_once_per_phase():
     x, y = _images(2, 2, seed=5)
     old = {0: x[y == 0].half(), 1: x[y == 1].half()}
     ctx = SelectionContext(0, 3, torch.device("cpu"), 16, "glyphs", old)
-    first = selection.old_stack(ctx)
-    assert selection.old_stack(ctx) is first and first[0].dtype == torch.float16
+    first = selection.old.stack(ctx)
+    assert selection.old.stack(ctx) is first and first[0].dtype == torch.float16
     assert torch.equal(first[1], torch.tensor([0, 0, 1, 1]))
-    batches = list(selection.real_batches(torch.zeros(0, 3, 8, 8, dtype=torch.uint8), torch.zeros(0).long(),
-                                          ctx, True, torch.Generator().manual_seed(0))(0))
+    task = GroupTask(None, None, None, torch.zeros(0, 3, 8, 8, dtype=torch.uint8), torch.zeros(0).long(), [], ctx,
+                     selection.settings, torch.Generator().manual_seed(0), None, selection.old)
+    batches = list(task.real_batches(with_old=True)(0))
     pooled = torch.cat([b for b, _ in batches])
     assert pooled.dtype == torch.float32 and pooled.shape == (4, 3, 8, 8)
     assert torch.equal(pooled.sort(0).values, x.half().float().sort(0).values)
     later = SelectionContext(0, 4, torch.device("cpu"), 16, "glyphs", old)
-    assert selection.old_stack(later) is not first
+    assert selection.old.stack(later) is not first
 
 
 def test_settings_name_the_bad_objective():
+    settings = mnemonics_settings_type()
     with pytest.raises(ValueError, match="objective"):
-        MnemonicsSettings(objective="bilevel")
+        settings(objective="bilevel")
     with pytest.raises(ValueError, match="embedders"):
-        MnemonicsSettings(embedders="pretrained")
+        MatchingSettings(embedders="pretrained")
     with pytest.raises(ValueError, match="match"):
-        MnemonicsSettings(match="pixels")
+        MatchingSettings(match="pixels")
+    with pytest.raises(ValueError, match="cosine_scale"):
+        PrototypeSettings(cosine_scale=0)
     with pytest.raises(ValueError, match="momentum"):
-        MnemonicsSettings(momentum=1.0)
-    s = MnemonicsSettings(lr=3.0, momentum=0.5)
-    assert schedule(s, s.lr) == Schedule(s.epochs, s.steps_per_epoch, s.val_batches, 3.0, s.lr_halve_every, 0.5)
+        settings(momentum=1.0)
+    s = settings(lr=3.0, momentum=0.5)
+    assert s.schedule() == Schedule(s.epochs, s.steps_per_epoch, s.val_batches, 3.0, s.lr_halve_every, 0.5)
     assert len(list(tensor_batches(torch.zeros(5, 1, 1, 1), torch.zeros(5), 2, torch.Generator())(0))) == 3
 
 
@@ -245,8 +247,6 @@ def test_previous_start_is_theta_before_the_phase_with_imprinted_new_rows():
     """start=previous: Θ'_0 has Θ_{i-1}'s body, buffers and old rows; the group's new rows are the
     exemplars' mean features under Θ_{i-1}, at the old rows' mean norm; and the unrolled objective from
     there still lowers its loss."""
-    from exemplars.mnemonics import optimise_exemplars, previous_params, unrolled_loss
-
     previous = _net(2, seed=1)
     model = _net(2, seed=2)
     model.head.grow(2)
@@ -265,65 +265,68 @@ def test_previous_start_is_theta_before_the_phase_with_imprinted_new_rows():
         row = torch.nn.functional.normalize(feats[y == c].mean(0), dim=0) * prev["head.weight"].norm(dim=1).mean()
         assert torch.allclose(w[c], row.detach(), atol=1e-6)
     assert all(torch.equal(buffers[n], b) for n, b in previous.named_buffers())
-    s = paper_settings(inner_steps=2, inner_lr=0.1, start="previous", val_bn="running", inner_bn="running")
+    objective = Unrolled(UnrolledSettings(inner_steps=2, inner_lr=0.1, start="previous", val_bn="running",
+                                          inner_bn="running"))
     real_x, real_y = _images(6, 4, seed=6)
     real = [(real_x[real_y >= 2], real_y[real_y >= 2])]
-    loss_of = unrolled_loss(model, y, s, torch.Generator(), None, start=(params, buffers))
-    x = optimise_exemplars(model, x0, y, lambda e: iter(real), paper_settings(
-        inner_steps=2, inner_lr=0.1, start="previous", val_bn="running", inner_bn="running", epochs=6, lr=0.01),
-        previous=previous)
+    loss_of = objective.loss_of(model, y, torch.Generator(), None, start=(params, buffers))
+    x = objective.optimise(model, x0, y, lambda e: iter(real), Schedule(6, 1, 1, 0.01, 10),
+                           start=previous_params(model, previous, x0, y))
     assert _value(loss_of, x, real) < _value(loss_of, x0, real)
     with pytest.raises(ValueError, match="meta_data"):
-        MnemonicsSettings(meta_loss="group", meta_data="phase")
+        UnrolledSettings(meta_loss="group", meta_data="phase")
 
 
 def test_snapshot_start_unrolls_from_the_kept_model():
     """start=snapshot: Θ' starts at the snapshot's parameters and buffers, so the exemplars are exactly those
     of the paper's start from a model that *is* the snapshot, and not those from the trained model; without a
     snapshot it starts from Θ; only start=snapshot of the unrolled objective asks the run for one."""
-    from exemplars.mnemonics import optimise_exemplars
-
     model, snapshot = _net(4, seed=2), _net(4, seed=3)
     x0, y = _images(3, 4, seed=5)
     real = [_images(4, 4, seed=6)]
-    settings = dict(inner_steps=2, inner_lr=0.1, epochs=3, lr=0.5)
+    images = (real[0][0] * 255).round().to(torch.uint8)
 
     def run(net, start, snap=None):
-        return optimise_exemplars(net, x0, y, lambda e: iter(real), paper_settings(start=start, **settings),
-                                  snapshot=snap)
+        objective = Unrolled(UnrolledSettings(inner_steps=2, inner_lr=0.1, start=start))
+        ctx = SelectionContext(0, 1, torch.device("cpu"), snapshot=snap)
+        task = GroupTask(net, x0, y, images, real[0][1], [0, 1, 2, 3], ctx, mnemonics_settings_type()(),
+                         torch.Generator(), None, None)
+        loss_of, _ = objective.loss(task)
+        return descend(x0, loss_of, lambda e: iter(real), Schedule(3, 1, 1, 0.5, 10))
 
     from_snapshot = run(model, "snapshot", snapshot)
     assert torch.equal(from_snapshot, run(snapshot, "current"))
     assert not torch.equal(from_snapshot, run(model, "current"))
     assert torch.equal(run(model, "snapshot"), run(model, "current"))
     with pytest.raises(ValueError, match="snapshot_epoch"):
-        MnemonicsSettings(snapshot_epoch=0)
-    wants = lambda **kw: build_selection(load_config("configs/glyphs.yaml", [  # noqa: E731
-        "exemplars.selection=mnemonics", *[f"exemplars.mnemonics.{k}={v}" for k, v in kw.items()]]).exemplars
-    ).snapshot_epoch()
-    assert wants(objective="unrolled", start="snapshot", snapshot_epoch=3) == 3
-    assert wants(start="snapshot", objective="matching") == 0 and wants(start="snapshot") == 0   # default: prototype
-    assert wants(objective="unrolled", start="previous") == 0
+        UnrolledSettings(snapshot_epoch=0)
+    wants = lambda *keys: build_selection(load_config("configs/glyphs.yaml", [  # noqa: E731
+        "exemplars.selection=mnemonics", *[f"exemplars.mnemonics.{k}" for k in keys]]).exemplars).snapshot_epoch()
+    assert wants("objective=unrolled", "unrolled.start=snapshot", "unrolled.snapshot_epoch=3") == 3
+    assert wants("unrolled.start=snapshot", "objective=matching") == 0
+    assert wants("unrolled.start=snapshot") == 0                                    # default: prototype
+    assert wants("objective=unrolled", "unrolled.start=previous") == 0
 
 
-def test_selection_adjusts_old_exemplars_with_the_papers_optimiser_unless_asked():
-    """The new exemplars' momentum and augmentation stay out of Eq. 10: an adjustment under `momentum=0.9,
-    augment=true` equals the plain one bit for bit; `adjust_augment` and `adjust_momentum` opt in."""
+def test_adjustment_uses_the_papers_optimiser_unless_asked():
+    """The new exemplars' momentum and augmentation stay out of Eq. 10: an adjustment under exemplars.mnemonics's
+    `momentum=0.9, augment=true` equals the plain one bit for bit; exemplars.folds's own `augment` and `momentum`
+    opt in."""
     x, y = _images(4, 2, seed=6)
     old = {0: x[y == 0].half(), 1: x[y == 1].half()}
 
     def adjusted(*extra):
-        cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.selection=mnemonics",
-                                                  "exemplars.mnemonics.inner_steps=1", "exemplars.mnemonics.epochs=2",
-                                                  "exemplars.mnemonics.adjust_epochs=2", "exemplars.mnemonics.adjust_lr=5",
-                                                  *extra])
+        cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.adjust_old=true",
+                                                  "exemplars.mnemonics.unrolled.inner_steps=1",
+                                                  "exemplars.mnemonics.epochs=2", "exemplars.folds.epochs=2",
+                                                  "exemplars.folds.lr=5", *extra])
         ctx = SelectionContext(cfg.seed, 2, torch.device("cpu"), 16, "glyphs", old)
-        return build_selection(cfg.exemplars).adjust(_net(2), dict(old), [0, 1], ctx)
+        return build_adjustment(cfg.exemplars).adjust(_net(2), dict(old), [0, 1], ctx)
 
     plain = adjusted()
     assert not torch.equal(plain[0], old[0])
     shared = adjusted("exemplars.mnemonics.momentum=0.9", "exemplars.mnemonics.augment=true")
-    for extra in ("exemplars.mnemonics.adjust_augment=true", "exemplars.mnemonics.adjust_momentum=0.9"):
+    for extra in ("exemplars.folds.augment=true", "exemplars.folds.momentum=0.9"):
         opted = adjusted(extra)
         assert not torch.equal(opted[0], plain[0]), extra
     for label in (0, 1):

@@ -3,6 +3,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
+from exemplars.adjustments.folds import INHERIT
+from exemplars.selections.mnemonics import PAPER
 from trainer.config import load_config
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -60,7 +62,11 @@ def test_overrides_parse_types(tmp_path):
     ("exemplars.adjust_old=5", "config key 'exemplars.adjust_old': expected bool"),
     ("exemplars.selection=best", "'best' is not one of"),
     ("protocol.base_classes=0", "protocol.base_classes' must be positive"),
-    ("exemplars.mnemonics.folds=1", "folds must be >= 2"),
+    ("exemplars.folds.k=1", "k must be >= 2"),
+    ("exemplars.adjustment=pull", "'pull' is not one of folds"),
+    ("exemplars.mnemonics.inner_steps=5", "'exemplars.mnemonics.inner_steps' is now "
+                                          "'exemplars.mnemonics.unrolled.inner_steps'"),
+    ("exemplars.mnemonics.seed=1", "'exemplars.mnemonics.seed' was dropped"),
     ("train.incremental_lr=0", "'train.incremental_lr' must be positive"),
     ("train.epochs", "must look like key=value"),
 ])
@@ -92,3 +98,101 @@ def test_incremental_lr_applies_to_later_phases_only():
     assert later.lr_at(0) == 0.01 and later.lr_at(cfg.train.epochs - 1) < 0.01   # same milestones
     plain = default_spec(Train(), load_config(ROOT / "configs" / "glyphs.yaml").train, 1)
     assert plain.lr == 0.1
+
+
+def _guard(tmp_path, stored: dict, *overrides: str) -> None:
+    """The resume guard of a run directory whose config.yaml is `stored`, resumed with `overrides`."""
+    import yaml
+
+    from trainer.config import stored_defaults
+    from trainer.config.compare import keys_read
+    from trainer.run.storage.sealed_phases import guard_config
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
+    cfg = load_config(None, list(overrides))
+    guard_config(tmp_path, cfg.to_dict(), stored_defaults(), keys_read(cfg))
+
+
+def test_config_guard_names_changed_keys_and_accepts_keys_added_later(tmp_path):
+    from trainer.config import Config
+
+    old = Config().to_dict()
+    old["strategy"]["name"] = "lwm"
+    del old["strategy"]["lwm"]                         # written by an older version without this section
+    _guard(tmp_path, old, "strategy.name=lwm")         # same run: accepted
+    with pytest.raises(UserError) as e:
+        _guard(tmp_path, old, "strategy.name=lwm", "protocol.phases=10", "strategy.lwm.beta=5.0")
+    beta = Config().strategy.lwm.beta                  # a key the old file lacks compares to its default
+    assert "protocol.phases (5 -> 10)" in str(e.value) and f"strategy.lwm.beta ({beta} -> 5.0)" in str(e.value)
+
+
+def test_config_guard_compares_only_what_the_run_reads(tmp_path):
+    """A default the run never reads (another strategy's, the exemplar level of a strategy without exemplars,
+    another selection's or objective's, the adjustment of a run that does not adjust) may change; what it reads
+    may not."""
+    from trainer.config import Config
+
+    old = Config().to_dict()                                          # lwf + herding, no adjustment
+    old["strategy"]["bic"]["bias_epochs"] = 7
+    old["exemplars"]["mnemonics"]["lr"] = 3.0
+    old["exemplars"]["folds"]["lr"] = 9.0
+    _guard(tmp_path, old)
+    with pytest.raises(UserError, match=r"exemplars.folds.lr \(9.0 -> 0.01\)"):
+        _guard(tmp_path, old, "exemplars.adjust_old=true")          # adjust_old itself differs too
+    old["exemplars"]["selection"] = "mnemonics"
+    old["exemplars"]["mnemonics"]["unrolled"]["inner_steps"] = 3      # not read by the prototype objective
+    with pytest.raises(UserError) as e:
+        _guard(tmp_path, old, "exemplars.selection=mnemonics")
+    assert "exemplars.mnemonics.lr (3.0 -> 0.5)" in str(e.value) and "inner_steps" not in str(e.value)
+    _guard(tmp_path, old, "exemplars.selection=mnemonics", "exemplars.mnemonics.lr=3.0")
+    free = Config().to_dict()
+    free["strategy"]["name"] = "finetune"
+    free["exemplars"]["per_class"] = 3                                # finetune keeps no exemplars
+    _guard(tmp_path, free, "strategy.name=finetune")
+
+
+# exemplars.mnemonics as a config written before the recommended objective was the default (before `objective`,
+# `momentum`, `augment` and Eq. 10's own loop existed): the objectives' and the adjustment's keys in one section
+OLD_MNEMONICS = {"inner_steps": 50, "inner_lr": 0.01, "epochs": 10, "lr": 10.0, "adjust_lr": 0.01, "lr_halve_every": 4,
+                 "checkpoint": True, "checkpoint_segment": 0, "folds": 2, "val_batch_size": 128, "val_batches": 1,
+                 "steps_per_epoch": 1, "inner_batch_size": 0, "val_bn": "batch", "inner_bn": "batch",
+                 "meta_loss": "all", "init": "random", "seed": 0}
+
+
+def test_config_guard_keeps_a_resumed_run_on_its_exemplar_level(tmp_path):
+    """A run started before the recommended objective became the default of selection=mnemonics (its config.yaml
+    lacks `objective`, so it ran the paper's; its keys in the older layout) is refused when the same command now
+    means another objective, naming the keys to restore; given them it resumes. Keys that change how a result is
+    computed but not the result (activation checkpointing) may change."""
+    from trainer.config import Config
+
+    old = Config().to_dict()
+    old["exemplars"].update(selection="mnemonics", adjust_old=True, mnemonics=dict(OLD_MNEMONICS))
+    del old["exemplars"]["folds"], old["exemplars"]["adjustment"]
+    same = ["exemplars.selection=mnemonics", "exemplars.adjust_old=true", "exemplars.mnemonics.lr=10.0"]
+    with pytest.raises(UserError) as e:
+        _guard(tmp_path, old, *same)
+    for diff in ("exemplars.mnemonics.objective ('unrolled' -> 'prototype')", "exemplars.mnemonics.init ('random' ->",
+                 "exemplars.mnemonics.momentum (0.0 -> 0.9)", "exemplars.folds.epochs (None -> 50)"):
+        assert diff in str(e.value)
+    restored = [*same, *(f"exemplars.mnemonics.{k}={v}" for k, v in PAPER.items() if k != "lr"),
+                "exemplars.mnemonics.epochs=10", "exemplars.mnemonics.lr_halve_every=4",
+                *(f"exemplars.folds.{k}=null" for k in INHERIT), "exemplars.mnemonics.unrolled.checkpoint=false"]
+    _guard(tmp_path, old, *restored)                                   # accepted
+    with pytest.raises(UserError, match=r"exemplars.per_class \(20 -> 10\)"):
+        _guard(tmp_path, old, *restored, "exemplars.per_class=10")
+
+
+def test_stored_configs_in_the_older_layout_are_read_in_todays(tmp_path):
+    import yaml
+
+    from trainer.config import Config, config_from_dict, stored_config
+
+    old = Config().to_dict()
+    old["exemplars"]["mnemonics"] = {**OLD_MNEMONICS, "embedders": "both", "adjust_epochs": 7}
+    del old["exemplars"]["folds"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"git_sha": "abc", **old}))
+    cfg = config_from_dict(stored_config(tmp_path / "config.yaml"))
+    mn = cfg.exemplars.mnemonics
+    assert (mn.lr, mn.unrolled.inner_steps, mn.matching.embedders) == (10.0, 50, "both")
+    assert (cfg.exemplars.folds.k, cfg.exemplars.folds.lr, cfg.exemplars.folds.epochs) == (2, 0.01, 7)

@@ -201,7 +201,8 @@ import hashlib, json, sys
 import torch
 from exemplars.memory import ExemplarMemory
 from exemplars.selections.base import SelectionContext
-from exemplars.update import update_memory
+from core.ranks import DistInfo
+from exemplars.update import Collectives, PhaseClasses, update_memory
 from trainer.config import load_config
 from trainer.engine import distributed
 from trainer.methods.models.net import IncrementalNet
@@ -213,9 +214,9 @@ for name, objective, match in (("prototype", "prototype", "features"), ("matchin
                                ("gradients", "matching", "gradients")):
     cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.selection=mnemonics",
                       "exemplars.group_size=1", f"exemplars.mnemonics.objective={objective}",
-                      f"exemplars.mnemonics.match={match}",
+                      f"exemplars.mnemonics.matching.match={match}",
                       "exemplars.mnemonics.epochs=2", "exemplars.mnemonics.val_batch_size=8",
-                      "exemplars.mnemonics.embedders=both", "exemplars.mnemonics.augment=true",
+                      "exemplars.mnemonics.matching.embedders=both", "exemplars.mnemonics.augment=true",
                       "exemplars.mnemonics.momentum=0.9"])
     torch.manual_seed(0)
     model = IncrementalNet("resnet20", "glyphs")
@@ -228,10 +229,10 @@ for name, objective, match in (("prototype", "prototype", "features"), ("matchin
         memory.set(label, images[labels == label][:3].float() / 255)
     group_images = lambda group: (images[torch.isin(labels, torch.tensor(group))],
                                   labels[torch.isin(labels, torch.tensor(group))])
-    ctx = SelectionContext(0, 1, torch.device("cpu"), 16, "glyphs")
-    extra = (distributed.exchange_objects, distributed.exchange_tensors) if info else ()
-    update_memory(model, memory, [2, 3, 4], [0, 1], group_images, {2: 6, 3: 6, 4: 6}, cfg.exemplars, 8, ctx,
-                  rank, world, *extra)
+    ctx = SelectionContext(0, 1, torch.device("cpu"), 16, "glyphs", image_size=8)
+    comm = Collectives(distributed.exchange_objects, distributed.exchange_tensors) if info else Collectives()
+    update_memory(model, memory, PhaseClasses([2, 3, 4], [0, 1], group_images, {2: 6, 3: 6, 4: 6}), cfg.exemplars,
+                  ctx, info or DistInfo(), comm)
     out[name] = {k: hashlib.sha256(v.numpy().tobytes()).hexdigest()[:12] for k, v in sorted(memory.bank.items())}
 print(json.dumps(out))
 if info:

@@ -1,7 +1,7 @@
 """RunDir: everything a run keeps on disk, behind one object.
 
-    RUN/config.yaml      resolved config + git sha (guarded: a resumed run refuses a different protocol,
-                         strategy or model)
+    RUN/config.yaml      resolved config + git sha (guarded: a resumed run refuses a config that changes
+                         what it reads: trainer/config/compare.py)
     RUN/metrics.json     rewritten after every phase            RUN/events.jsonl   one line per epoch/stage
     RUN/profile.json     where each phase's time went           RUN/phases/pNN/    sealed phases (DONE last)
     RUN/tb/              TensorBoard event files (tensorboard.py)
@@ -17,7 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Protocol
 
-from trainer.engine.distributed import DistInfo, barrier, broadcast_object, exchange_tensors
+from core.ranks import DistInfo
+from trainer.engine.distributed import barrier, broadcast_object, exchange_tensors
 from trainer.run import run_profile
 from trainer.run.metrics import MetricsLog
 from trainer.run.storage import in_phase_checkpoint, sealed_phases
@@ -138,14 +139,15 @@ class RunDir:
         in_phase_checkpoint.clear(self.path, self.dist)
 
     # -- bookkeeping -------------------------------------------------------------------------
-    def prepare(self, cfg_dict: dict, defaults: dict, write_config) -> None:
-        """Create the directory and write config.yaml (rank 0), after every rank checked the config guard."""
+    def prepare(self, cfg_dict: dict, defaults: dict, keys: list[str], write_config) -> None:
+        """Create the directory and write config.yaml (rank 0), after every rank checked the config guard over
+        the keys the run reads (`keys`)."""
         if self.dist.is_main:
             self.path.mkdir(parents=True, exist_ok=True)
-            sealed_phases.guard_config(self.path, cfg_dict, defaults)
+            sealed_phases.guard_config(self.path, cfg_dict, defaults, keys)
             write_config(self.config_path)
         barrier()
-        sealed_phases.guard_config(self.path, cfg_dict, defaults)     # every rank refuses, not only rank 0
+        sealed_phases.guard_config(self.path, cfg_dict, defaults, keys)     # every rank refuses, not only rank 0
 
     def write_results(self, metrics: MetricsLog) -> None:
         if self.dist.is_main:

@@ -1,4 +1,4 @@
-"""Sealed phase directories and the run directory's config guard.
+"""Sealed phase directories and the run directory's config guard (what it compares: trainer/config/compare.py).
 
 RUN/phases/pNN/ holds model.pt, memory.pt, state.pt (strategy, metrics, plan) and DONE. A phase is
 written into a temporary directory, DONE is written last (listing every file and its size), then the
@@ -15,20 +15,14 @@ import shutil
 from pathlib import Path
 
 import torch
-import yaml
 
 from core import faults
 from core.errors import UserError
+from trainer.config import stored_config
+from trainer.config.compare import read_diffs
 from trainer.run.storage import checkpoint_io
 
 log = logging.getLogger(__name__)
-# A resumed run continues the experiment it started: these sections may not change. The exemplar level
-# decides every later phase's memory, so a default that changed since the run started (issue 20 made the
-# recommended objective the default of selection=mnemonics) must not silently turn it into another run.
-GUARDED_SECTIONS = ("protocol", "strategy", "model", "exemplars")
-# Keys of those sections that change how a result is computed, not the result (activation checkpointing
-# recomputes the same values): a resumed run may change them, e.g. after running out of memory.
-NEUTRAL_KEYS = ("exemplars.mnemonics.checkpoint", "exemplars.mnemonics.checkpoint_segment")
 
 
 def phase_dir(run_dir: Path, phase: int) -> Path:
@@ -113,38 +107,13 @@ def load_phase(run_dir: Path, phase: int) -> tuple[dict, dict, dict]:
     return tuple(load_file(run_dir, phase, name) for name in ("model.pt", "memory.pt", "state.pt"))
 
 
-_MISSING = object()
-
-
-def config_diffs(stored, new, default, prefix: str = "") -> list[tuple[str, object, object]]:
-    """(key, stored value, new value) for every leaf where a stored config differs from a new one; a
-    key the stored config lacks (written by an older mnemo) counts as its default value. Used by the
-    resume guard here and by train.base_from (trainer/run/base_from.py)."""
-    if stored is _MISSING:
-        stored = default
-    if isinstance(stored, dict) and isinstance(new, dict):
-        out = []
-        default = default if isinstance(default, dict) else {}
-        for k in sorted(set(stored) | set(new)):
-            key = f"{prefix}.{k}" if prefix else k
-            out += config_diffs(stored.get(k, _MISSING), new.get(k), default.get(k), key)
-        return out
-    return [] if stored == new else [(prefix, stored, new)]
-
-
-def guard_config(run_dir: Path, cfg_dict: dict, defaults: dict | None = None) -> None:
-    """Refuse to resume a run with a different protocol, strategy, model or exemplar level. `defaults`: what a
-    key the stored config lacks stood for when it was written (trainer.config.stored_defaults)."""
+def guard_config(run_dir: Path, cfg_dict: dict, defaults: dict, keys: list[str]) -> None:
+    """Refuse to resume a run whose config changes a key it reads (`keys`, trainer.config.compare.keys_read).
+    `defaults`: what a key the stored config lacks stood for when it was written (trainer.config.stored_defaults)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
-    old = yaml.safe_load(path.read_text()) or {}
-    diffs = []
-    for section in GUARDED_SECTIONS:
-        stored, default = old.get(section, _MISSING), (defaults or {}).get(section)
-        diffs += [f"{key} ({a!r} -> {b!r})"
-                  for key, a, b in config_diffs(stored, cfg_dict.get(section), default, section)
-                  if key not in NEUTRAL_KEYS]
+    diffs = read_diffs(stored_config(path), cfg_dict, defaults, keys)
     if diffs:
         raise UserError(f"run directory {run_dir} was started with a different configuration: "
                         f"{'; '.join(diffs)}. Use a new --run-dir, or restore these keys to resume")
