@@ -1,7 +1,7 @@
 """Pick the winning setting of a validation search: the run with the highest Ā (ties: lower F).
 
-    python -m benchmarks.choose_setting runs/mnemonics_select --not-candidate herding random
-    python -m benchmarks.choose_setting runs/lwm_select --glob 'b*_g*' --guard-reference '*_g0'
+    python -m analysis.choose_setting runs/mnemonics_select --not-candidate herding random
+    python -m analysis.choose_setting runs/lwm_select --glob 'b*_g*' --guard-reference '*_g0'
 
 Reads every run dir (metrics.json) directly under DIR whose name matches --glob, ranks the complete
 ones and prints one line per run, then the choice. Incomplete runs are listed and never chosen;
@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.collect_table import find_runs
+from analysis.collect_table import find_runs
 
 
 def new_class_accuracy(metrics: dict) -> float:

@@ -1,8 +1,8 @@
 """Turn run directories into a Markdown table like the mnemonics paper's Table 1.
 
-    python benchmarks/collect_table.py runs/table1            # every run dir under runs/table1
-    python benchmarks/collect_table.py RUN1 RUN2 --out table.md
-    python benchmarks/collect_table.py runs/table2 --seeds     # Table-2 style: mean ± std over seeds
+    python -m analysis.collect_table runs/table1            # every run dir under runs/table1
+    python -m analysis.collect_table RUN1 RUN2 --out table.md
+    python -m analysis.collect_table runs/table2 --seeds     # Table-2 style: mean ± std over seeds
 
 One row per run dir (a directory holding metrics.json and config.yaml): method, exemplar selection,
 weight transfer, protocol (B, N), Ā and F (CNN; %), NME Ā where the run had exemplars, top-5 Ā, and
@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from trainer.config.migrate import migrate
 
 
 def find_runs(paths: list[str]) -> list[Path]:
@@ -40,7 +42,7 @@ def _fmt(v, digits: int = 2) -> str:
 
 def row(run: Path) -> dict:
     m = json.loads((run / "metrics.json").read_text())
-    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    cfg = migrate(yaml.safe_load((run / "config.yaml").read_text()) or {}) if (run / "config.yaml").is_file() else {}
     strat = cfg.get("strategy", {}).get("name", "?")
     ex = cfg.get("exemplars", {})
     memory = ex.get("budget") if ex.get("budget") is not None else ex.get("per_class")
@@ -48,22 +50,24 @@ def row(run: Path) -> dict:
     selection = "none" if free else ex.get("selection", "?") + ("+adj" if ex.get("adjust_old") else "")
     if selection.startswith("mnemonics"):           # the exemplar-level knobs a search varies
         mn = ex.get("mnemonics") or {}              # a key an older config lacks: its value then (the paper's)
+        inner, matching = mn.get("unrolled") or {}, mn.get("matching") or {}
         objective = mn.get("objective", "unrolled")
         if objective == "unrolled":
-            knobs = [f"β1={mn.get('lr', 0.01):g}", f"α2={mn.get('inner_lr', 0.01):g}", f"T={mn.get('inner_steps', 50)}"]
+            knobs = [f"β1={mn.get('lr', 0.01):g}", f"α2={inner.get('inner_lr', 0.01):g}",
+                     f"T={inner.get('inner_steps', 50)}"]
         else:
-            knobs = [objective if mn.get("match", "features") == "features" else "gradient matching",
+            knobs = [objective if matching.get("match", "features") == "features" else "gradient matching",
                      f"β1={mn.get('lr', 0.01):g}"]
             if objective == "matching":
-                knobs.append(f"embedders={mn.get('embedders', 'current')}")
+                knobs.append(f"embedders={matching.get('embedders', 'current')}")
         if mn.get("val_batches", 1) != 1:
             knobs.append(f"val_batches={mn['val_batches']}")
-        bn = (mn.get("inner_bn", "batch"), mn.get("val_bn", "batch"))
+        bn = (inner.get("inner_bn", "batch"), inner.get("val_bn", "batch"))
         if bn != ("batch", "batch"):
             knobs.append(f"BN inner/val={bn[0]}/{bn[1]}")
-        for key, default in (("meta_loss", "all"), ("init", "random")):
-            if mn.get(key, default) != default:
-                knobs.append(f"{key}={mn[key]}")
+        for key, default, where in (("meta_loss", "all", inner), ("init", "random", mn)):
+            if where.get(key, default) != default:
+                knobs.append(f"{key}={where[key]}")
         selection += f" ({', '.join(knobs)})"
     proto = cfg.get("protocol", {})
     wall = sum(p.get("wall_s", 0.0) for p in m.get("phases", []))

@@ -1,6 +1,6 @@
 """How far do adjusted exemplars move from the pixels they had when their classes were learned?
 
-    python -m benchmarks.exemplar_drift RUN [RUN ...] [--introduced 0] [--phases 1 5 10 25]
+    python -m analysis.exemplar_drift RUN [RUN ...] [--introduced 0] [--phases 1 5 10 25]
         [--threshold 32] [--out FILE.json]
 
 Eq. 10 adjusts old exemplars in every later phase, each fold against its complement, which is itself

@@ -1,8 +1,8 @@
 """How much does a memory of exemplars teach, by itself? A measure of exemplar quality that needs no
-incremental run (the companion of benchmarks/exemplar_transfer.py, which asks the unrolled objective's
+incremental run (the companion of analysis/exemplar_transfer.py, which asks the unrolled objective's
 own question).
 
-    python -m benchmarks.exemplar_quality RUN [RUN ...] [--phase P] [--epochs 30] [--seeds 0 1]
+    python -m analysis.exemplar_quality RUN [RUN ...] [--phase P] [--epochs 30] [--seeds 0 1]
         [--out FILE.json]
 
 For each run, the exemplar memory sealed at phase P (every class seen by then) is used two ways:
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.exemplar_transfer import load_run, real_images
+from analysis.exemplar_transfer import load_run, real_images
 from core.errors import UserError
 from data_pipeline.loading.augment import augment_exemplars, model_view
 from exemplars.memory import stack_bank

@@ -1,6 +1,6 @@
 """How well do a run's exemplars train the temporary model, beyond the meta-objective's own setting?
 
-    python -m benchmarks.exemplar_transfer RUN [RUN ...] [--phase 0] [--horizons 0 5 25 50 100]
+    python -m analysis.exemplar_transfer RUN [RUN ...] [--phase 0] [--horizons 0 5 25 50 100]
         [--inner-lr 0.01 0.1] [--bn batch running] [--out FILE.json]
 
 The mnemonics objective (Eq. 7-9) asks: after T steps of SGD at α2 from Θ_i on the exemplars E,
@@ -40,7 +40,7 @@ from data_pipeline.loading.augment import model_view
 from data_pipeline.shards.manifest import load_manifest
 from data_pipeline.shards.reader import read_classes
 from exemplars.memory import stack_bank
-from exemplars.mnemonics import start_params, theta_logits, unroll
+from exemplars.unroll import InnerLoop, start_params, theta_logits, unroll
 from exemplars.sharding import class_groups
 from trainer.config import config_from_dict, stored_config
 from trainer.run.session import build_strategy
@@ -106,8 +106,9 @@ def measure(runs: list[Path], phase: int, horizons: list[int], inner_lrs: list[f
             raise UserError(f"{r}: its phase-{phase} model differs from {runs[0]}'s; compare runs that share "
                             "phase 0 (train.base_from) so that only the exemplars differ")
     mn = cfg.exemplars.mnemonics
-    lrs = inner_lrs or [mn.inner_lr]
-    regimes = [(b, b) for b in bns] if bns else [(mn.inner_bn, mn.val_bn)]
+    inner = mn.unrolled
+    lrs = inner_lrs or [inner.inner_lr]
+    regimes = [(b, b) for b in bns] if bns else [(inner.inner_bn, inner.val_bn)]
     groups = class_groups(plan.new_labels(phase), cfg.exemplars.group_size)
     for r, (_, _, _, _, bank) in zip(runs, loaded):
         missing = [l for l in plan.new_labels(phase) if len(bank.get(l, ())) == 0]
@@ -125,8 +126,8 @@ def measure(runs: list[Path], phase: int, horizons: list[int], inner_lrs: list[f
                 done = 0
                 for h in sorted(set(horizons)):
                     with torch.no_grad():
-                        params = {**params, **unroll(model, params, buffers, x, y, h - done, lr,
-                                                     checkpoint=False, inner_bn=inner_bn)}
+                        params = {**params, **unroll(model, (params, buffers), x, y,
+                                                     InnerLoop(h - done, lr, checkpoint=False, bn=inner_bn))}
                     params = {n: p.detach().requires_grad_(model.get_parameter(n).requires_grad)
                               for n, p in params.items()}
                     done = h
@@ -140,7 +141,8 @@ def measure(runs: list[Path], phase: int, horizons: list[int], inner_lrs: list[f
              "T": h, "ce": ce / n, "acc": 100.0 * correct / n, "acc_in_group": 100.0 * within / n, "images": n}
             for (run, split, bn, lr, h), (ce, correct, within, n) in sums.items()]
     return {"phase": phase, "groups": len(groups), "objective": {
-        "inner_steps": mn.inner_steps, "inner_lr": mn.inner_lr, "inner_bn": mn.inner_bn, "val_bn": mn.val_bn},
+        "inner_steps": inner.inner_steps, "inner_lr": inner.inner_lr, "inner_bn": inner.inner_bn,
+        "val_bn": inner.val_bn},
         "rows": rows}
 
 
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phase", type=int, default=0)
     ap.add_argument("--horizons", type=int, nargs="+", default=[0, 5, 25, 50, 100])
     ap.add_argument("--inner-lr", type=float, nargs="+", default=None,
-                    help="α2 values (default: the first run's exemplars.mnemonics.inner_lr)")
+                    help="α2 values (default: the first run's exemplars.mnemonics.unrolled.inner_lr)")
     ap.add_argument("--bn", nargs="+", choices=("batch", "running"), default=None,
                     help="BN regimes of Θ' (default: the first run's inner_bn/val_bn)")
     ap.add_argument("--max-images", type=int, default=None,

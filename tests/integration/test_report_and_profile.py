@@ -155,10 +155,10 @@ def test_profile_train_prints_json_and_writes_a_trace(tmp_path):
 
 
 def test_exemplar_transfer_compares_exemplar_sets_on_one_theta(runs, tmp_path, capsys):
-    """benchmarks/exemplar_transfer.py on a real sealed phase: rows per run x split x BN regime x T',
+    """analysis/exemplar_transfer.py on a real sealed phase: rows per run x split x BN regime x T',
     identical exemplars give identical rows, T' = 0 does not depend on the exemplars, and training
     Θ' on the exemplars changes its loss."""
-    from benchmarks.exemplar_transfer import main as transfer
+    from analysis.exemplar_transfer import main as transfer
 
     herding, finetune, _ = runs
     copy = tmp_path / "copy"
@@ -187,10 +187,10 @@ def test_exemplar_transfer_compares_exemplar_sets_on_one_theta(runs, tmp_path, c
 
 
 def test_exemplar_quality_trains_on_the_memory_alone(runs, tmp_path, capsys):
-    """benchmarks/exemplar_quality.py on a real sealed phase 1: a fresh network and Θ_0 trained on the
+    """analysis/exemplar_quality.py on a real sealed phase 1: a fresh network and Θ_0 trained on the
     memory, scored on held-out images of every seen class; the same memory gives the same rows, and a
     run without exemplars is a one-line error."""
-    from benchmarks.exemplar_quality import main as quality
+    from analysis.exemplar_quality import main as quality
 
     herding, finetune, _ = runs
     copy = tmp_path / "copy"

@@ -1,9 +1,9 @@
-"""benchmarks/choose_setting.py: the rule that picks a validation search's winner."""
+"""analysis/choose_setting.py: the rule that picks a validation search's winner."""
 import json
 
 import pytest
 
-from benchmarks.choose_setting import choose, load_runs, main
+from analysis.choose_setting import choose, load_runs, main
 
 
 def _run(root, name, acc, forgetting, new, status="complete"):

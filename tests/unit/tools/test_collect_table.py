@@ -1,9 +1,9 @@
-"""benchmarks/collect_table.py: run dirs -> a Markdown table of Ā, F and runtime."""
+"""analysis/collect_table.py: run dirs -> a Markdown table of Ā, F and runtime."""
 import json
 
 import yaml
 
-from benchmarks.collect_table import main
+from analysis.collect_table import main
 
 
 def _run(root, name, strategy, selection, wt, acc, base, walls, per_class=20, seed=0, base_from=None):
@@ -63,7 +63,9 @@ def test_collect_table_names_the_searched_mnemonics_knobs(tmp_path, capsys):
 
 def test_collect_table_names_the_objective_and_its_rate(tmp_path, capsys):
     for name, mn in (("proto", {"objective": "prototype", "lr": 0.5, "inner_steps": 5}),
-                     ("gm", {"objective": "matching", "match": "gradients", "embedders": "random", "lr": 0.01})):
+                     ("gm", {"objective": "matching", "match": "gradients", "embedders": "random", "lr": 0.01}),
+                     ("gm_now", {"objective": "matching", "lr": 0.02,            # today's layout
+                                 "matching": {"match": "gradients", "embedders": "both"}})):
         _run(tmp_path, name, "lwf", "mnemonics", False, [80.0, 70.0], [80.0, 65.0], [60.0, 60.0])
         cfg_path = tmp_path / name / "config.yaml"
         cfg = yaml.safe_load(cfg_path.read_text())
@@ -72,4 +74,5 @@ def test_collect_table_names_the_objective_and_its_rate(tmp_path, capsys):
     assert main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| mnemonics (prototype, β1=0.5) |" in out                     # no unrolled knobs (α2, T) beside it
-    assert "| mnemonics (gradient matching, β1=0.01, embedders=random) |" in out
+    assert "| mnemonics (gradient matching, β1=0.01, embedders=random) |" in out     # a config in the older layout
+    assert "| mnemonics (gradient matching, β1=0.02, embedders=both) |" in out

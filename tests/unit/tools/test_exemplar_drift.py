@@ -1,10 +1,10 @@
-"""benchmarks/exemplar_drift.py: pixel drift of old exemplars across sealed phases."""
+"""analysis/exemplar_drift.py: pixel drift of old exemplars across sealed phases."""
 import json
 
 import pytest
 import torch
 
-from benchmarks.exemplar_drift import main, run_drift
+from analysis.exemplar_drift import main, run_drift
 from exemplars.memory import ExemplarMemory
 from trainer.run.storage import sealed_phases
 
