@@ -12,6 +12,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "mnemo" / "torch_extensions"))
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (restored after): tiny tensors run ~10x faster on one thread than on two
+    on a loaded 2-core machine, and avoid OpenMP spin-waits."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def digits_shards(tmp_path_factory):
     """A small real shard set: 10 digit classes, 40 train / 10 test images each, 32 px."""

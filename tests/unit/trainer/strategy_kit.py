@@ -13,15 +13,6 @@ from trainer.methods.strategies.base import Batch, PhaseContext
 from trainer.run.session import build_strategy
 
 
-@pytest.fixture(autouse=False)
-def one_thread():
-    """Tiny tensors: one intra-op thread is ~10x faster than two on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 ROOT = Path(__file__).resolve().parents[3]
 PLAN = make_plan(10, 4, 3, 1993)          # phases of 4, 2, 2, 2 classes
 CPU = torch.device("cpu")

@@ -1,6 +1,6 @@
 """trainer/engine/epoch_loop.py: device-resident loss bookkeeping and the non-finite loss stop."""
 import pytest
-from strategy_kit import PLAN, batch, one_thread, start  # noqa: F401 (fixture)
+from strategy_kit import PLAN, batch, start
 
 from trainer.engine import distributed
 from trainer.engine.deepspeed_engine import Engine

@@ -2,7 +2,7 @@
 class-balanced split held out of the training stage."""
 import pytest
 import torch
-from strategy_kit import PLAN, batch, fill_memory, one_thread, perturb, stage_of, start  # noqa: F401 (fixture)
+from strategy_kit import PLAN, batch, fill_memory, perturb, stage_of, start
 
 from exemplars.memory import ExemplarMemory
 from trainer.engine import distributed

@@ -2,7 +2,7 @@
 and 1, and the registry knows every method of the design card."""
 import pytest
 import torch
-from strategy_kit import batch, fill_memory, one_thread, perturb, start  # noqa: F401 (fixture)
+from strategy_kit import batch, fill_memory, perturb, start
 
 from trainer.methods.strategies.base import REGISTRY
 from trainer.methods.strategies.stages import StageData

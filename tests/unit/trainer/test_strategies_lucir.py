@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from strategy_kit import batch, one_thread, perturb, stage_of, start  # noqa: F401 (fixture)
+from strategy_kit import batch, perturb, stage_of, start
 
 from trainer.methods.models.heads import CosineHead
 from trainer.methods.strategies.lucir import less_forget_loss, margin_ranking_loss

@@ -3,7 +3,7 @@ prediction equals a brute-force nearest class mean."""
 import pytest
 import torch
 import torch.nn.functional as F
-from strategy_kit import batch, fill_memory, one_thread, perturb, start  # noqa: F401 (fixture)
+from strategy_kit import batch, fill_memory, perturb, start
 
 from trainer.methods.losses import kd_loss
 from trainer.methods.strategies.stages import Train

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from strategy_kit import batch, one_thread, perturb, start  # noqa: F401 (fixture)
+from strategy_kit import batch, perturb, start
 
 from trainer.methods.strategies.lwm import (
     attention_distillation_loss,

@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch
-from strategy_kit import one_thread  # noqa: F401 (fixture)
 from torch import nn
 
 from trainer.methods.models import weight_transfer as wt
