@@ -90,7 +90,7 @@ def test_base_inheritance_and_missing_file(tmp_path):
 
 def test_incremental_lr_applies_to_later_phases_only():
     from trainer.methods.strategies.stages import Train
-    from trainer.run.phase import default_spec
+    from trainer.run.stage_runners import default_spec
 
     cfg = load_config(ROOT / "configs" / "glyphs.yaml", ["train.incremental_lr=0.01"])
     base, later = default_spec(Train(), cfg.train, 0), default_spec(Train(), cfg.train, 1)

@@ -1,12 +1,12 @@
 """The steps of a phase as small objects: what a stage trains, on which data, with which schedule.
 
-A strategy lists its stages (`Strategy.stages`); the run executes them in order. A model-level stage
-(`trains = True`) is run through the engine: the run builds its data (`StageData`: the phase's real
-images and the old exemplars, or only exemplars for the balanced fine-tune), lets the stage narrow it
-(`data`), lets it change the model from that data before training (`prepare`: LUCIR imprints new-class
-weights), asks its schedule (`spec`; None means the run's default for "train" and
-"balanced_finetune"), calls `before`, trains with `loss`, then calls `after`. The exemplar stage
-(`trains = False`) marks where the run updates the exemplar memory.
+A strategy lists its stages (`Strategy.stages`); the run executes them in order, each through the runner
+of its `kind` (trainer/run/stage_runners.py). A model-level stage (`kind = "model"`) is run through the
+engine: the run builds its data (`StageData`: the phase's real images and the old exemplars, or only
+exemplars for the balanced fine-tune), lets the stage narrow it (`data`), lets it change the model from
+that data before training (`prepare`: LUCIR imprints new-class weights), asks its schedule (`spec`; None
+means the run's default for "train" and "balanced_finetune"), calls `before`, trains with `loss`, then
+calls `after`. The exemplar stage (`kind = "exemplars"`) marks where the run updates the exemplar memory.
 
 A method's own stage is a subclass in the method's module (BiC's bias correction), so its data,
 schedule, frozen parameters and loss live in one class instead of `if stage == ...` branches.
@@ -37,9 +37,12 @@ class StageSpec:
 
 class Stage:
     name: ClassVar[str] = "stage"
-    trains: ClassVar[bool] = True          # False: the exemplar level
+    kind: ClassVar[str] = "model"          # the runner that runs it: "model" (the engine) | "exemplars"
     distills: ClassVar[bool] = False       # whether the strategy's loss distils from Θ_{i-1} here
     rehearses: ClassVar[bool] = True       # the run's data: D_i and the old exemplars (else: all exemplars)
+    # the phase's main training on D_i: phase 0's may be reused from another run (train.base_from), and its
+    # epochs are the ones a selection's snapshot of the model counts
+    main: ClassVar[bool] = False
 
     def spec(self, ctx: PhaseContext) -> StageSpec | None:
         return None
@@ -67,12 +70,13 @@ class Train(Stage):
     """Model-level training on D_i ∪ E_{0:i-1} (Eq. 5-6), train.* hyperparameters by default."""
     name = "train"
     distills = True
+    main = True
 
 
 class Exemplars(Stage):
     """The exemplar level: select (or optimise) new exemplars, adjust old ones, trim to the budget."""
     name = "exemplars"
-    trains = False
+    kind = "exemplars"
 
 
 class BalancedFinetune(Stage):

@@ -16,6 +16,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from core import atomic
 from core.errors import UserError
@@ -84,22 +85,30 @@ def _write_pointer(run_dir: Path, point: dict, extra: dict, memory=None) -> dict
     return written
 
 
-def save_stage_done(run_dir: Path, dist_info, phase: int, stage_index: int, stage: str, extra: dict,
-                    memory=None) -> None:
+class Place(NamedTuple):
+    """Where in a run a checkpoint is taken: the phase, the stage's index and name, and the last finished epoch
+    of an interrupted stage (None: the stage is complete)."""
+    phase: int
+    stage_index: int
+    stage: str
+    epoch: int | None = None
+
+    def pointer(self, engine_tag: str | None) -> dict:
+        return {**self._asdict(), "engine_tag": engine_tag}
+
+
+def save_stage_done(run_dir: Path, dist_info, place: Place, extra: dict, memory=None) -> None:
     if dist_info.is_main:
-        _write_pointer(run_dir, {"phase": phase, "stage_index": stage_index, "stage": stage, "epoch": None,
-                                 "engine_tag": None}, extra, memory)
+        _write_pointer(run_dir, place.pointer(None), extra, memory)
     distributed.barrier()
 
 
-def save_in_stage(run_dir: Path, dist_info, engine, phase: int, stage_index: int, stage: str, epoch: int,
-                  extra: dict, memory=None) -> None:
-    tag = f"p{phase:02d}-s{stage_index}-e{epoch}"
+def save_in_stage(run_dir: Path, dist_info, engine, place: Place, extra: dict, memory=None) -> None:
+    tag = f"p{place.phase:02d}-s{place.stage_index}-e{place.epoch}"
     engine.save_checkpoint(_root(run_dir) / "engine", tag)       # collective: every rank calls it
     distributed.barrier()
     if dist_info.is_main:
-        _write_pointer(run_dir, {"phase": phase, "stage_index": stage_index, "stage": stage, "epoch": epoch,
-                                 "engine_tag": tag}, extra, memory)
+        _write_pointer(run_dir, place.pointer(tag), extra, memory)
     distributed.barrier()
 
 

@@ -22,7 +22,7 @@ from trainer.engine.distributed import barrier, broadcast_object, exchange_tenso
 from trainer.run import run_profile
 from trainer.run.metrics import MetricsLog
 from trainer.run.storage import in_phase_checkpoint, sealed_phases
-from trainer.run.storage.in_phase_checkpoint import StagePoint
+from trainer.run.storage.in_phase_checkpoint import Place, StagePoint
 
 OWN_FILES = ("model", "memory")          # keys of a sealed phase with a file of their own
 
@@ -122,15 +122,15 @@ class RunDir:
     def restore_point(self, point: StagePoint, states: Mapping[str, Stateful]) -> None:
         _load_states({k: v for k, v in states.items() if k in point.extra}, point.extra)
 
-    def save_stage_done(self, phase: int, index: int, stage: str, states: Mapping[str, Stateful]) -> None:
+    def save_stage_done(self, place: Place, states: Mapping[str, Stateful]) -> None:
+        """A checkpoint after a complete stage (`place.epoch` None)."""
         rest, memory = _memory_apart(states)
-        in_phase_checkpoint.save_stage_done(self.path, self.dist, phase, index, stage, _states_of(rest), memory)
+        in_phase_checkpoint.save_stage_done(self.path, self.dist, place, _states_of(rest), memory)
 
-    def save_in_stage(self, engine, phase: int, index: int, stage: str, epoch: int,
-                      states: Mapping[str, Stateful]) -> None:
+    def save_in_stage(self, engine, place: Place, states: Mapping[str, Stateful]) -> None:
+        """A checkpoint inside a model-level stage after epoch `place.epoch`, with the engine's own."""
         rest, memory = _memory_apart(states)
-        in_phase_checkpoint.save_in_stage(self.path, self.dist, engine, phase, index, stage, epoch,
-                                          _states_of(rest), memory)
+        in_phase_checkpoint.save_in_stage(self.path, self.dist, engine, place, _states_of(rest), memory)
 
     def engine_dir(self) -> Path:
         return in_phase_checkpoint.engine_dir(self.path)

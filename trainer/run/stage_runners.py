@@ -1,0 +1,172 @@
+"""How a stage of a phase runs, one runner per kind of stage (`Stage.kind`), so the phase never asks what a stage is.
+
+* "model": a model-level stage trains through a fresh engine on the data the stage narrows from the phase's
+  (D_i and the old exemplars, or every seen class's exemplars), with its own schedule or the run's default;
+  in-phase checkpoints every `train.checkpoint_every` epochs; phase 0's main training is taken from another
+  run where `train.base_from` says so; the model is kept after the epoch a selection's snapshot asks for.
+* "exemplars": the exemplar level (Algorithm 1, steps 10-17) through exemplars.update.update_memory.
+
+`RUNNERS[stage.kind].run(phase, k, stage, resume)` returns whether the stage did anything (the phase then
+saves an in-phase checkpoint saying it is complete). A new kind of stage is a class here and a name.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from core import faults, seeds
+from data_pipeline.loading.batch_plan import BatchPlan
+from data_pipeline.loading.loaders import resolve_loader, train_batches
+from exemplars.memory import STORE_DTYPE
+from exemplars.selections.base import SelectionContext
+from exemplars.update import Collectives, PhaseClasses, update_memory
+from trainer.engine import distributed
+from trainer.engine.deepspeed_engine import Engine
+from trainer.engine.epoch_loop import StageRun, run_epochs
+from trainer.methods.schedule import scaled_milestones, step_lr
+from trainer.methods.strategies.base import Batch
+from trainer.methods.strategies.stages import Stage, StageData, StageSpec
+from trainer.run import base_from
+from trainer.run.storage.in_phase_checkpoint import Place
+
+if TYPE_CHECKING:
+    from trainer.run.phase import Phase, Resume
+
+log = logging.getLogger("mnemo")
+
+
+def default_spec(stage: Stage, train, phase: int) -> StageSpec | None:
+    """The run's schedule of "train" (train.*) and "balanced_finetune" (train.finetune_*)."""
+    if stage.name == "train":
+        epochs = train.base_epochs if (phase == 0 and train.base_epochs) else train.epochs
+        ms = scaled_milestones(train.lr_milestones, train.epochs, epochs)
+        lr = train.incremental_lr if (phase > 0 and train.incremental_lr is not None) else train.lr
+        return StageSpec(epochs, lr, lambda e: step_lr(lr, e, ms, train.lr_gamma, train.warmup_epochs))
+    if stage.name == "balanced_finetune":
+        return StageSpec(train.finetune_epochs, train.finetune_lr, lambda e: train.finetune_lr)
+    return None
+
+
+class ModelStage:
+    """Trains a model-level stage through a fresh engine."""
+
+    def run(self, phase: Phase, k: int, stage: Stage, resume: Resume | None) -> bool:
+        s = phase.s
+        if phase.index == 0 and s.base is not None and stage.main:
+            base_from.load_into(s.model, s.base)             # phase-0 training is shared with the base run
+            log.info("phase 0: reusing the trained model of %s (train.base_from)", s.base)
+            s.events.write(event="base_from", run=str(s.base))
+            return True
+        return self.train(phase, k, stage, resume)
+
+    @staticmethod
+    def data(phase: Phase, stage: Stage) -> StageData:
+        """The run's data for `stage` (D_i and the old exemplars, or every seen class's exemplars), as the
+        stage narrows it."""
+        s, ctx = phase.s, phase.ctx
+        if not stage.rehearses:
+            data = StageData(None, None, *s.memory.tensors(ctx.seen_labels, STORE_DTYPE))
+        else:
+            ex = s.memory.tensors(ctx.old_labels, STORE_DTYPE) if s.strategy.uses_exemplars else (None, None)
+            data = StageData(phase.real, phase.real_labels, *ex)
+        return stage.data(ctx, data)
+
+    def train(self, phase: Phase, k: int, stage: Stage, resume: Resume | None) -> bool:
+        """False when there is nothing to train (then no checkpoint either)."""
+        s, ctx, t = phase.s, phase.ctx, phase.s.cfg.train
+        data = self.data(phase, stage)
+        stage.prepare(ctx, data)
+        spec = stage.spec(ctx) or default_spec(stage, t, phase.index)
+        if spec is None:
+            raise RuntimeError(f"stage '{stage.name}' of strategy '{s.strategy.name}' has no spec")
+        if spec.epochs <= 0 or len(data) < s.dist.world:
+            return False
+        plan = BatchPlan(t.batch_size, seeds.seed_of("stage_batches", s.cfg.seed, phase.index), s.dist)
+        batches = train_batches(resolve_loader(s.cfg.data.loader, s.dist.device), s.cfg.data, data, phase.real,
+                                s.manifest, plan, s.plan.label_of())
+        stage.before(ctx)
+        wd = t.weight_decay if spec.weight_decay is None else spec.weight_decay
+        with Engine(s.model, s.dist, t.batch_size, spec.lr, t.momentum, wd, s.cfg.engine) as engine:
+            if resume is not None:
+                engine.load_checkpoint(s.run_dir.engine_dir(), resume.engine_tag)
+
+            def on_epoch_end(epoch, engine=engine):
+                if stage.main:
+                    phase.keep_snapshot(epoch, spec.epochs, engine.module)
+                every = t.checkpoint_every
+                if every and (epoch + 1) % every == 0 and epoch + 1 < spec.epochs:
+                    s.run_dir.save_in_stage(engine, Place(phase.index, k, stage.name, epoch), phase.point_states(False))
+                faults.maybe_fail(stage.name, phase.index, epoch)
+
+            start = 0 if resume is None else resume.epoch + 1
+            run = StageRun(stage.name, phase.index, spec.epochs, spec.lr_at, start, t.log_every, on_epoch_end)
+            try:
+                figures = run_epochs(engine, lambda model, x, y: stage.loss(s.strategy, model, Batch(x, y)), batches,
+                                     run, s.events)
+            finally:
+                batches.close()
+        timings = phase.timings.value
+        timings[f"{stage.name}_s"] = timings.get(f"{stage.name}_s", 0.0) + figures["seconds"]
+        timings[f"{stage.name}_img_s"] = figures["img_s"]
+        s.model = ctx.model = engine.module
+        stage.after(ctx)
+        return True
+
+
+class ExemplarStage:
+    """The exemplar level: select (or optimise) new exemplars, adjust old ones, trim to the budget."""
+
+    def run(self, phase: Phase, k: int, stage: Stage, resume: Resume | None) -> bool:
+        s, ctx, real = phase.s, phase.ctx, phase.real
+
+        def group_images(labels):                      # one class group's D_i, decoded as a selection takes it
+            ids = s.plan.class_ids(labels)
+            return real.lazy(ids), phase.real_labels[real.span(ids)]
+
+        counts = {label: real.counts[s.plan.order[label]] for label in ctx.new_labels}
+        sel = SelectionContext(s.cfg.seed, phase.index, s.dist.device, s.cfg.eval.batch_size, s.cfg.data.preset,
+                               previous=s.strategy.teacher, snapshot=self.snapshot_model(phase),
+                               image_size=s.cfg.data.image_size)
+        t0 = time.perf_counter()
+        info = update_memory(s.model, s.memory, PhaseClasses(ctx.new_labels, ctx.old_labels, group_images, counts),
+                             s.cfg.exemplars, sel, s.dist,
+                             Collectives(distributed.exchange_objects, distributed.exchange_tensors))
+        s.events.write(event="exemplars", phase=phase.index, **info)
+        s.events.image("exemplars/new_classes", exemplar_grid(s.memory, ctx.new_labels))
+        phase.exemplar_info.value = info
+        phase.timings.value["exemplars_s"] = time.perf_counter() - t0
+        phase.snapshot.value = None                     # used: later checkpoints of the phase need not carry it
+        return True
+
+    @staticmethod
+    def snapshot_model(phase: Phase) -> torch.nn.Module | None:
+        """The kept snapshot as a copy of the phase's model (eval mode; its parameters keep the model's
+        requires_grad flags, which say what the unrolled Θ' trains), or None."""
+        if not phase.snapshot_at:
+            return None
+        if phase.snapshot.value is None:
+            log.warning("phase %d: no snapshot of this phase's training to start the exemplar level from (%s); it "
+                        "starts from the trained model", phase.index, "phase 0 is reused by train.base_from"
+                        if phase.index == 0 and phase.s.base is not None else "nothing was trained")
+            return None
+        snap = copy.deepcopy(phase.s.model)
+        snap.load_state_dict(phase.snapshot.value)
+        return snap.eval()
+
+
+def exemplar_grid(memory, labels: list[int], classes: int = 4, per_class: int = 8) -> torch.Tensor:
+    """One image (C, H, W) of the first exemplars of a few classes, a row per class (TensorBoard)."""
+    from torchvision.utils import make_grid
+
+    rows = [memory.get(label)[:per_class].float() for label in labels[:classes] if label in memory.bank]
+    rows = [torch.cat([r, r.new_zeros((per_class - len(r), *r.shape[1:]))]) for r in rows if len(r)]
+    if not rows:
+        return torch.zeros(3, 1, 1)
+    return make_grid(torch.cat(rows), nrow=per_class, padding=1, pad_value=1.0)
+
+
+RUNNERS = {"model": ModelStage(), "exemplars": ExemplarStage()}
