@@ -1,10 +1,10 @@
 """Per-phase time of the 25-phase ImageNet-1k recipe on a GPU cluster, from measured per-step costs and
-stated assumptions, for the trainer as it is and as it was before the cluster-speed work.
+stated assumptions.
 
     python -m benchmarks.cluster_estimate [--gpus 16] [--gpu-img-s 3500] [--json]
 
 Every input is a flag, so a figure measured on a real cluster (`scripts/gpu_check.sh`: `train_img_s`,
-`syncs_per_step`, `decode_img_s`) replaces its assumption. Defaults:
+`syncs_per_step`, `decode_img_s`) replaces its assumption (`--syncs-per-step`, ...). Defaults:
 
 * measured here (CPU, docs/benchmarks.md): host syncs per step (`mnemo profile syncs`), in-phase
   checkpoint bytes (tests/unit/trainer/test_in_phase_checkpoint.py), PIL decode + resize rate per core
@@ -55,80 +55,55 @@ class Costs:
     feature_img_s: float = 10000.0     # assumed: herding's forward, per GPU
     pil_img_s: float = 150.0           # measured order (CPU, one core): decode + resize of a ~500x375 JPEG
     decode_threads: int = 8            # data.workers of the recipe
-    syncs_before: float = 11.2         # measured (mnemo profile syncs at 36af3bf, 3 rebuilds): before the speed work
-    syncs_now: float = 0.1             # measured (mnemo profile syncs): now (two reads per epoch, at its end)
+    syncs_per_step: float = 0.1        # measured (mnemo profile syncs): two reads per epoch, at its end
     read_latency_s: float = 0.5e-3     # assumed: one positioned read of a sample on a shared file system
-    open_s: float = 2e-3               # assumed: opening (and closing) a shard file there
-    shards_per_class: int = 1          # ~140 MB of JPEGs a class: one shard at the converter's size limit
-    read_threads: int = 8              # the DALI loader's readers (now): data.workers of the recipe, at most 8
+    read_threads: int = 8              # the DALI loader's readers: data.workers of the recipe, at most 8
 
 
-def _phase(c: Costs, i: int, now: bool) -> dict:
+def _phase(c: Costs, i: int) -> dict:
     new = c.base if i == 0 else c.new_per_phase
     old = 0 if i == 0 else c.base + (i - 1) * c.new_per_phase
     seen = new + old
     real, ex = new * c.train_per_class, old * c.exemplars
     steps = math.ceil((real + ex) / (c.gpus * c.per_rank_batch)) * c.epochs
     compute = c.epochs * (real + ex) / (c.gpus * c.gpu_img_s)
-    # reading a step's encoded images: before, serially in the training thread, reopening a file for most
-    # reads once a phase had more shards than the 128 file handles; now ahead of the step on threads
-    shards = new * c.shards_per_class
+    # a step's encoded images are read ahead of it on `read_threads` threads: hidden unless slower than compute
     real_per_step = c.per_rank_batch * real / (real + ex)
-    if now:
-        reads = steps * real_per_step * c.read_latency_s / c.read_threads
-        compute_or_reads = max(compute, reads)
-    else:
-        miss = max(0.0, 1 - 128 / shards)
-        reads = steps * real_per_step * (c.read_latency_s + miss * c.open_s)
-        compute_or_reads = compute + reads
-    syncs = steps * (c.syncs_now if now else c.syncs_before) * c.sync_cost_s
-    # before: the exemplar part of every batch was a blocking pageable float32 copy
-    ex_copy = 0.0 if now else steps * c.per_rank_batch * ex / (real + ex) * 2 * EXEMPLAR_FP16_BYTES / (c.pageable_gb_s * 1e9)
-    pipelines = (2 if now else c.epochs + c.finetune_epochs) * c.pipeline_build_s
+    reads = steps * real_per_step * c.read_latency_s / c.read_threads
+    syncs = steps * c.syncs_per_step * c.sync_cost_s
+    pipelines = 2 * c.pipeline_build_s                    # one DALI pipeline per stage (train, fine-tune)
     ft = c.finetune_epochs * (seen * c.exemplars) / (c.gpus * c.gpu_img_s) if i > 0 else 0.0
-    val = seen * c.val_per_class
-    if now:              # each rank decodes its part through DALI (nvJPEG)
-        evaluate = val / c.gpus / c.nvjpeg_img_s + val / c.gpus / c.feature_img_s
-    else:                # every rank decoded every chunk serially with PIL, then kept its slice
-        evaluate = val / c.pil_img_s + val / c.gpus / c.feature_img_s
-    group = 1 if now else 10
-    groups = math.ceil(new / group)
-    per_rank_classes = math.ceil(groups / c.gpus) * group
+    val = seen * c.val_per_class                          # each rank decodes its part through DALI (nvJPEG)
+    evaluate = val / c.gpus / c.nvjpeg_img_s + val / c.gpus / c.feature_img_s
+    per_rank_classes = math.ceil(new / c.gpus)            # one class per group, spread over the ranks
     imgs = per_rank_classes * c.train_per_class
-    select = imgs / (c.pil_img_s * (c.decode_threads if now else 1)) + imgs / c.feature_img_s
+    select = imgs / (c.pil_img_s * c.decode_threads) + imgs / c.feature_img_s
     memory_bytes = (old + new) * c.exemplars * EXEMPLAR_FP16_BYTES
-    exchange = new * c.exemplars * EXEMPLAR_FP16_BYTES * (1 if now else 3) / (c.fs_gb_s * 1e9)   # pickles ~3x
-    ckpt_writes = (2 if now else c.epochs + 2) * memory_bytes / (c.fs_gb_s * 1e9)
-    resume_read = memory_bytes * (1 if now else c.gpus) / (c.fs_gb_s * 1e9)
-    parts = {"train": compute_or_reads + syncs + ex_copy, "finetune": ft, "pipelines": pipelines,
+    exchange = new * c.exemplars * EXEMPLAR_FP16_BYTES / (c.fs_gb_s * 1e9)
+    ckpt_writes = 2 * memory_bytes / (c.fs_gb_s * 1e9)    # the memory's file once in the phase, then sealed
+    resume_read = memory_bytes / (c.fs_gb_s * 1e9)        # rank 0 reads it and sends it to the others
+    parts = {"train": max(compute, reads) + syncs, "finetune": ft, "pipelines": pipelines,
              "engines": 2 * c.engine_setup_s, "eval": evaluate, "exemplars": select + exchange,
              "checkpoints": ckpt_writes, "job_start": c.job_start_s + resume_read}
     return {"phase": i, "seconds": {k: round(v, 1) for k, v in parts.items()}, "total_s": round(sum(parts.values()), 1),
-            "of_which_compute_s": round(compute + ft, 1), "syncs_s": round(syncs, 1), "ex_copy_s": round(ex_copy, 1), "reads_s": round(reads, 1)}
+            "of_which_compute_s": round(compute + ft, 1), "syncs_s": round(syncs, 1), "reads_s": round(reads, 1)}
 
 
 def estimate(c: Costs) -> dict:
-    out = {}
-    for label, now in (("before", False), ("now", True)):
-        rows = [_phase(c, i, now) for i in range(c.phases + 1)]
-        total = sum(r["total_s"] for r in rows)
-        out[label] = {"phase_0": rows[0], "phase_1": rows[1], "phase_25": rows[-1], "total_h": round(total / 3600, 2),
-                      "compute_h": round(sum(r["of_which_compute_s"] for r in rows) / 3600, 2)}
-    out["costs"] = asdict(c)
-    return out
+    rows = [_phase(c, i) for i in range(c.phases + 1)]
+    total = sum(r["total_s"] for r in rows)
+    return {"phase_0": rows[0], "phase_1": rows[1], "phase_25": rows[-1], "total_h": round(total / 3600, 2),
+            "compute_h": round(sum(r["of_which_compute_s"] for r in rows) / 3600, 2), "costs": asdict(c)}
 
 
 def _table(e: dict) -> str:
-    lines = ["| trainer | phase | " + " | ".join(e["now"]["phase_0"]["seconds"]) + " | total |",
-             "|---|---|" + "---|" * (len(e["now"]["phase_0"]["seconds"]) + 1)]
-    for label in ("before", "now"):
-        for key in ("phase_0", "phase_1", "phase_25"):
-            r = e[label][key]
-            lines.append(f"| {label} | {r['phase']} | " + " | ".join(f"{v:,.0f}" for v in r["seconds"].values())
-                         + f" | {r['total_s']:,.0f} s |")
-    for label in ("before", "now"):
-        lines.append(f"\n{label}: whole run {e[label]['total_h']:.2f} h of allocation, of which "
-                     f"{e[label]['compute_h']:.2f} h GPU compute")
+    lines = ["| phase | " + " | ".join(e["phase_0"]["seconds"]) + " | total |",
+             "|---|" + "---|" * (len(e["phase_0"]["seconds"]) + 1)]
+    for key in ("phase_0", "phase_1", "phase_25"):
+        r = e[key]
+        lines.append(f"| {r['phase']} | " + " | ".join(f"{v:,.0f}" for v in r["seconds"].values())
+                     + f" | {r['total_s']:,.0f} s |")
+    lines.append(f"\nwhole run {e['total_h']:.2f} h of allocation, of which {e['compute_h']:.2f} h GPU compute")
     return "\n".join(lines)
 
 

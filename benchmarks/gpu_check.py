@@ -38,11 +38,11 @@ def _sizes(smoke: bool) -> dict:
 
 
 def check_synthetic(smoke: bool) -> dict:
-    from benchmarks.train_profile import profile_train
+    from benchmarks.train_profile import TrainProfile, profile_train
 
     z = _sizes(smoke)
-    out = profile_train(z["arch"], z["size"], "bf16", True, z["batch"], z["steps"], z["warmup"], z["classes"],
-                        device="cpu" if smoke else "cuda")
+    out = profile_train(TrainProfile(z["arch"], z["size"], "bf16", True, z["batch"], z["steps"], z["warmup"],
+                                     z["classes"], device="cpu" if smoke else "cuda"))
     return {k: out[k] for k in ("arch", "image_size", "batch_size", "precision", "img_s", "step_ms", "split_ms",
                                 "peak_mem_mb", "device_name")}
 
@@ -159,13 +159,13 @@ def _count(run, steps: int) -> dict:
 
 def _jpeg_shards(root: Path, smoke: bool) -> Path:
     """ImageNet-shaped JPEG shards: 1000 classes x 4 (toy: 100 x 2) real photo crops of 300-500 px."""
-    from data_pipeline.convert.imagenet import convert_imagenet
-    from data_pipeline.fixtures import write_imagenet_tree
+    from benchmarks.image_trees import write_imagenet_tree
+    from data_pipeline.convert.imagenet import ImagenetOptions, convert_imagenet
 
     classes, per_class, side = (100, 2, (40, 80)) if smoke else (1000, 4, (300, 500))
-    tree = write_imagenet_tree(root / "tree", classes=classes, train_per_class=per_class, val_per_class=1,
-                               min_side=side[0], max_side=side[1], quirks=False, quality=90)
-    convert_imagenet(tree["train"], tree["val"], root / "shards", workers=min(8, os.cpu_count() or 1),
+    tree = write_imagenet_tree(root / "tree", classes=classes, per_class=(per_class, 1), sides=side, quirks=False,
+                               quality=90)
+    convert_imagenet(tree["train"], tree["val"], root / "shards", ImagenetOptions(workers=min(8, os.cpu_count() or 1)),
                      progress=lambda *a: None)
     return root / "shards"
 
@@ -239,11 +239,11 @@ def check_nccl(smoke: bool) -> dict:
     if torch.cuda.device_count() < 2:
         return {"skipped": f"{torch.cuda.device_count()} GPU(s) here; the two-process NCCL run needs two"}
     from data_pipeline.convert.imagefolder import convert_imagefolder
-    from data_pipeline.fixtures import write_digits_tree
+    from benchmarks.image_trees import write_digits_tree
 
     with tempfile.TemporaryDirectory() as tmp:
         train, val = write_digits_tree(Path(tmp) / "tree")
-        convert_imagefolder(train, val, Path(tmp) / "shards", size=32, progress=lambda *a: None)
+        convert_imagefolder(train, val, Path(tmp) / "shards", progress=lambda *a: None)
         run = Path(tmp) / "run"
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "mnemo.cli", "train", "--config", "configs/glyphs.yaml",

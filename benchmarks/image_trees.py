@@ -1,4 +1,4 @@
-"""Small real image trees for tests and smoke runs (no downloads).
+"""Small real image trees for profiling, smoke runs and tests (no downloads): the inputs of the converters.
 
 `write_imagenet_tree` writes an ImageNet-shaped tree (synset folders of real JPEGs at varied sizes,
 validation in any of the standard forms) for the ImageNet converter and the DALI loaders.
@@ -77,11 +77,12 @@ def _write_meta_mat(path: Path, synsets: list[str], ids: list[int]) -> None:
     savemat(str(path), {"synsets": arr})
 
 
-def write_imagenet_tree(root: str | Path, classes: int = 1000, train_per_class: int = 2, val_per_class: int = 1,
-                        val_form: str = "kaggle", min_side: int = 40, max_side: int = 160, quirks: bool = True,
+def write_imagenet_tree(root: str | Path, classes: int = 1000, per_class: tuple[int, int] = (2, 1),
+                        val_form: str = "kaggle", sides: tuple[int, int] = (40, 160), quirks: bool = True,
                         quality: int = 85, seed: int = 0) -> dict:
-    """An ImageNet-shaped tree of real JPEGs (crops of scikit-learn's bundled sample photos) at varied
-    sizes: `root/train/<synset>/<synset>_<k>.JPEG` and a validation set in `val_form`:
+    """An ImageNet-shaped tree of real JPEGs (crops of scikit-learn's bundled sample photos), `per_class` =
+    (train, val) images per class, each side drawn from `sides` (least, most): `root/train/<synset>/<synset>_<k>.JPEG`
+    and a validation set in `val_form`:
     kaggle (flat val/ + LOC_val_solution.csv + LOC_synset_mapping.txt), devkit (flat +
     ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt + meta.mat), tf (flat +
     imagenet_2012_validation_synset_labels.txt), caffe (flat + val.txt `<file> <index>`) or folders
@@ -90,6 +91,7 @@ def write_imagenet_tree(root: str | Path, classes: int = 1000, train_per_class: 
     if val_form not in VAL_FORMS:
         raise ValueError(f"val_form must be one of {VAL_FORMS}")
     root = Path(root)
+    (train_per_class, val_per_class), (min_side, max_side) = per_class, sides
     rng = np.random.default_rng(seed)
     sources = _sample_images()
     synsets = synset_ids(classes)

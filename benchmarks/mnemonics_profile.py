@@ -27,6 +27,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -124,12 +125,23 @@ def run_isolated(cfg: dict, timeout: float | None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def profile_mnemonics(steps=(1, 5, 25, 50), sizes=(32, 224), checkpoint=(True, False),
-                      segments=(0, 1), classes: int = 2, per_class: dict | None = None,
-                      val_batch: dict | None = None, repeats: int = 1, device: str | None = None,
-                      threads: int | None = None, timeout: float | None = None,
-                      log=None) -> dict:
-    """Measure every (image size, T, checkpoint) combination, each in a fresh subprocess.
+@dataclass(frozen=True)
+class Grid:
+    """The configurations `profile_mnemonics` measures: every (image size, T, checkpointing) of these."""
+    steps: tuple = (1, 5, 25, 50)
+    sizes: tuple = (32, 224)
+    checkpoint: tuple = (True, False)
+    segments: tuple = (0, 1)
+    classes: int = 2
+    per_class: dict | None = None
+    val_batch: dict | None = None
+    repeats: int = 1
+    device: str | None = None
+    threads: int | None = None
+
+
+def profile_mnemonics(grid: Grid = Grid(), timeout: float | None = None, log=None) -> dict:
+    """Measure every (image size, T, checkpoint) combination of `grid`, each in a fresh subprocess.
 
     With checkpointing on, each value of `segments` is measured (exemplars.mnemonics.unrolled.
     checkpoint_segment: 0 = two-level, ceil(sqrt(T)) steps per segment, the default; 1 = per-step
@@ -142,9 +154,11 @@ def profile_mnemonics(steps=(1, 5, 25, 50), sizes=(32, 224), checkpoint=(True, F
     """
     import torch
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    per_class = {32: 10, 224: 1, **(per_class or {})}
-    val_batch = {32: 32, 224: 4, **(val_batch or {})}
+    steps, sizes, checkpoint, segments = grid.steps, grid.sizes, grid.checkpoint, grid.segments
+    classes, repeats, threads = grid.classes, grid.repeats, grid.threads
+    device = grid.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    per_class = {32: 10, 224: 1, **(grid.per_class or {})}
+    val_batch = {32: 32, 224: 4, **(grid.val_batch or {})}
     modes = [(True, seg) for seg in segments if True in checkpoint]
     modes += [(False, 0)] if False in checkpoint else []
     results = []
@@ -284,7 +298,7 @@ def measure_objective(size: int, inner_steps: int, device: torch.device, repeats
 
 def project_objectives(rows: list[dict], steps: int, costs: Costs) -> list[dict]:
     """Each 224 px objective's exemplar level per rank, and its share of the recipe's phase 1 and 25."""
-    est = estimate(costs)["now"]
+    est = estimate(costs)
     per_rank = {"phase_0": math.ceil(costs.base / costs.gpus),
                 "phase_1": math.ceil(costs.new_per_phase / costs.gpus),
                 "phase_25": math.ceil(costs.new_per_phase / costs.gpus)}
@@ -354,10 +368,9 @@ def main(argv=None) -> None:
     as_int = lambda d: {int(k): v for k, v in d.items()} if d else None  # noqa: E731
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.verbose else None
     shares = [phase_share(r) for r in args.run]          # before the (long) measurements: fail fast
-    out = profile_mnemonics(
-        tuple(args.steps), tuple(args.sizes), ck, tuple(args.segments), args.classes,
-        as_int(args.per_class), as_int(args.val_batch), args.repeats, args.device, args.threads,
-        args.timeout, log) if not args.share_only else {}
+    grid = Grid(tuple(args.steps), tuple(args.sizes), ck, tuple(args.segments), args.classes, as_int(args.per_class),
+                as_int(args.val_batch), args.repeats, args.device, args.threads)
+    out = profile_mnemonics(grid, args.timeout, log) if not args.share_only else {}
     if shares:
         out["phase_share"] = shares
     print(json.dumps(out))

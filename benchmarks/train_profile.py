@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_SIZE = {"resnet18": 224, "resnet32": 32, "resnet20": 32}
@@ -50,10 +51,27 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def profile_train(arch: str = "resnet18", size: int | None = None, precision: str = "fp32",
-                  channels_last: bool = False, batch_size: int = 32, steps: int = 10, warmup: int = 2,
-                  classes: int = 100, threads: int | None = None, device: str = "auto",
-                  trace: str | None = None, trace_steps: int = 3) -> dict:
+@dataclass(frozen=True)
+class TrainProfile:
+    """What `profile_train` measures: the command line's options (see _parser)."""
+    arch: str = "resnet18"
+    size: int | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
+    batch_size: int = 32
+    steps: int = 10
+    warmup: int = 2
+    classes: int = 100
+    threads: int | None = None
+    device: str = "auto"
+    trace: str | None = None
+    trace_steps: int = 3
+
+
+def profile_train(spec: TrainProfile = TrainProfile()) -> dict:
+    arch, size, precision, channels_last = spec.arch, spec.size, spec.precision, spec.channels_last
+    batch_size, steps, warmup, classes, threads = spec.batch_size, spec.steps, spec.warmup, spec.classes, spec.threads
+    device, trace, trace_steps = spec.device, spec.trace, spec.trace_steps
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "mnemo" / "torch_extensions"))
     import torch
     import torch.nn.functional as F
@@ -165,8 +183,7 @@ def _cpu_name() -> str:
 def main(argv=None) -> int:
     a = _parser().parse_args(argv)
     with contextlib.redirect_stdout(sys.stderr):      # DeepSpeed prints op-build lines on stdout
-        out = profile_train(a.arch, a.size, a.precision, a.channels_last, a.batch_size, a.steps, a.warmup,
-                            a.classes, a.threads, a.device, a.trace, a.trace_steps)
+        out = profile_train(TrainProfile(**{k: v for k, v in vars(a).items() if k in TrainProfile.__dataclass_fields__}))
     print(json.dumps(out))
     return 0
 

@@ -28,11 +28,11 @@ def one_thread():
 def digits_shards(tmp_path_factory):
     """A small real shard set: 10 digit classes, 40 train / 10 test images each, 32 px."""
     from data_pipeline.convert.imagefolder import convert_imagefolder
-    from data_pipeline.fixtures import write_digits_tree
+    from benchmarks.image_trees import write_digits_tree
 
     root = tmp_path_factory.mktemp("digits")
     train, val = write_digits_tree(root / "tree")
-    convert_imagefolder(train, val, root / "shards", size=32, progress=lambda *a: None)
+    convert_imagefolder(train, val, root / "shards", progress=lambda *a: None)
     return root / "shards"
 
 
@@ -40,10 +40,11 @@ def digits_shards(tmp_path_factory):
 def imagenet_fixture(tmp_path_factory):
     """An ImageNet-shaped tree (1,000 synsets x 2 real JPEGs of varied sizes, flat val + Kaggle
     ground truth, 1 image per class) converted by `mnemo shards imagenet`."""
-    from data_pipeline.convert.imagenet import convert_imagenet
-    from data_pipeline.fixtures import write_imagenet_tree
+    from data_pipeline.convert.imagenet import ImagenetOptions, convert_imagenet
+    from benchmarks.image_trees import write_imagenet_tree
 
     root = tmp_path_factory.mktemp("imagenet")
-    tree = write_imagenet_tree(root / "tree", classes=1000, train_per_class=2, val_per_class=1)
-    manifest = convert_imagenet(tree["train"], tree["val"], root / "shards", workers=0, progress=lambda *a: None)
+    tree = write_imagenet_tree(root / "tree", classes=1000, per_class=(2, 1))
+    manifest = convert_imagenet(tree["train"], tree["val"], root / "shards", ImagenetOptions(workers=0),
+                                progress=lambda *a: None)
     return tree, manifest

@@ -1,6 +1,7 @@
 """`mnemo shards imagefolder`: any one-folder-per-class image tree (train and val/test) to shards."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
@@ -46,9 +47,20 @@ def _samples(files: list[Path], size: int | None, short_side: int | None, encodi
         yield f"{prefix}{i:07d}", encode(img, encoding)
 
 
-def convert_imagefolder(train: Path, val: Path, out: Path, size: int | None = 32, short_side: int | None = None,
-                        encoding: str = "png", dataset: str = "imagefolder", skip_bad: bool = False,
+@dataclass(frozen=True)
+class FolderOptions:
+    """How `convert_imagefolder` stores the images."""
+    size: int | None = 32                # square side: short side resized, then centre-cropped (None: see short_side)
+    short_side: int | None = None        # resize the short side only, keeping the aspect (with size None)
+    encoding: str = "png"                # png | jpg
+    dataset: str = "imagefolder"         # the manifest's data set name
+    skip_bad: bool = False               # skip unreadable images (listed in the manifest) instead of stopping
+
+
+def convert_imagefolder(train: Path, val: Path, out: Path, options: FolderOptions = FolderOptions(),
                         progress=print) -> Manifest:
+    size, short_side, encoding, skip_bad = options.size, options.short_side, options.encoding, options.skip_bad
+    dataset = options.dataset
     train, val = Path(train), Path(val)
     train_folders = list_class_folders(train)
     names = [p.name for p in train_folders]

@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from core import atomic
@@ -160,10 +161,25 @@ def _run_jobs(jobs: list[dict], workers: int):
                 f.cancel()
 
 
-def convert_imagenet(train: Path, val: Path, out: Path, short_side: int | None = None,
-                     shard_mb: float = DEFAULT_SHARD_MB, subset: int | None = None, workers: int | None = None,
-                     skip_bad: bool = False, quality: int = 90, val_labels: str | None = None,
-                     devkit: str | None = None, synset_names_file: str | None = None, progress=print) -> Manifest:
+@dataclass(frozen=True)
+class ImagenetOptions:
+    """`mnemo shards imagenet`'s options (mnemo/commands/shards.py says what each does)."""
+    short_side: int | None = None        # resize larger images to this short side (None: keep their size)
+    shard_mb: float = DEFAULT_SHARD_MB   # shard size in MiB
+    subset: int | None = None            # ImageNet-Subset: N classes chosen with seed 1993
+    workers: int | None = None           # processes (None: all CPUs; 0: in this process)
+    skip_bad: bool = False               # skip unreadable images (listed in the manifest) instead of stopping
+    quality: int = 90                    # JPEG quality of re-encoded images
+    val_labels: str | None = None        # ground-truth file of a flat val folder (None: searched)
+    devkit: str | None = None            # ILSVRC2012_devkit_t12 folder (meta.mat) for devkit ground truth
+    synset_names_file: str | None = None  # '<synset> <name>' lines (None: searched)
+
+
+def convert_imagenet(train: Path, val: Path, out: Path, options: ImagenetOptions = ImagenetOptions(),
+                     progress=print) -> Manifest:
+    o = options
+    short_side, shard_mb, subset, workers, skip_bad = o.short_side, o.shard_mb, o.subset, o.workers, o.skip_bad
+    quality, val_labels, devkit, synset_names_file = o.quality, o.val_labels, o.devkit, o.synset_names_file
     from data_pipeline.convert.imagenet_layout import (
         list_images,
         subset_synsets,

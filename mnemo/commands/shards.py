@@ -24,13 +24,13 @@ def _glyphs(args) -> int:
 
 
 def _imagefolder(args) -> int:
-    from data_pipeline.convert.imagefolder import convert_imagefolder
+    from data_pipeline.convert.imagefolder import FolderOptions, convert_imagefolder
 
     if args.size and args.short_side:
         raise UserError("give either --size or --short-side, not both")
-    return _report(convert_imagefolder(Path(args.train), Path(args.val), Path(args.out),
-                                       size=None if args.short_side else args.size, short_side=args.short_side,
-                                       encoding=args.encoding, skip_bad=args.skip_bad))
+    options = FolderOptions(size=None if args.short_side else args.size, short_side=args.short_side,
+                            encoding=args.encoding, skip_bad=args.skip_bad)
+    return _report(convert_imagefolder(Path(args.train), Path(args.val), Path(args.out), options))
 
 
 def _cifar100(args) -> int:
@@ -40,12 +40,12 @@ def _cifar100(args) -> int:
 
 
 def _imagenet(args) -> int:
-    from data_pipeline.convert.imagenet import convert_imagenet
+    from data_pipeline.convert.imagenet import ImagenetOptions, convert_imagenet
 
-    m = convert_imagenet(Path(args.train), Path(args.val), Path(args.out), short_side=args.short_side,
-                         shard_mb=args.shard_mb, subset=args.subset, workers=args.workers, skip_bad=args.skip_bad,
-                         quality=args.quality, val_labels=args.val_labels, devkit=args.devkit,
-                         synset_names_file=args.synset_names)
+    options = ImagenetOptions(short_side=args.short_side, shard_mb=args.shard_mb, subset=args.subset,
+                              workers=args.workers, skip_bad=args.skip_bad, quality=args.quality,
+                              val_labels=args.val_labels, devkit=args.devkit, synset_names_file=args.synset_names)
+    m = convert_imagenet(Path(args.train), Path(args.val), Path(args.out), options)
     return _report(m, ", DALI index files beside the shards")
 
 

@@ -17,13 +17,13 @@ from data_pipeline.loading.settings import LoaderOutput  # noqa: E402
 
 @pytest.fixture(scope="module")
 def shards_224(tmp_path_factory):
-    from data_pipeline.convert.imagenet import convert_imagenet
-    from data_pipeline.fixtures import write_imagenet_tree
+    from data_pipeline.convert.imagenet import ImagenetOptions, convert_imagenet
+    from benchmarks.image_trees import write_imagenet_tree
 
     root = tmp_path_factory.mktemp("gpu_imagenet")
-    tree = write_imagenet_tree(root / "tree", classes=20, train_per_class=100, val_per_class=10,
-                               min_side=256, max_side=400, quirks=False)
-    return convert_imagenet(tree["train"], tree["val"], root / "shards", workers=8, progress=lambda *a: None)
+    tree = write_imagenet_tree(root / "tree", classes=20, per_class=(100, 10), sides=(256, 400), quirks=False)
+    return convert_imagenet(tree["train"], tree["val"], root / "shards", ImagenetOptions(workers=8),
+                            progress=lambda *a: None)
 
 
 def test_mixed_decode_matches_cpu_and_reports_throughput(shards_224):

@@ -29,9 +29,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "old_layout_run"
 EXPECTED = ROOT / "tests" / "fixtures" / "old_layout_run.expected"
-FIX = ["train.epochs=2", "train.base_epochs=2", "train.finetune_epochs=1", "protocol.base_classes=4",
-       "protocol.phases=1", "exemplars.per_class=3", "data.image_size=16", "train.batch_size=32", "eval.batch_size=64",
-       "exemplars.selection=mnemonics", "exemplars.adjust_old=true", "exemplars.mnemonics.epochs=1",
+BASE = ["train.epochs=2", "train.base_epochs=2", "train.finetune_epochs=1", "protocol.base_classes=4",
+        "protocol.phases=1", "exemplars.per_class=3", "data.image_size=16", "train.batch_size=32", "eval.batch_size=64"]
+FIX = [*BASE, "exemplars.selection=mnemonics", "exemplars.adjust_old=true", "exemplars.mnemonics.epochs=1",
        "exemplars.mnemonics.unrolled.inner_steps=1"]
 # What that run's exemplar level was in today's keys: the paper's objective at glyphs.yaml's β1 of then, and
 # Eq. 10 on the new exemplars' outer loop (the defaults of the keys its config.yaml lacks, then).
@@ -68,11 +68,11 @@ def test_the_tolerance_is_twice_the_measured_difference():
     assert TOLERANCE == pytest.approx(2 * measured)
 
 
-def train(run: Path, shards: Path, *extra: str):
+def train(run: Path, shards: Path, *extra: str, keys=FIX, env=None):
     return subprocess.run([sys.executable, "-m", "mnemo.cli", "train", "--config", "configs/glyphs.yaml",
-                           "--run-dir", str(run), f"data.shards={shards}", *FIX, *extra],
+                           "--run-dir", str(run), f"data.shards={shards}", *keys, *extra],
                           capture_output=True, text=True, cwd=ROOT, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
 def test_an_old_layout_run_directory_resumes_mid_phase_to_the_same_metrics(tmp_path, digits_shards):
@@ -107,3 +107,31 @@ def test_an_old_layout_run_directory_resumes_mid_phase_to_the_same_metrics(tmp_p
     older = comparable(json.loads((EXPECTED / "amd-epyc.json").read_text()))
     assert largest_difference(got, older) <= TOLERANCE, (got["phases"], older["phases"])
     assert got["acc_matrix"] and len(got["acc_matrix"]) == len(older["acc_matrix"])
+
+
+def test_a_run_resumes_whatever_defaults_it_never_reads(tmp_path, digits_shards):
+    """An LwF + herding run killed mid-phase whose config.yaml an older mnemo wrote (ddcb3a5's: the exemplar
+    objectives' defaults of then, the paper's, in the older layout; strategy sections as they were) resumes under
+    today's defaults, which differ for settings it never reads, to the metrics of an uninterrupted run."""
+    herding = [*BASE, "exemplars.selection=herding"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    r = train(ref, digits_shards, keys=herding)
+    assert r.returncode == 0, r.stderr[-3000:]
+    killed = train(run, digits_shards, keys=herding, env={"MNEMO_FAULT": "train:1:0"})
+    assert killed.returncode == -9 and (run / "ckpt" / "state.json").is_file()
+    stored = yaml.safe_load((FIXTURE / "config.yaml").read_text())
+    stored["exemplars"].update(selection="herding", adjust_old=False)
+    stored["data"]["shards"] = str(digits_shards)
+    (run / "config.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    assert stored["exemplars"]["mnemonics"]["lr"] != load_defaults()["exemplars"]["mnemonics"]["lr"]
+    r = train(run, digits_shards, keys=herding)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "phase 1: resuming from" in r.stderr and "after epoch 1" in r.stderr
+    assert comparable(json.loads((run / "metrics.json").read_text())) == \
+        comparable(json.loads((ref / "metrics.json").read_text()))
+
+
+def load_defaults() -> dict:
+    from trainer.config import defaults
+
+    return defaults()

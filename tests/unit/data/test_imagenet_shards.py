@@ -10,17 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.image_trees import VAL_FORMS, synset_ids, write_imagenet_tree
 from core.errors import UserError
 from core.protocol import make_plan
 from data_pipeline.convert import imagenet as ci
-from data_pipeline.convert.imagenet import convert_imagenet
+from data_pipeline.convert.imagenet import ImagenetOptions, convert_imagenet
 from data_pipeline.convert.imagenet_layout import subset_synsets
-from data_pipeline.fixtures import VAL_FORMS, synset_ids, write_imagenet_tree
 from data_pipeline.shards.manifest import load_manifest
 from data_pipeline.shards.wds_index import add_index_files, index_tar, read_index
 
 ROOT = Path(__file__).resolve().parents[3]
-QUIET = dict(workers=0, progress=lambda *a: None)
+QUIET = dict(workers=0)
+SILENT = lambda *a: None          # noqa: E731  (progress)
 
 
 def _stored(m, split):
@@ -71,8 +72,8 @@ def test_quirky_sources_become_rgb_jpegs(imagenet_fixture):
 
 @pytest.mark.parametrize("form", [f for f in VAL_FORMS if f != "kaggle"])
 def test_val_forms_are_recognised(tmp_path, form):
-    tree = write_imagenet_tree(tmp_path / "tree", classes=6, train_per_class=1, val_per_class=2, val_form=form)
-    m = convert_imagenet(tree["train"], tree["val"], tmp_path / "out", **QUIET)
+    tree = write_imagenet_tree(tmp_path / "tree", classes=6, per_class=(1, 2), val_form=form)
+    m = convert_imagenet(tree["train"], tree["val"], tmp_path / "out", ImagenetOptions(**QUIET), progress=SILENT)
     expect = {"devkit": "devkit ground truth", "tf": "TensorFlow", "caffe": "Caffe", "folders": "val synset folders"}
     assert expect[form] in m.created_by
     for key, (cid, _, _) in _stored(m, "test").items():
@@ -82,10 +83,10 @@ def test_val_forms_are_recognised(tmp_path, form):
 
 
 def test_flat_val_without_ground_truth_is_a_clear_error(tmp_path):
-    tree = write_imagenet_tree(tmp_path / "tree", classes=3, train_per_class=1, val_form="tf")
+    tree = write_imagenet_tree(tmp_path / "tree", classes=3, per_class=(1, 1), val_form="tf")
     tree["ground_truth"].unlink()
     with pytest.raises(UserError, match="no ground-truth file was found.*--val-labels"):
-        convert_imagenet(tree["train"], tree["val"], tmp_path / "out", **QUIET)
+        convert_imagenet(tree["train"], tree["val"], tmp_path / "out", ImagenetOptions(**QUIET), progress=SILENT)
 
 
 def test_subset_is_the_seed_1993_choice_of_the_protocol():
@@ -97,8 +98,9 @@ def test_subset_is_the_seed_1993_choice_of_the_protocol():
 
 
 def test_subset_conversion(tmp_path):
-    tree = write_imagenet_tree(tmp_path / "tree", classes=12, train_per_class=1, val_form="caffe")
-    m = convert_imagenet(tree["train"], tree["val"], tmp_path / "out", subset=4, **QUIET)
+    tree = write_imagenet_tree(tmp_path / "tree", classes=12, per_class=(1, 1), val_form="caffe")
+    m = convert_imagenet(tree["train"], tree["val"], tmp_path / "out", ImagenetOptions(subset=4, **QUIET),
+                         progress=SILENT)
     assert [c["key"] for c in m.classes] == subset_synsets(tree["synsets"], 4)
     assert m.dataset == "imagenet-subset4" and m.count("train") == 4 and m.count("test") == 4
     for key, (cid, _, _) in _stored(m, "test").items():       # caffe indices count all 12 synsets
@@ -108,9 +110,9 @@ def test_subset_conversion(tmp_path):
 def test_short_side_and_shard_size(tmp_path):
     from PIL import Image
 
-    tree = write_imagenet_tree(tmp_path / "tree", classes=2, train_per_class=12, val_per_class=1,
-                               min_side=60, max_side=120, quirks=False)
-    m = convert_imagenet(tree["train"], tree["val"], tmp_path / "out", short_side=64, shard_mb=0.01, **QUIET)
+    tree = write_imagenet_tree(tmp_path / "tree", classes=2, per_class=(12, 1), sides=(60, 120), quirks=False)
+    m = convert_imagenet(tree["train"], tree["val"], tmp_path / "out",
+                         ImagenetOptions(short_side=64, shard_mb=0.01, **QUIET), progress=SILENT)
     for key, (_, _, data) in _stored(m, "train").items():
         assert min(Image.open(io.BytesIO(data)).size) <= 64
     assert len(m.shards("train", [0])) > 1                    # ~10 KB shards: several per class
@@ -119,7 +121,7 @@ def test_short_side_and_shard_size(tmp_path):
 
 
 def test_resume_skips_verified_classes_and_redoes_corrupted_ones(tmp_path, monkeypatch):
-    tree = write_imagenet_tree(tmp_path / "tree", classes=6, train_per_class=3, val_per_class=1)
+    tree = write_imagenet_tree(tmp_path / "tree", classes=6, per_class=(3, 1))
     out = tmp_path / "out"
     real = ci.image_bytes
     calls = {"n": 0}
@@ -132,11 +134,11 @@ def test_resume_skips_verified_classes_and_redoes_corrupted_ones(tmp_path, monke
 
     monkeypatch.setattr(ci, "image_bytes", crash_after_ten)
     with pytest.raises(KeyboardInterrupt):
-        convert_imagenet(tree["train"], tree["val"], out, **QUIET)
+        convert_imagenet(tree["train"], tree["val"], out, ImagenetOptions(**QUIET), progress=SILENT)
     assert not (out / "manifest.json").exists()
     monkeypatch.setattr(ci, "image_bytes", real)
     msgs = []
-    first = convert_imagenet(tree["train"], tree["val"], out, workers=0, progress=msgs.append)
+    first = convert_imagenet(tree["train"], tree["val"], out, ImagenetOptions(workers=0), progress=msgs.append)
     assert "(3 verified and reused)" in msgs[-1]             # the 3 classes finished before the crash
     first.verify(checksums=True)
 
@@ -148,7 +150,7 @@ def test_resume_skips_verified_classes_and_redoes_corrupted_ones(tmp_path, monke
         load_manifest(out).verify(checksums=True)           # `mnemo shards verify` catches it
     first.path(gone).unlink()
     msgs = []
-    again = convert_imagenet(tree["train"], tree["val"], out, workers=0, progress=msgs.append)
+    again = convert_imagenet(tree["train"], tree["val"], out, ImagenetOptions(workers=0), progress=msgs.append)
     text = "\n".join(msgs)
     assert "train class 2 redone" in text and "corrupted" in text
     assert "test class 4 redone" in text and "missing" in text
@@ -158,7 +160,7 @@ def test_resume_skips_verified_classes_and_redoes_corrupted_ones(tmp_path, monke
 
 
 def test_truncated_jpeg_is_named_or_skipped(tmp_path):
-    tree = write_imagenet_tree(tmp_path / "tree", classes=3, train_per_class=2, val_per_class=1, quirks=False)
+    tree = write_imagenet_tree(tmp_path / "tree", classes=3, per_class=(2, 1), quirks=False)
     bad = tree["train"] / tree["synsets"][1] / f"{tree['synsets'][1]}_1.JPEG"
     bad.write_bytes(bad.read_bytes()[:-300])
     r = subprocess.run([sys.executable, "-m", "mnemo.cli", "shards", "imagenet", "--train", str(tree["train"]),
@@ -169,7 +171,8 @@ def test_truncated_jpeg_is_named_or_skipped(tmp_path):
     assert last.startswith("mnemo: error: cannot read image ") and str(bad) in last
     assert "truncated" in last and "--skip-bad" in last
     assert not (tmp_path / "out" / "manifest.json").exists()
-    m = convert_imagenet(tree["train"], tree["val"], tmp_path / "out", skip_bad=True, **QUIET)
+    m = convert_imagenet(tree["train"], tree["val"], tmp_path / "out", ImagenetOptions(skip_bad=True, **QUIET),
+                         progress=SILENT)
     assert m.count("train") == 5 and [s["path"] for s in m.skipped] == [str(bad)]
     assert "truncated" in m.skipped[0]["reason"]
 

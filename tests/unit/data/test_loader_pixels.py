@@ -27,7 +27,7 @@ TOLERANCE = {224: 0.004, 32: 0.008}
 
 
 def _jpeg(w: int, h: int, seed: int) -> bytes:
-    from data_pipeline.fixtures import _crop, _sample_images
+    from benchmarks.image_trees import _crop, _sample_images
 
     buf = io.BytesIO()
     _crop(_sample_images(), np.random.default_rng(seed), w, h).save(buf, format="JPEG", quality=90)

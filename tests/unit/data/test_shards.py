@@ -7,7 +7,7 @@ import torch
 
 from core.errors import UserError
 from data_pipeline.convert.cifar100 import convert_cifar100
-from data_pipeline.convert.imagefolder import convert_imagefolder
+from data_pipeline.convert.imagefolder import FolderOptions, convert_imagefolder
 from data_pipeline.shards.manifest import load_manifest
 from data_pipeline.shards.reader import read_classes
 
@@ -67,7 +67,7 @@ def test_manifest_sample_count_mismatch_is_detected(digits_shards, tmp_path):
 
 
 def test_unreadable_image_is_named_or_skipped(tmp_path):
-    from data_pipeline.fixtures import write_digits_tree
+    from benchmarks.image_trees import write_digits_tree
 
     train, val = write_digits_tree(tmp_path / "tree", per_class_train=3, per_class_test=1, classes=2)
     bad = train / "digit_1" / "0000.png"
@@ -75,7 +75,7 @@ def test_unreadable_image_is_named_or_skipped(tmp_path):
     with pytest.raises(UserError, match="0000.png"):
         convert_imagefolder(train, val, tmp_path / "out", progress=lambda *a: None)
     assert not (tmp_path / "out" / "manifest.json").exists()
-    m = convert_imagefolder(train, val, tmp_path / "out", skip_bad=True, progress=lambda *a: None)
+    m = convert_imagefolder(train, val, tmp_path / "out", FolderOptions(skip_bad=True), progress=lambda *a: None)
     assert len(m.skipped) == 1 and m.count("train") == 5
 
 
