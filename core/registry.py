@@ -18,6 +18,9 @@ class Plugin:
     under the plug-in's name; None: no settings), given to it as `self.settings`."""
     name: ClassVar[str] = "base"
     Settings: ClassVar[type | None] = None
+    # What a key of its section stood for in a stored config that lacks it, where that is not today's default:
+    # the value the key had before it existed (trainer.config.stored_defaults; resumed runs compare with it).
+    before_keys: ClassVar[dict] = {}
 
     def __init__(self, settings=None):
         kind = self.settings_type()

@@ -69,6 +69,7 @@ def fold_ids(labels: Tensor, folds: int, generator: torch.Generator) -> Tensor:
 class Folds(Adjustment):
     name = "folds"
     Settings = FoldSettings
+    before_keys = INHERIT
 
     def __init__(self, settings=None, exemplars=None):
         super().__init__(settings, exemplars)

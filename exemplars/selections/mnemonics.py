@@ -93,6 +93,7 @@ def paper_settings(**overrides):
 class Mnemonics(Selection):
     name = "mnemonics"
     takes_lazy_images = True        # indexes its images and decodes what it takes
+    before_keys = PAPER
 
     @classmethod
     def settings_type(cls) -> type:

@@ -26,10 +26,8 @@ from core import atomic
 from core.errors import UserError, check_choice
 from data_pipeline.loading.settings import DATA_PRESETS, LOADERS, DataSettings
 from exemplars.adjustments.base import REGISTRY as ADJUSTMENTS
-from exemplars.adjustments.folds import INHERIT
 from exemplars.objectives.base import REGISTRY as OBJECTIVES
 from exemplars.selections.base import REGISTRY as SELECTIONS
-from exemplars.selections.mnemonics import PAPER
 from trainer.config.migrate import check_current, migrate
 from trainer.config.schema import apply_overrides, build, read_yaml_tree, to_dict
 from trainer.config.sections import (
@@ -108,13 +106,15 @@ def defaults() -> dict:
 
 def stored_defaults() -> dict:
     """What a key that a stored config.yaml lacks stood for when that config was written: today's default, except
-    where a default has changed since: exemplars.mnemonics's shared keys defaulted to the paper's settings (`PAPER`)
-    until the recommended objective became the default, and a config without the keys added then (objective,
-    momentum, augment) ran at the paper's values; the adjustment ran on the new exemplars' outer loop (`INHERIT`)
-    until it had one of its own."""
+    where a plug-in says otherwise (`Plugin.before_keys`): e.g. exemplars.mnemonics's shared keys defaulted to the
+    paper's settings until the recommended objective became the default, so a config without the keys added then
+    (objective, momentum, augment) ran at the paper's values; the adjustment ran on the new exemplars' outer loop
+    until it had one of its own; BiC's bias stage ran without its β penalty."""
     out = defaults()
-    out["exemplars"]["mnemonics"].update(PAPER)
-    out["exemplars"]["folds"].update(INHERIT)
+    for section, registry in (("strategy", STRATEGIES), ("exemplars", SELECTIONS), ("exemplars", ADJUSTMENTS)):
+        for name, cls in registry.classes().items():
+            if cls.before_keys and name in out[section]:
+                out[section][name].update(cls.before_keys)
     return out
 
 

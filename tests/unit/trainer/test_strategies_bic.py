@@ -78,3 +78,23 @@ def test_train_stage_loss_weights_distillation_by_old_share():
     lam = 4 / 6
     torch.testing.assert_close(out["loss"], lam * out["kd"] + (1 - lam) * out["ce"])
     assert not any(p.requires_grad for p in list(model.head.alphas) + list(model.head.betas))
+
+
+def test_bias_stage_follows_the_authors_schedule_and_penalises_beta():
+    """The bias stage: the authors' code's schedule (rate 0.1 held constant, 200 epochs) and penalty
+    beta_l2·β²/2 on the newest layer's β (a stored config without beta_l2 ran without it)."""
+    from trainer.config import stored_defaults
+
+    strategy, model, ctx = start("bic", 1, memory=fill_memory(ExemplarMemory(), PLAN.new_labels(0), per_class=10))
+    spec = stage_of(strategy, ctx, "bias").spec(ctx)
+    assert (spec.epochs, spec.lr, spec.lr_at(0), spec.lr_at(199)) == (200, 0.1, 0.1, 0.1)
+    bias = stage_of(strategy, ctx, "bias")
+    b = batch(ctx.seen_labels, n=8, seed=1)
+    at = {}
+    for beta in (0.0, 2.0):
+        with torch.no_grad():
+            model.head.betas[1].fill_(beta)
+        out = bias.loss(strategy, model, Batch(b.x, b.y))
+        at[beta] = out["loss"] - out["ce"]
+    assert at[0.0].item() == 0.0 and at[2.0].item() == pytest.approx(strategy.settings.beta_l2 * 2.0 ** 2 / 2)
+    assert stored_defaults()["strategy"]["bic"]["beta_l2"] == 0.0
