@@ -30,7 +30,7 @@ class TrainConfig:
     base_epochs: Optional[int] = None    # epochs of phase 0 (default: epochs)
     batch_size: int = 128                # global batch (all ranks together)
     lr: float = 0.1                      # alpha_1
-    incremental_lr: Optional[float] = None   # lr of phases >= 1 (default: lr); LwM's steps use 0.01
+    incremental_lr: Optional[float] = None   # lr of phases >= 1 (default: the method's own, else lr: LwM's 0.01)
     lr_milestones: list[int] = field(default_factory=lambda: [80, 120])   # as fractions of 160 epochs
     lr_gamma: float = 0.1
     momentum: float = 0.9

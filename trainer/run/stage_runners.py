@@ -39,12 +39,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("mnemo")
 
 
-def default_spec(stage: Stage, train, phase: int) -> StageSpec | None:
-    """The run's schedule of "train" (train.*) and "balanced_finetune" (train.finetune_*)."""
+def default_spec(stage: Stage, train, phase: int, method_lr: float | None = None) -> StageSpec | None:
+    """The run's schedule of "train" (train.*) and "balanced_finetune" (train.finetune_*). The incremental phases'
+    starting rate: train.incremental_lr where set, else the method's own (`method_lr`, Strategy.incremental_lr),
+    else train.lr."""
     if stage.name == "train":
         epochs = train.base_epochs if (phase == 0 and train.base_epochs) else train.epochs
         ms = scaled_milestones(train.lr_milestones, train.epochs, epochs)
-        lr = train.incremental_lr if (phase > 0 and train.incremental_lr is not None) else train.lr
+        later = train.incremental_lr if train.incremental_lr is not None else method_lr
+        lr = later if (phase > 0 and later is not None) else train.lr
         return StageSpec(epochs, lr, lambda e: step_lr(lr, e, ms, train.lr_gamma, train.warmup_epochs))
     if stage.name == "balanced_finetune":
         return StageSpec(train.finetune_epochs, train.finetune_lr, lambda e: train.finetune_lr)
@@ -80,7 +83,7 @@ class ModelStage:
         s, ctx, t = phase.s, phase.ctx, phase.s.cfg.train
         data = self.data(phase, stage)
         stage.prepare(ctx, data)
-        spec = stage.spec(ctx) or default_spec(stage, t, phase.index)
+        spec = stage.spec(ctx) or default_spec(stage, t, phase.index, s.strategy.incremental_lr())
         if spec is None:
             raise RuntimeError(f"stage '{stage.name}' of strategy '{s.strategy.name}' has no spec")
         if spec.epochs <= 0 or len(data) < s.dist.world:

@@ -98,6 +98,26 @@ def test_incremental_lr_applies_to_later_phases_only():
     assert later.lr_at(0) == 0.01 and later.lr_at(cfg.train.epochs - 1) < 0.01   # same milestones
     plain = default_spec(Train(), load_config(ROOT / "configs" / "glyphs.yaml").train, 1)
     assert plain.lr == 0.1
+    # a method's own rate (LwM's 0.01) applies where the run sets none, and only after phase 0
+    plain_train = load_config(ROOT / "configs" / "glyphs.yaml").train
+    assert default_spec(Train(), plain_train, 1, method_lr=0.01).lr == 0.01
+    assert default_spec(Train(), plain_train, 0, method_lr=0.01).lr == 0.1
+    assert default_spec(Train(), cfg.train, 1, method_lr=0.05).lr == 0.01          # train.incremental_lr wins
+
+
+def test_lwm_trains_its_incremental_phases_at_the_papers_rate(tmp_path):
+    from trainer.config import Config
+    from trainer.run.session import build_strategy
+
+    cfg = load_config(ROOT / "configs" / "glyphs.yaml", ["strategy.name=lwm"])
+    assert build_strategy(cfg).incremental_lr() == 0.01
+    assert build_strategy(load_config(None, ["strategy.name=lwf"])).incremental_lr() is None
+    old = Config().to_dict()                          # an LwM run written before the key: it trained at train.lr
+    old["strategy"]["name"] = "lwm"
+    del old["strategy"]["lwm"]["incremental_lr"]
+    with pytest.raises(UserError, match=r"strategy.lwm.incremental_lr \(None -> 0.01\)"):
+        _guard(tmp_path, old, "strategy.name=lwm")
+    _guard(tmp_path, old, "strategy.name=lwm", "strategy.lwm.incremental_lr=null")
 
 
 def _guard(tmp_path, stored: dict, *overrides: str) -> None:
@@ -119,9 +139,10 @@ def test_config_guard_names_changed_keys_and_accepts_keys_added_later(tmp_path):
     old = Config().to_dict()
     old["strategy"]["name"] = "lwm"
     del old["strategy"]["lwm"]                         # written by an older version without this section
-    _guard(tmp_path, old, "strategy.name=lwm")         # same run: accepted
+    same = ["strategy.name=lwm", "strategy.lwm.incremental_lr=null"]   # what a config without the key ran
+    _guard(tmp_path, old, *same)                       # same run: accepted
     with pytest.raises(UserError) as e:
-        _guard(tmp_path, old, "strategy.name=lwm", "protocol.phases=10", "strategy.lwm.beta=5.0")
+        _guard(tmp_path, old, *same, "protocol.phases=10", "strategy.lwm.beta=5.0")
     beta = Config().strategy.lwm.beta                  # a key the old file lacks compares to its default
     assert "protocol.phases (5 -> 10)" in str(e.value) and f"strategy.lwm.beta ({beta} -> 5.0)" in str(e.value)
 

@@ -121,6 +121,11 @@ class Strategy(Plugin):
     def after_phase(self, ctx: PhaseContext) -> None:
         self.teacher = None          # free memory; rebuilt from the sealed model next phase
 
+    def incremental_lr(self) -> float | None:
+        """The method's own starting rate of its incremental phases' training, where its paper gives one (None:
+        train.lr); train.incremental_lr, when set, takes precedence."""
+        return None
+
     # -- per batch ---------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
         raise NotImplementedError
