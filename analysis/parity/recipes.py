@@ -1,0 +1,111 @@
+"""The recipes both implementations run: one data set, protocol, network, schedule, batch and memory, and per
+method the settings that make mnemo's method and the peer's the same method (docs/parity.md says why each is
+set as it is).
+
+The schedule is the glyph recipe's (configs/glyphs.yaml): SGD at 0.1, momentum 0.9, weight decay 5e-4, batch
+128, 8 epochs in the base phase and 5 in the others, the rate divided by 10 at epochs 5 and 6 (base) and 3 and 4
+(others); 20 exemplars per class picked by herding; the CIFAR-style ResNet-32 both implement, at 32 px, or at
+16 px for the 62-class default protocol (4x cheaper; FACIL's fixed 8x8 average pool is then made global, what it
+computes at 32 px). mnemo's balanced fine-tune (Algorithm 1, step 18 of the mnemonics
+paper) and LUCIR's class-balanced fine-tune are off: the peer has neither.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PROTOCOLS = {
+    # B base classes + N phases, on the first K classes of the seed-1993 order (None: all 62)
+    "one_class": {"base_classes": 5, "phases": 5, "num_classes": 10},        # 5 one-class phases
+    "many_one_class": {"base_classes": 10, "phases": 10, "num_classes": 20},  # 10 one-class phases
+    "default": {"base_classes": 32, "phases": 5, "num_classes": None},        # the glyph default, 6 a phase
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    mnemo: tuple[str, ...]            # mnemo train overrides
+    facil: str                        # FACIL's approach
+    facil_args: tuple[str, ...] = ()
+    incremental_lr: float | None = None   # the method's own rate of its incremental phases, in both
+    facil_incremental_lr: float | None = None   # FACIL's, where its loss is a multiple of mnemo's
+    facil_fails: tuple[str, ...] = ()  # protocols where FACIL's implementation cannot run (say why in notes)
+    notes: str = ""
+
+
+METHODS = {
+    "lwf": Method(("strategy.name=lwf",), "lwf", ("--lamb", "4"), facil_incremental_lr=0.05,
+                  notes="mnemo: 0.5·CE + 0.5·τ²·KD (τ = 2); FACIL: CE + lamb·KD at τ = 2 without τ²: lamb 4 is the "
+                        "same ratio and twice the loss, so FACIL's incremental phases run at half the rate"),
+    "icarl": Method(("strategy.name=icarl",), "icarl", facil_fails=("one_class", "many_one_class"),
+                    notes="both: sigmoid classification and distillation, NME; FACIL's NME classifier fails on a "
+                          "phase of one class (IndexError in icarl.classify)"),
+    "bic": Method(("strategy.name=bic",), "bic",
+                  notes="stage 2: both the authors' code's (rate 0.1, momentum 0.9, 200 epochs, 0.1·β²/2); the "
+                        "validation exemplars: FACIL keeps 2 per class apart from the memory from the phase the class "
+                        "arrived, mnemo holds out 2 of the 20 stored ones in each phase"),
+    "lucir": Method(("strategy.name=lucir", "strategy.lucir.cbf_epochs=0"), "lucir",
+                    notes="LUCIR's class-balanced fine-tune off in mnemo: FACIL has none. K hard negatives: 2, or "
+                          "the phase's new classes where fewer (mnemo takes min(K, new) itself; FACIL's topk fails)"),
+    "lwm": Method(("strategy.name=lwm",), "lwm", ("--beta", "2", "--gamma", "4"), incremental_lr=0.01,
+                  notes="β 2, γ 4 (mnemo's defaults); incremental phases at the paper's 0.01; L_D: the paper's "
+                        "sigmoid distillation in mnemo, a softmax one at τ = 2 in FACIL"),
+}
+
+
+SIZES = {"one_class": 32, "many_one_class": 32, "default": 16}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    protocol: str
+    shards: str = "data/glyphs"
+    size: int = 0                     # 0: the protocol's (SIZES)
+    network: str = "resnet32"
+    base_epochs: int = 8
+    base_milestones: tuple[int, ...] = (5, 6)
+    epochs: int = 5
+    milestones: tuple[int, ...] = (3, 4)
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    per_class: int = 20
+    selection: str = "herding"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.size:
+            object.__setattr__(self, "size", SIZES[self.protocol])
+
+    def mnemo_overrides(self, method: str, seed: int) -> list[str]:
+        p = PROTOCOLS[self.protocol]
+        m = METHODS[method]
+        out = [f"data.shards={self.shards}", f"data.image_size={self.size}", f"model.arch={self.network}",
+               f"protocol.base_classes={p['base_classes']}", f"protocol.phases={p['phases']}",
+               f"protocol.num_classes={'null' if p['num_classes'] is None else p['num_classes']}",
+               f"train.base_epochs={self.base_epochs}", f"train.epochs={self.epochs}",
+               f"train.lr_milestones=[{','.join(map(str, self.milestones))}]", f"train.lr={self.lr}",
+               f"train.momentum={self.momentum}", f"train.weight_decay={self.weight_decay}",
+               f"train.batch_size={self.batch_size}", f"exemplars.per_class={self.per_class}",
+               f"exemplars.selection={self.selection}", "train.finetune_epochs=0", f"seed={seed}",
+               "logging.tensorboard=false", *m.mnemo]
+        if m.incremental_lr is not None:
+            out.append(f"train.incremental_lr={m.incremental_lr}")
+        return out
+
+    def facil_job(self, method: str, seed: int) -> dict:
+        m = METHODS[method]
+        p = PROTOCOLS[self.protocol]
+        args = list(m.facil_args)
+        if m.facil == "lucir":
+            new = (p["num_classes"] or 62) - p["base_classes"]
+            args += ["--K", str(min(2, new // p["phases"]))]
+        return {"shards": self.shards, "preset": "glyphs", "size": self.size, "protocol": PROTOCOLS[self.protocol],
+                "method": m.facil, "seed": seed, "network": self.network, "base_epochs": self.base_epochs,
+                "base_milestones": list(self.base_milestones), "epochs": self.epochs,
+                "milestones": list(self.milestones), "gamma": 0.1, "lr": self.lr,
+                "incremental_lr": next(lr for lr in (m.facil_incremental_lr, m.incremental_lr, self.lr)
+                                       if lr is not None),
+                "momentum": self.momentum, "weight_decay": self.weight_decay, "batch_size": self.batch_size,
+                "per_class": self.per_class, "selection": self.selection, "pad": 2, "flip": False,
+                "normalize": [[0.5] * 3, [0.5] * 3], "facil_args": args}

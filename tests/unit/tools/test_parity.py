@@ -1,0 +1,65 @@
+"""The parity harness's own parts, without a peer (CI never runs FACIL or PyCIL): the matched recipe is a valid
+mnemo config with the schedule the peer runs, FACIL's accuracy matrix reads as mnemo's metrics, and the table
+pairs what has run."""
+import json
+
+import numpy as np
+import pytest
+
+from analysis.parity.facil import mnemo_metrics
+from analysis.parity.recipes import METHODS, PROTOCOLS, Recipe
+from analysis.parity.run import table
+from trainer.config import load_config
+from trainer.run.stage_runners import default_spec
+from trainer.methods.strategies.stages import Train
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_the_recipe_is_the_same_schedule_in_both(method):
+    recipe = Recipe("one_class")
+    cfg = load_config("configs/glyphs.yaml", recipe.mnemo_overrides(method, seed=2))
+    job = recipe.facil_job(method, seed=2)
+    assert (cfg.model.arch, cfg.data.image_size, cfg.seed) == (job["network"], job["size"], job["seed"]) == \
+        ("resnet32", 32, 2)
+    assert (cfg.protocol.base_classes, cfg.protocol.phases, cfg.protocol.num_classes) == (5, 5, 10)
+    assert (cfg.train.batch_size, cfg.train.momentum, cfg.train.weight_decay) == \
+        (job["batch_size"], job["momentum"], job["weight_decay"])
+    assert cfg.exemplars.per_class == job["per_class"] and cfg.train.finetune_epochs == 0
+    m = METHODS[method]
+    assert job["incremental_lr"] == (m.facil_incremental_lr or m.incremental_lr or job["lr"])
+    for phase, epochs, milestones, lr in ((0, job["base_epochs"], job["base_milestones"], job["lr"]),
+                                          (1, job["epochs"], job["milestones"], m.incremental_lr or job["lr"])):
+        spec = default_spec(Train(), cfg.train, phase)
+        assert spec.epochs == epochs and spec.lr == lr
+        rates = [spec.lr_at(e) for e in range(epochs)]         # the rate falls tenfold at each milestone
+        assert [e for e in range(1, epochs) if rates[e] < rates[e - 1]] == milestones
+    if method == "lucir":
+        assert cfg.strategy.lucir.cbf_epochs == 0
+
+
+def test_facil_accuracies_read_as_mnemos_metrics():
+    acc = np.array([[0.9, 0, 0], [0.8, 0.6, 0], [0.7, 0.5, 0.4]])      # after task t (row), on task u (column)
+    m = mnemo_metrics(acc, [50, 10, 10], 12.0)
+    assert [p["accuracy"] for p in m["phases"]] == pytest.approx([90.0, (0.8 * 50 + 0.6 * 10) / 60 * 100,
+                                                                  (0.7 * 50 + 0.5 * 10 + 0.4 * 10) / 70 * 100])
+    assert m["forgetting"] == pytest.approx(20.0) and m["phases"][2]["accuracy_new"] == pytest.approx(40.0)
+    assert m["average_accuracy"] == pytest.approx(np.mean([p["accuracy"] for p in m["phases"]]), abs=1e-3)
+
+
+def test_the_table_gives_each_implementation_and_their_difference(tmp_path):
+    def write(impl, seed, a):
+        d = tmp_path / "one_class" / impl / f"bic_s{seed}"
+        d.mkdir(parents=True)
+        phases = [{"phase": 0, "accuracy": 90.0, "accuracy_base": 90.0, "wall_s": 30.0},
+                  {"phase": 1, "accuracy": a, "accuracy_base": a - 5, "wall_s": 30.0}]
+        (d / "metrics.json").write_text(json.dumps({"status": "complete", "average_accuracy": (90 + a) / 2,
+                                                    "forgetting": 95 - a, "phases": phases}))
+    for seed, (a, b) in enumerate([(70, 60), (72, 64), (74, 62)]):
+        write("mnemo", seed, a)
+        write("facil", seed, b)
+    out = table(tmp_path, "one_class", ["bic"])
+    assert "| bic | mnemo | 3 | 81.00 ± 1.00 | 72.00 ± 2.00 |" in out
+    assert "| bic | facil | 3 | 76.00 ± 1.00 |" in out
+    se = (1.0 / 3 + 1.0 / 3) ** 0.5                                       # Welch, Ā's spread 1.00 in both
+    assert f"| bic | mnemo − FACIL | | +5.00 ± {se:.2f} | +10.00 ±" in out
+    assert set(PROTOCOLS) == {"one_class", "many_one_class", "default"}
