@@ -276,7 +276,8 @@ def measure_objective(size: int, inner_steps: int, device: torch.device, repeats
     rows = []
     for name, extra in OBJECTIVES:
         if name == "unrolled":
-            loss_of = Unrolled(UnrolledSettings(inner_steps=inner_steps, checkpoint=size > 32)).loss_of(model, ey, g, None)
+            objective = Unrolled(UnrolledSettings(inner_steps=inner_steps, checkpoint=size > 32))
+            loss_of = objective.loss_of(model, ey, g, None)
         elif name == "prototype":
             loss_of = prototype_loss(model, ey, means.to(device), list(range(100)), 16.0)
         else:

@@ -183,7 +183,8 @@ def _cpu_name() -> str:
 def main(argv=None) -> int:
     a = _parser().parse_args(argv)
     with contextlib.redirect_stdout(sys.stderr):      # DeepSpeed prints op-build lines on stdout
-        out = profile_train(TrainProfile(**{k: v for k, v in vars(a).items() if k in TrainProfile.__dataclass_fields__}))
+        spec = TrainProfile(**{k: v for k, v in vars(a).items() if k in TrainProfile.__dataclass_fields__})
+        out = profile_train(spec)
     print(json.dumps(out))
     return 0
 

@@ -287,7 +287,7 @@ def test_adjustment_has_its_own_outer_loop():
         out = folds.adjust_tensors(model, ex_x, ex_y, progress=steps.append, generator=torch.Generator().manual_seed(1))
         return len(steps) // 2, out                               # two folds
 
-    assert count(dict(epochs=3, steps_per_epoch=2))[0] == 3      # inherited: 3 epochs; a fold's complement (6) is one batch
+    assert count(dict(epochs=3, steps_per_epoch=2))[0] == 3      # inherited: 3 epochs (a fold's complement is a batch)
     n, shared = count(dict(epochs=3, steps_per_epoch=1))
     assert n == 3
     n, own = count(dict(epochs=9, steps_per_epoch=4), epochs=3, steps_per_epoch=1, lr_halve_every=10)
