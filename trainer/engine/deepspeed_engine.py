@@ -175,8 +175,20 @@ class Engine:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def skip_micro_step(self) -> None:
-        """Count a micro-step that has no images (an epoch's short tail): no backward, no update."""
+    def pad_micro_step(self, loss_of) -> None:
+        """A micro-step this rank has no images for (an epoch's short tail): every rank still runs a backward
+        in every micro-step, because ZeRO-2 reduces gradients inside each backward and ranks that ran
+        different numbers of them would wait for each other forever. `loss_of()` computes a loss on some
+        image of the batch; it runs with the model in eval mode (no BatchNorm statistics change) and is
+        back-propagated times zero, so the gradients and the update are those of the rank's real images."""
+        was = self.module.training
+        self.module.eval()
+        try:
+            with self.autocast():
+                loss = loss_of()
+        finally:
+            self.module.train(was)
+        self.ds.backward(loss * 0.0)
         self.ds.step()
 
     def step(self, loss: torch.Tensor, mark=None) -> None:

@@ -40,7 +40,8 @@ class StageRun:
 
 def micro_batches(x: torch.Tensor, y: torch.Tensor, micro: int, accum: int):
     """One rank's batch as the engine's `accum` micro-steps: (x, y, weight) chunks of `micro` images, and
-    a leading None for each micro-step a short batch (an epoch's tail) has no images for. The weight
+    a leading None for each micro-step a short batch (an epoch's tail) has no images for (the engine pads
+    it: Engine.pad_micro_step). The weight
     makes the accumulated gradient the whole batch's mean: the engine divides every micro-step's loss
     by `accum`, so a chunk of n_m of the batch's n images counts n_m * accum / n (1.0 when it is a
     full micro-batch of a full batch). BatchNorm sees micro-batch statistics, as on more GPUs."""
@@ -77,7 +78,7 @@ def _train_epoch(engine: Engine, loss_fn: LossFn, batches, run: StageRun, epoch:
         timer.mark("data")
         for chunk in micro_batches(x, y, engine.micro, engine.accum):
             if chunk is None:
-                engine.skip_micro_step()
+                engine.pad_micro_step(lambda: loss_fn(model, x[:1], y[:1])["loss"])
                 continue
             xm, ym, weight = chunk
             with engine.autocast():
