@@ -12,6 +12,8 @@ schedule both implementations share. FACIL runs unchanged but for what the recip
   split: FACIL's default holds out 10 % of each class's training images to decay the rate on a plateau and
   keep the best epoch, which mnemo does not do;
 - device: BiC's bias layers are made on the CPU where FACIL makes them on "cuda";
+- torch: LUCIR's margin-ranking target is shaped as its inputs (torch 2 refuses the [n] target beside [n, 1]
+  inputs that older torch broadcast);
 - image size: below 32 px ResNet-32's fixed 8x8 average pool is replaced by the global average it computes at
   32 px (mnemo's ResNet-32 pools globally at any size).
 Writes DIR/metrics.json in mnemo's form (accuracy on all seen classes per phase, on the base classes, Ā, F)
@@ -24,6 +26,7 @@ import contextlib
 import json
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +102,14 @@ def _patch(facil_src: Path, arrays, job: dict) -> None:
             layer.beta = torch.nn.Parameter(torch.zeros(1, requires_grad=False))
 
         bic.BiasLayer.__init__ = bias_layer_init
+    if job["method"] == "lucir":               # torch 2 wants the target shaped as the inputs
+        from approach import lucir
+
+        class MarginRankingLoss(torch.nn.MarginRankingLoss):
+            def forward(self, input1, input2, target):
+                return super().forward(input1, input2, target.view_as(input1))
+
+        lucir.nn = types.SimpleNamespace(**{**vars(torch.nn), "MarginRankingLoss": MarginRankingLoss})
 
 
 def mnemo_metrics(acc_tag: np.ndarray, test_counts: list[int], seconds: float) -> dict:
