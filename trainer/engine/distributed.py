@@ -22,9 +22,10 @@ import torch.distributed as dist
 
 from core.errors import UserError
 from core.ranks import DistInfo
-from trainer.engine import rendezvous
+from trainer.engine import interfaces, rendezvous
 
 _EXCHANGE: dict = {}                 # the long-timeout CPU group of the current process group
+_NETWORK: dict = {}                  # "line": how the sockets' interface was chosen, for the run's log
 
 
 def _env_int(*names: str, default: int) -> int:
@@ -84,6 +85,8 @@ def init(device: str = "auto") -> DistInfo:
                 raise UserError(f"rank {rank} of {world}: MASTER_ADDR/MASTER_PORT are not set and this is no "
                                 "SLURM job to derive them from; start the processes with torchrun, srun or "
                                 "mnemo train --nproc-per-node")
+            chosen, _NETWORK["line"] = interfaces.choose(os.environ)
+            os.environ.update(chosen)
             dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout)
             _EXCHANGE["group"] = dist.new_group(backend="gloo", timeout=_minutes("MNEMO_EXCHANGE_TIMEOUT_MIN",
                                                                                  24 * 60))
@@ -91,6 +94,11 @@ def init(device: str = "auto") -> DistInfo:
     if dev.type == "cuda":
         check_one_rank_per_gpu(info)
     return info
+
+
+def network_line() -> str | None:
+    """How this process chose the interface its gloo and NCCL sockets use (None for a lone process)."""
+    return _NETWORK.get("line")
 
 
 def check_one_rank_per_gpu(info: DistInfo) -> None:

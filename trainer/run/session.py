@@ -94,6 +94,8 @@ class Session:
     def open(cls, cfg, path: str | Path) -> Session:
         dist = distributed.init()
         setup_logging(dist.rank)
+        if distributed.network_line():
+            log.info(distributed.network_line())
         manifest = load_manifest(cfg.data.shards)
         p = cfg.protocol
         plan = make_plan(manifest.num_classes, p.base_classes, p.phases, p.class_order_seed, p.num_classes)
