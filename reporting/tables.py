@@ -124,8 +124,8 @@ def time_split(run: RunInfo) -> str:
     for p in prof["phases"]:
         stages += [s for s in p["stages"] if s not in stages]
     header = ["Phase", "Wall (s)"] + [f"{SPLIT_NAMES.get(k, k)} (s)" for k in keys] + \
-             [f"{SPLIT_NAMES.get(s, s)} img/s" for s in stages] + ["Data wait (%)", "Fwd / bwd / opt (ms/step)",
-                                                                   "Peak mem (MB)"]
+             [f"{SPLIT_NAMES.get(s, s)} img/s" for s in stages] + ["Data wait (%)", "Epoch ends (s)",
+                                                                   "Fwd / bwd / opt (ms/step)", "Peak mem (MB)"]
     world = prof.get("world") or 1
     if world > 1:
         header.append("Training img/s per rank")
@@ -136,11 +136,13 @@ def time_split(run: RunInfo) -> str:
                  if "forward_ms" in tr else "–")
         rows.append([p["phase"], fmt(p["wall_s"], 1)] + [fmt(p["split_s"].get(k), 1) for k in keys] +
                     [fmt((p["stages"].get(s) or {}).get("img_s"), 1) for s in stages] +
-                    [fmt(100 * tr["data_wait_share"], 1) if "data_wait_share" in tr else "–", split,
+                    [fmt(100 * tr["data_wait_share"], 1) if "data_wait_share" in tr else "–",
+                     fmt(sum((st.get("epoch_end_s") or 0.0) for st in p["stages"].values()), 2)
+                     if any("epoch_end_s" in st for st in p["stages"].values()) else "–", split,
                      fmt(tr.get("peak_mem_mb"), 0)])
         if world > 1:
             rows[-1].append(", ".join(fmt(v, 0) for v in tr.get("img_s_per_rank", [])) or "–")
     t = prof["totals"]
     rows.append(["**all**", fmt(t["wall_s"], 1)] + [fmt(t["split_s"].get(k), 1) for k in keys] +
-                [fmt((t["stages"].get(s) or {}).get("img_s"), 1) for s in stages] + [""] * (3 + (world > 1)))
+                [fmt((t["stages"].get(s) or {}).get("img_s"), 1) for s in stages] + [""] * (4 + (world > 1)))
     return md_table(header, rows)

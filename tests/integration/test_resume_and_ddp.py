@@ -15,7 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["train.epochs=4", "train.base_epochs=8", "train.finetune_epochs=2", "protocol.base_classes=6",
          "protocol.phases=1", "exemplars.per_class=5", "data.image_size=16", "train.batch_size=32",
-         "eval.batch_size=64", "train.lr=0.05", "train.lr_milestones=[100]"]
+         "eval.batch_size=64", "train.lr=0.05", "train.lr_milestones=[100]",
+         "train.checkpoint_minutes=0"]          # a checkpoint at every epoch end: kills land between two
 
 
 def mnemo_train(run_dir, shards, *extra, env=None, nproc=1):
@@ -125,6 +126,23 @@ def test_damaged_newest_phase_falls_back_with_a_warning(reference, digits_shards
     assert "is damaged (memory.pt is missing); falling back" in r.stderr
     assert comparable(json.loads((run / "metrics.json").read_text())) == \
         comparable(json.loads((reference / "metrics.json").read_text()))
+
+
+def test_every_epoch_end_is_timed_and_says_whether_it_checkpointed(reference, ddp_run):
+    """events.jsonl holds each epoch end's cost; with train.checkpoint_minutes=0 every epoch end but a stage's
+    last saves (the stage's end checkpoints anyway), and the profile sums them per stage."""
+    for run in (reference, ddp_run):
+        events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+        epochs = [(e["phase"], e["stage"], e["epoch"]) for e in events if e["event"] == "epoch"]
+        ends = {(e["phase"], e["stage"], e["epoch"]): e for e in events if e["event"] == "epoch_end"}
+        assert sorted(ends) == sorted(epochs) and all(e["seconds"] > 0 for e in ends.values())
+        last = {(p, s): max(ep for q, t, ep in epochs if (q, t) == (p, s)) for p, s, _ in epochs}
+        for (p, s, ep), e in ends.items():
+            assert e["checkpoint"] == (ep < last[(p, s)]), e
+            assert ("save_s" in e) == e["checkpoint"] and e.get("save_s", 1.0) > 0
+        profile = json.loads((run / "profile.json").read_text())
+        train1 = profile["phases"][1]["stages"]["train"]
+        assert train1["checkpoints"] == 3 and 0 < train1["checkpoint_s"] <= train1["epoch_end_s"]
 
 
 def test_two_processes_match_one_process(reference, ddp_run):

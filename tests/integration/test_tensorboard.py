@@ -38,12 +38,12 @@ def read(tb: Path):
 def resumed_run(tmp_path_factory, digits_shards):
     run = tmp_path_factory.mktemp("tb") / "run"
     once = run.parent / "fault-once"
-    # checkpoints after every 2nd epoch; killed after phase 1's third epoch, which resumes from the second:
+    # checkpoints at every epoch end but the last; killed after phase 1's third epoch, which resumes from the second:
     # the third epoch is written twice, and the resumed writer must hide the killed job's copy
-    r = train(run, digits_shards, "train.checkpoint_every=2", env={"MNEMO_FAULT": "train:1:2",
+    r = train(run, digits_shards, "train.checkpoint_minutes=0", env={"MNEMO_FAULT": "train:1:2",
                                                                   "MNEMO_FAULT_ONCE": str(once)})
     assert r.returncode != 0 and once.exists()
-    r = train(run, digits_shards, "train.checkpoint_every=2")
+    r = train(run, digits_shards, "train.checkpoint_minutes=0")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "phase 1: resuming from" in r.stderr and "after epoch 2" in r.stderr
     return run

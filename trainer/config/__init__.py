@@ -148,6 +148,9 @@ def validate(cfg):
             raise UserError(f"config key '{key}' must be positive, got {value}")
     if cfg.protocol.phases < 0:
         raise UserError(f"config key 'protocol.phases' must be >= 0, got {cfg.protocol.phases}")
+    if cfg.train.checkpoint_minutes < 0:
+        raise UserError(f"config key 'train.checkpoint_minutes' must be >= 0 (0: every epoch end), got "
+                        f"{cfg.train.checkpoint_minutes}")
     if cfg.exemplars.per_class < 0:
         raise UserError("config key 'exemplars.per_class' must be >= 0")
     if cfg.exemplars.budget is not None and cfg.exemplars.budget < 0:

@@ -25,7 +25,10 @@ MOVED: dict[str, str | None] = {
     "exemplars.mnemonics.match": "exemplars.mnemonics.matching.match",
     **{f"exemplars.mnemonics.{old}": f"exemplars.folds.{new}" for old, new in _FOLDS.items()},
     "exemplars.mnemonics.seed": None,      # seeded only calls made outside a run without a generator
+    "train.checkpoint_every": None,        # checkpoints inside a stage are timed: train.checkpoint_minutes
 }
+# what to write instead of a dropped key, where something replaces it
+INSTEAD = {"train.checkpoint_every": "checkpoint by time instead: train.checkpoint_minutes (0: every epoch end)"}
 
 
 def _pop(data: dict, dotted: str):
@@ -68,5 +71,6 @@ def check_current(data: dict) -> None:
             if node is missing:
                 break
         else:
-            where = f"is now '{new}'" if new else "was dropped (it changed nothing a run computes): remove it"
+            where = f"is now '{new}'" if new else "was dropped (it changed nothing a run computes): " + \
+                INSTEAD.get(old, "remove it")
             raise UserError(f"config key '{old}' {where}")

@@ -40,7 +40,8 @@ class TrainConfig:
     finetune_epochs: int = 20            # balanced fine-tune on exemplars only (Algorithm 1 step 18)
     finetune_lr: float = 0.01            # alpha_2, as the paper uses for this step
     log_every: int = 50                  # progress line every N steps
-    checkpoint_every: int = 1            # engine checkpoint inside a phase every N epochs (0: off)
+    checkpoint_minutes: float = 5.0      # engine checkpoint inside a stage at the first epoch end this long
+                                         # after the last (0: every epoch end); a crash loses at most this much
     warmup_epochs: int = 0
     weight_transfer: bool = False        # incremental phases learn scale/shift over frozen conv weights
     base_from: Optional[str] = None      # run dir whose trained phase-0 model is reused (trainer/run/base_from.py)

@@ -119,6 +119,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def rank0_value(obj):
+    """Rank 0's `obj` on every rank (a decision all ranks must take alike)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_gather_object(obj, group=None) -> list:
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return [obj]

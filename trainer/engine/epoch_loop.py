@@ -28,14 +28,14 @@ class Events(Protocol):
 @dataclass
 class StageRun:
     """Which epochs of which stage to train: `lr_at(epoch)` gives the learning rate; `on_epoch_end(epoch)`
-    runs after each epoch (engine checkpoints, fault points)."""
+    runs after each epoch (engine checkpoints, fault points) and returns what it did, for the epoch-end event."""
     stage: str
     phase: int
     epochs: int
     lr_at: Callable[[int], float]
     start_epoch: int = 0
     log_every: int = 50
-    on_epoch_end: Callable[[int], None] | None = None
+    on_epoch_end: Callable[[int], dict | None] | None = None
 
 
 def micro_batches(x: torch.Tensor, y: torch.Tensor, micro: int, accum: int):
@@ -96,9 +96,10 @@ def _train_epoch(engine: Engine, loss_fn: LossFn, batches, run: StageRun, epoch:
                      n_img * world / (time.perf_counter() - t0))
         t_data = time.perf_counter()
         timer.mark("other")
+    steps_end = time.perf_counter()
     _check_finite(finite, run, epoch, step)
     distributed.average_buffers(model)
-    return {"sums": sums, "images": n_img, "seconds": time.perf_counter() - t0, "wait": wait}
+    return {"sums": sums, "images": n_img, "seconds": time.perf_counter() - t0, "wait": wait, "steps_end": steps_end}
 
 
 def _epoch_record(engine: Engine, run: StageRun, epoch: int, lr: float, got: dict, timer: StepTimer,
@@ -132,8 +133,10 @@ def run_epochs(engine: Engine, loss_fn: LossFn, batches, run: StageRun, events: 
         eta = elapsed / (epoch + 1 - run.start_epoch) * (run.epochs - epoch - 1)
         last = _epoch_record(engine, run, epoch, lr, got, timer, eta)
         events.write(event="epoch", **last)
-        if run.on_epoch_end is not None:
-            run.on_epoch_end(epoch)
+        done = run.on_epoch_end(epoch) if run.on_epoch_end is not None else None
+        # the epoch end's cost: the buffers' average, the figures gathered from every rank, a checkpoint
+        events.write(event="epoch_end", phase=run.phase, stage=run.stage, epoch=epoch,
+                     seconds=round(time.perf_counter() - got["steps_end"], 4), **(done or {}))
     total = time.perf_counter() - stage_start
     events.write(event="stage", phase=run.phase, stage=run.stage, seconds=round(total, 3),
                  engine_setup_s=round(getattr(engine, "setup_s", 0.0), 3))

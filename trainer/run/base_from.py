@@ -27,7 +27,7 @@ from trainer.run.storage import sealed_phases
 # Keys phase-0 training does not read (the exemplar level, later-phase-only settings, bookkeeping).
 FREE_KEYS = (
     "exemplars", "eval", "launch", "train.base_from", "train.weight_transfer", "train.incremental_lr",
-    "train.finetune_epochs", "train.finetune_lr", "train.checkpoint_every", "train.log_every",
+    "train.finetune_epochs", "train.finetune_lr", "train.checkpoint_minutes", "train.log_every",
     "data.workers", "data.cache_max_gb", "data.exemplar_share",
 )
 

@@ -4,7 +4,9 @@ Per phase: the wall time split into model-level training, exemplar work, the bal
 evaluation, building the DeepSpeed engines and the rest (reading shards, teacher copies), and per
 training stage the img/s
 (global and per rank), data-wait share, per-step milliseconds of data/forward/backward/optimizer
-(trainer.engine.step_timer), and peak memory. Derived rather than accumulated in memory, so a resumed run
+(trainer.engine.step_timer), peak memory, and the epoch ends' cost (`epoch_end_s`: the buffers' average, the
+figures gathered from every rank and the in-stage checkpoints, of which `checkpoints` were saved in
+`checkpoint_s`). Derived rather than accumulated in memory, so a resumed run
 (events.jsonl is appended to) gets the same file: for an epoch logged twice (a crash, then a rerun),
 the later line wins.
 
@@ -82,6 +84,24 @@ def combine_epochs(epochs: list[dict]) -> dict:
     return out
 
 
+def add_epoch_ends(figures: dict, ends: list[dict]) -> dict:
+    """`figures` (combine_epochs') with the cost of the stage's epoch ends (epoch_end events)."""
+    if ends:
+        figures["epoch_end_s"] = round(sum(e.get("seconds", 0.0) for e in ends), 3)
+        figures["checkpoints"] = sum(1 for e in ends if e.get("checkpoint"))
+        figures["checkpoint_s"] = round(sum(e.get("save_s", 0.0) for e in ends), 3)
+    return figures
+
+
+def _stages(epochs: dict[tuple, dict], ends: dict[tuple, dict], keep) -> dict[str, dict]:
+    """{stage: its figures} over the epochs whose phase `keep(phase)` accepts, in epoch order."""
+    by_stage: dict[str, list] = {}
+    for key in sorted((k for k in epochs if keep(k[0])), key=lambda k: (k[0], k[2])):
+        by_stage.setdefault(key[1], []).append(key)
+    return {s: add_epoch_ends(combine_epochs([epochs[k] for k in keys]), [ends[k] for k in keys if k in ends])
+            for s, keys in by_stage.items()}
+
+
 def build_profile(run_dir: Path, metrics: dict | None = None, events: list[dict] | None = None) -> dict:
     run_dir = Path(run_dir)
     if metrics is None:
@@ -90,6 +110,7 @@ def build_profile(run_dir: Path, metrics: dict | None = None, events: list[dict]
     events = read_events(run_dir / "events.jsonl") if events is None else events
     start = next((e for e in reversed(events) if e.get("event") == "start"), {})
     epochs: dict[tuple, dict] = {}
+    ends: dict[tuple, dict] = {}
     exemplars: dict[int, dict] = {}
     phase_events: dict[int, dict] = {}
     setup: dict[tuple, float] = {}
@@ -97,6 +118,8 @@ def build_profile(run_dir: Path, metrics: dict | None = None, events: list[dict]
         kind = e.get("event")
         if kind == "epoch":
             epochs[(e["phase"], e["stage"], e["epoch"])] = e
+        elif kind == "epoch_end":
+            ends[(e["phase"], e["stage"], e["epoch"])] = e
         elif kind == "exemplars":
             exemplars[e["phase"]] = {k: v for k, v in e.items() if k not in ("event", "phase", "time")}
         elif kind == "phase":
@@ -110,27 +133,20 @@ def build_profile(run_dir: Path, metrics: dict | None = None, events: list[dict]
     phases = []
     for rec in records:
         ph = rec["phase"]
-        stages: dict[str, list] = {}
-        for (p, stage, _), e in sorted(epochs.items(), key=lambda kv: kv[0][2]):
-            if p == ph:
-                stages.setdefault(stage, []).append(e)
         phases.append({"phase": ph, "classes_seen": rec.get("classes_seen"), "wall_s": rec.get("wall_s", 0.0),
                        "split_s": split_of(rec.get("timings", {}), rec.get("wall_s", 0.0),
                                            sum(v for (p, _), v in setup.items() if p == ph)
                                            if any(p == ph for p, _ in setup) else None),
-                       "stages": {s: combine_epochs(es) for s, es in stages.items()},
+                       "stages": _stages(epochs, ends, lambda p, ph=ph: p == ph),
                        "exemplars": exemplars.get(ph)})
     totals_split: dict[str, float] = {}
     for p in phases:
         for k, v in p["split_s"].items():
             totals_split[k] = round(totals_split.get(k, 0.0) + v, 3)
-    all_stages: dict[str, list] = {}
-    for (p, stage, _), e in epochs.items():
-        if any(q["phase"] == p for q in phases):
-            all_stages.setdefault(stage, []).append(e)
+    listed = {q["phase"] for q in phases}
     return {"device": start.get("device"), "world": start.get("world"), "phases": phases,
             "totals": {"wall_s": round(sum(p["wall_s"] for p in phases), 3), "split_s": totals_split,
-                       "stages": {s: combine_epochs(es) for s, es in all_stages.items()}}}
+                       "stages": _stages(epochs, ends, lambda p: p in listed)}}
 
 
 def write_profile(run_dir: Path) -> Path:

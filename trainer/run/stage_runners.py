@@ -2,7 +2,7 @@
 
 * "model": a model-level stage trains through a fresh engine on the data the stage narrows from the phase's
   (D_i and the old exemplars, or every seen class's exemplars), with its own schedule or the run's default;
-  in-phase checkpoints every `train.checkpoint_every` epochs; phase 0's main training is taken from another
+  in-phase checkpoints at epoch ends every `train.checkpoint_minutes` (trainer/run/checkpoint_clock.py); phase 0's main training is taken from another
   run where `train.base_from` says so; the model is kept after the epoch a selection's snapshot asks for.
 * "exemplars": the exemplar level (Algorithm 1, steps 10-17) through exemplars.update.update_memory.
 
@@ -31,6 +31,7 @@ from trainer.methods.schedule import scaled_milestones, step_lr
 from trainer.methods.strategies.base import Batch
 from trainer.methods.strategies.stages import Stage, StageData, StageSpec
 from trainer.run import base_from
+from trainer.run.checkpoint_clock import CheckpointClock
 from trainer.run.storage.in_phase_checkpoint import Place
 
 if TYPE_CHECKING:
@@ -97,13 +98,19 @@ class ModelStage:
             if resume is not None:
                 engine.load_checkpoint(s.run_dir.engine_dir(), resume.engine_tag)
 
-            def on_epoch_end(epoch, engine=engine):
+            clock = CheckpointClock(t.checkpoint_minutes)
+
+            def on_epoch_end(epoch, engine=engine) -> dict:
                 if stage.main:
                     phase.keep_snapshot(epoch, spec.epochs, engine.module)
-                every = t.checkpoint_every
-                if every and (epoch + 1) % every == 0 and epoch + 1 < spec.epochs:
+                done = {"checkpoint": epoch + 1 < spec.epochs and clock.due()}
+                if done["checkpoint"]:
+                    t0 = time.perf_counter()
                     s.run_dir.save_in_stage(engine, Place(phase.index, k, stage.name, epoch), phase.point_states(False))
+                    done["save_s"] = round(time.perf_counter() - t0, 3)
+                    clock.saved()
                 faults.maybe_fail(stage.name, phase.index, epoch)
+                return done
 
             start = 0 if resume is None else resume.epoch + 1
             run = StageRun(stage.name, phase.index, spec.epochs, spec.lr_at, start, t.log_every, on_epoch_end)

@@ -1,8 +1,8 @@
-"""Checkpoints inside a phase (RUN/ckpt/), so a crash loses at most `train.checkpoint_every` epochs.
+"""Checkpoints inside a phase (RUN/ckpt/), so a crash loses at most `train.checkpoint_minutes` of training.
 
 Two kinds, both described by RUN/ckpt/state.json, which is replaced last and is the commit point:
   * after a stage completes: model weights, strategy state, timings (extra.pt);
-  * every N epochs inside a training stage: a DeepSpeed engine checkpoint (model + optimizer, all
+  * at an epoch end inside a training stage, when one is due (trainer/run/checkpoint_clock.py): a DeepSpeed engine checkpoint (model + optimizer, all
     ranks call it) under RUN/ckpt/engine/<tag>/ plus extra.pt (strategy state, timings).
 The exemplar memory (3-6 GB at ImageNet-1k) has a file of its own, memory-<version>.pt, written only
 when the memory changed since the file the last pointer named (it changes at the exemplar level, not
