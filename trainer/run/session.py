@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from core.protocol import PhasePlan, make_plan
+from core.ranks import DistInfo
 from data_pipeline.loading.loaders import resolve_loader
 from data_pipeline.loading.phase_images import ClassCache, PhaseImages
 from data_pipeline.shards.manifest import Manifest, load_manifest
@@ -23,7 +24,6 @@ from exemplars.memory import ExemplarMemory
 from trainer.config import dump_config, stored_defaults
 from trainer.config.compare import keys_read
 from trainer.engine import distributed
-from core.ranks import DistInfo
 from trainer.methods.strategies.base import REGISTRY, MethodSetup, Strategy
 from trainer.run import base_from
 from trainer.run.events import EventLog

@@ -11,7 +11,7 @@ pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
 
 from core.ranks import DistInfo  # noqa: E402
 from data_pipeline.loading.batch_plan import BatchPlan, epoch_plan  # noqa: E402
-from data_pipeline.loading.dali_batches import DaliPhaseBatches, dali_eval_batches  # noqa: E402
+from data_pipeline.loading.dali_batches import DaliPhaseBatches  # noqa: E402
 from data_pipeline.loading.phase_batches import PhaseBatches  # noqa: E402
 from data_pipeline.loading.settings import LoaderOutput  # noqa: E402
 from data_pipeline.shards.manifest import load_manifest  # noqa: E402
