@@ -52,7 +52,10 @@ class ExemplarMemory:
         return sorted(self.bank)
 
     def set(self, label: int, images: torch.Tensor) -> None:
-        self.bank[int(label)] = images.detach().to("cpu", STORE_DTYPE).contiguous()
+        stored = images.detach().to("cpu", STORE_DTYPE).contiguous()
+        # stored tensors are never changed in place (a sealed phase's memory is told apart from them by value),
+        # so none may share the caller's storage
+        self.bank[int(label)] = stored.clone() if stored.data_ptr() == images.data_ptr() else stored
         self._changed()
 
     def get(self, label: int) -> torch.Tensor:

@@ -9,7 +9,8 @@
 
 What is saved is named by key: `seal(phase, states)` and `resume(phase, states)` take a mapping of
 objects with `state_dict`/`load_state_dict`. In a sealed phase "model" and "memory" have files of their
-own (model.pt, memory.pt); every other key goes into state.pt, beside the plain `info` values. Inside a
+own (model.pt, memory.pt: what changed since the phase sealed or resumed before, sealed_phases.memory_delta);
+every other key goes into state.pt, beside the plain `info` values. Inside a
 phase every key goes into one extra-*.pt. Everything is read as data only (checkpoint_io.py).
 """
 from __future__ import annotations
@@ -71,6 +72,7 @@ class RunDir:
         self.metrics_path = self.path / "metrics.json"
         self.events_path = self.path / "events.jsonl"
         self.tb_path = self.path / "tb"
+        self._sealed_bank: tuple[int, dict] | None = None   # (phase, its memory's bank): what the next seal changes
 
     # -- sealed phases -----------------------------------------------------------------------
     # Where to resume is decided by rank 0 and broadcast: on a shared file system ranks can see
@@ -88,13 +90,18 @@ class RunDir:
             return
         saved = _states_of(states)
         rest = {**info, **{k: v for k, v in saved.items() if k not in OWN_FILES}}
-        sealed_phases.seal_phase(self.path, phase, saved["model"], saved["memory"], rest)
+        earlier = self._sealed_bank is not None and self._sealed_bank[0] < phase
+        previous_phase, previous = self._sealed_bank if earlier else (None, None)
+        memory = sealed_phases.memory_delta(saved["memory"]["bank"], previous, previous_phase)
+        sealed_phases.seal_phase(self.path, phase, saved["model"], memory, rest)
+        self._sealed_bank = (phase, dict(saved["memory"]["bank"]))
 
     def resume(self, phase: int, states: Mapping[str, Stateful]) -> dict:
         """Load sealed `phase` into `states`; returns state.pt (its plain values too)."""
         model_sd, rest = (sealed_phases.load_file(self.path, phase, name) for name in ("model.pt", "state.pt"))
         memory_sd = self._memory_from_main(lambda: sealed_phases.load_file(self.path, phase, "memory.pt"))
         _load_states(states, {**rest, "model": model_sd, "memory": memory_sd})
+        self._sealed_bank = (phase, dict(memory_sd["bank"]))
         return rest
 
     def _memory_from_main(self, load):

@@ -4,6 +4,12 @@ RUN/phases/pNN/ holds model.pt, memory.pt, state.pt (strategy, metrics, plan) an
 written into a temporary directory, DONE is written last (listing every file and its size), then the
 directory is renamed into place: a crash never leaves a pNN that looks complete. On resume the newest
 pNN whose DONE matches its files is used; a damaged one is skipped with a warning.
+
+memory.pt holds what changed since the phase before (`memory_delta`): the exemplars of classes that are new or
+whose exemplars changed (Eq. 10 adjusts old ones), and every class's length (a fixed-budget memory trims old
+classes to a prefix). A 25-phase ImageNet-1k run so stores each exemplar about once, not 26 full memories of
+3-6 GB. `load_file(..., "memory.pt")` composes the phase's full memory from the chain; a phase is intact only
+while the phases its memory builds on are. A memory.pt without "from_phase" (older runs, phase 0) is whole.
 """
 from __future__ import annotations
 
@@ -29,7 +35,31 @@ def phase_dir(run_dir: Path, phase: int) -> Path:
     return run_dir / "phases" / f"p{phase:02d}"
 
 
+def memory_delta(bank: dict, previous: dict | None, previous_phase: int | None) -> dict:
+    """A memory state of `bank` as a change of `previous` (the bank sealed at `previous_phase`, or None: whole)."""
+    if previous is None:
+        return {"bank": dict(bank)}
+    changed = {label: x for label, x in bank.items()
+               if label not in previous or len(x) > len(previous[label])
+               or not torch.equal(x, previous[label][: len(x)])}
+    return {"bank": changed, "lengths": {label: len(x) for label, x in bank.items()}, "from_phase": previous_phase}
+
+
+def _compose(run_dir: Path, phase: int, depth: int = 0) -> dict:
+    sd = checkpoint_io.load(phase_dir(run_dir, phase) / "memory.pt")
+    if "from_phase" not in sd:
+        return sd
+    if depth > 10_000 or not 0 <= sd["from_phase"] < phase:
+        raise UserError(f"{phase_dir(run_dir, phase) / 'memory.pt'} builds on phase {sd['from_phase']}, not an "
+                        "earlier one")
+    before = _compose(run_dir, sd["from_phase"], depth + 1)["bank"]
+    bank = {label: sd["bank"][label] if label in sd["bank"] else before[label][:n]
+            for label, n in sd["lengths"].items()}
+    return {"bank": bank}
+
+
 def seal_phase(run_dir: Path, phase: int, model_sd: dict, memory_sd: dict, state: dict) -> Path:
+    """Write sealed phase `phase`; `memory_sd` whole or as memory_delta's change of an earlier sealed phase."""
     final = phase_dir(run_dir, phase)
     tmp = final.parent / f".{final.name}.tmp"
     if tmp.exists():
@@ -40,8 +70,11 @@ def seal_phase(run_dir: Path, phase: int, model_sd: dict, memory_sd: dict, state
     checkpoint_io.save(tmp / "memory.pt", memory_sd)
     checkpoint_io.save(tmp / "state.pt", state)
     files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+    done = {"phase": phase, "files": files}
+    if "from_phase" in memory_sd:
+        done["memory_from_phase"] = memory_sd["from_phase"]
     with open(tmp / "DONE", "w") as f:
-        json.dump({"phase": phase, "files": files}, f)
+        json.dump(done, f)
         f.flush()
         os.fsync(f.fileno())
     if final.exists():
@@ -60,14 +93,22 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def _valid(d: Path) -> str | None:
-    """None when the sealed phase is complete, else what is wrong."""
+    """None when the sealed phase is complete (and the phases its memory builds on are), else what is wrong."""
     done = d / "DONE"
     if not done.is_file():
         return "no DONE marker"
     try:
-        files = json.loads(done.read_text())["files"]
+        marker = json.loads(done.read_text())
+        files = marker["files"]
     except (ValueError, KeyError):
         return "unreadable DONE marker"
+    base = marker.get("memory_from_phase")
+    if base is not None:
+        if not isinstance(base, int) or base >= marker.get("phase", 0):
+            return f"its memory builds on phase {base}, not an earlier one"
+        problem = phase_problem(d.parent.parent, base)
+        if problem:
+            return f"its memory builds on phase {base}, where {problem}"
     for name, size in files.items():
         p = d / name
         if not p.is_file():
@@ -99,7 +140,10 @@ def latest_sealed(run_dir: Path) -> int | None:
 
 
 def load_file(run_dir: Path, phase: int, name: str):
-    """One file of a sealed phase ("model.pt", "memory.pt" or "state.pt"), read as data only."""
+    """One file of a sealed phase ("model.pt", "memory.pt" or "state.pt"), read as data only; "memory.pt" is
+    the phase's whole memory, composed from the phases it builds on."""
+    if name == "memory.pt":
+        return _compose(run_dir, phase)
     return checkpoint_io.load(phase_dir(run_dir, phase) / name)
 
 
