@@ -44,3 +44,31 @@ def test_each_rank_drives_its_own_gpu_and_the_pci_check_passes_on_one():
     info = distributed.init()
     assert info.device.type == "cuda"
     distributed.check_one_rank_per_gpu(info)        # one rank: its (host, PCI bus id) is unique
+
+
+def test_the_exemplar_bank_travels_through_two_reused_pinned_buffers_and_pins_nothing_more():
+    from data_pipeline.loading import on_device
+
+    banks = [torch.rand(n, 3, 224, 224).half() for n in (700, 1300, 500)]       # 0.2-0.4 GB each
+    for bank in banks:
+        got = on_device.ExemplarBank(bank, torch.zeros(len(bank), dtype=torch.int64), torch.device("cuda"))
+        torch.cuda.synchronize()
+        assert torch.equal(got.images.cpu(), bank)
+    stats = torch.cuda.host_memory_stats() if hasattr(torch.cuda, "host_memory_stats") else {}
+    pinned = stats.get("allocated_bytes.current", stats.get("reserved_bytes.current"))
+    print(f"\npinned host memory after three banks: {pinned} bytes (staging: {2 * on_device.STAGE_BYTES})")
+    assert pinned is None or pinned <= 4 * on_device.STAGE_BYTES
+
+
+def test_cudnn_benchmark_is_on_only_while_an_engine_trains():
+    from trainer.engine import distributed
+    from trainer.engine.deepspeed_engine import Engine, EngineSettings
+    from trainer.methods.models.net import IncrementalNet
+
+    dist_info = distributed.init()
+    torch.backends.cudnn.benchmark = False
+    model = IncrementalNet("resnet18", "imagenet").cuda()
+    model.head.grow(10)
+    with Engine(model, dist_info, 8, 0.1, 0.9, 5e-4, EngineSettings(precision="bf16")):
+        assert torch.backends.cudnn.benchmark
+    assert not torch.backends.cudnn.benchmark

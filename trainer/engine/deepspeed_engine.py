@@ -127,8 +127,10 @@ class Engine:
         self._module = self.ds.module
         self.device = dist.device
         self.world = dist.world
+        self._cudnn_before = torch.backends.cudnn.benchmark
         if self.device.type == "cuda":
-            # a stage's batches have one shape (a tail adds one more): the timing pays for itself
+            # a stage's batches have one shape (a tail adds one more): the timing pays for itself while the
+            # engine trains; the exemplar level and evaluation, whose shapes change, run with it off (close())
             torch.backends.cudnn.benchmark = settings.cudnn_benchmark
         self.setup_s = time.perf_counter() - t0          # DeepSpeed set-up, reported in RUN/profile.json
 
@@ -149,6 +151,7 @@ class Engine:
                 setattr(self.ds, name, None)
         self.ds.destroy()
         self.ds, self.optimizer = None, None
+        torch.backends.cudnn.benchmark = self._cudnn_before
 
     def __enter__(self) -> Engine:
         return self
