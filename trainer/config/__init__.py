@@ -39,7 +39,7 @@ from trainer.config.sections import (
     ProtocolConfig,
     TrainConfig,
 )
-from trainer.engine.deepspeed_engine import PRECISIONS, EngineSettings
+from trainer.engine.deepspeed_engine import GRAD_COMM_DTYPES, PRECISIONS, EngineSettings
 from trainer.methods.strategies.base import REGISTRY as STRATEGIES
 
 _BUILT: dict[tuple, type] = {}
@@ -133,6 +133,7 @@ def validate(cfg):
     _check_choice("exemplars.selection", cfg.exemplars.selection, SELECTIONS.known())
     _check_choice("exemplars.adjustment", cfg.exemplars.adjustment, ADJUSTMENTS.known())
     _check_choice("engine.precision", cfg.engine.precision, PRECISIONS)
+    _check_choice("engine.grad_comm_dtype", cfg.engine.grad_comm_dtype, GRAD_COMM_DTYPES)
     positive = {
         "protocol.base_classes": cfg.protocol.base_classes,
         "train.epochs": cfg.train.epochs,
