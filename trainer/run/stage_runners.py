@@ -107,7 +107,7 @@ class ModelStage:
                 if done["checkpoint"]:
                     t0 = time.perf_counter()
                     s.run_dir.save_in_stage(engine, Place(phase.index, k, stage.name, epoch), phase.point_states(False))
-                    done["save_s"] = round(time.perf_counter() - t0, 3)
+                    done["save_s"] = round(time.perf_counter() - t0, 4)
                     clock.saved()
                 faults.maybe_fail(stage.name, phase.index, epoch)
                 return done
