@@ -1,8 +1,10 @@
 """Fault injection for crash-safety tests: `MNEMO_FAULT=point:phase[:epoch]` SIGKILLs this process.
 
-Points: `train` (after the given epoch of the phase's "train" stage), `exemplars` (in the middle of
-the exemplar level, after new exemplars are chosen), `mnemonics` (after the given outer step of a
-class group's pixel optimisation), `seal` (after model.pt is written, before DONE).
+Points: `train` (after the given epoch of the phase's "train" stage), `train_step` (after the given step of that
+stage, counted from its start), `exemplars` (in the middle of the exemplar level, after new exemplars are
+chosen), `mnemonics` (after the given outer step of a class group's pixel optimisation), `seal` (after model.pt
+is written, before DONE). With `MNEMO_FAULT_SIGNAL=USR2` the process sends itself that signal instead (a time
+limit's warning, core/stop.py) and carries on.
 With `MNEMO_FAULT_ONCE=FILE` the fault fires only if FILE does not exist yet (it is created first),
 so the resumed process runs through; with `MNEMO_FAULT_RANK=R` only the process of rank R (the RANK
 variable) fires. Unset in normal use: then every call is a no-op.
@@ -31,4 +33,5 @@ def maybe_fail(point: str, phase: int, epoch: int | None = None) -> None:
         if Path(once).exists():
             return
         Path(once).touch()
-    os.kill(os.getpid(), signal.SIGKILL)
+    sent = os.environ.get("MNEMO_FAULT_SIGNAL", "").strip().upper()
+    os.kill(os.getpid(), getattr(signal, f"SIG{sent}") if sent else signal.SIGKILL)

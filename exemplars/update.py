@@ -4,7 +4,9 @@ to the budget.
 
 Work is split into class groups fixed by the protocol and `exemplars.group_size` (never by the
 number of processes); groups are spread over ranks balanced by cost, and the results are gathered,
-so every rank ends with the same memory, equal to what a single process computes. The selection and the
+so every rank ends with the same memory, equal to what a single process computes. Each group's result can be
+kept as it finishes (`GroupResults`), so a stop (core/stop.py) or a crash inside the exemplar level resumes at
+the next group: a rank checks for a stop after every group and while it waits for the other ranks. The selection and the
 adjustment are plug-ins (exemplars/selections/, exemplars/adjustments/): nothing here names one.
 """
 from __future__ import annotations
@@ -13,11 +15,11 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
-from core import faults
+from core import faults, stop
 from core.ranks import SINGLE, DistInfo
 from data_pipeline.loading.augment import model_view
 from exemplars.adjustments.base import build_adjustment
@@ -38,6 +40,26 @@ class Collectives:
     bytes this rank sent. The defaults are one process's."""
     gather: Callable[[object], list] = lambda obj: [obj]
     exchange: Callable[[dict], tuple[dict, int]] = lambda tensors: (tensors, 0)
+    # wait until every rank is ready to exchange; False when this rank should stop instead (core/stop.py)
+    ready: Callable[[str], bool] = lambda tag: True
+
+
+class GroupResults(Protocol):
+    """Where finished class groups' results are kept within a phase (trainer/run/storage/group_results.py)."""
+
+    def load(self, key: str) -> dict[int, torch.Tensor] | None: ...
+
+    def save(self, key: str, result: dict[int, torch.Tensor]) -> None: ...
+
+
+@dataclass
+class _Level:
+    """One exemplar level's shared parts: the ranks, how they share, where groups are kept, bytes sent."""
+    phase: int
+    dist: DistInfo
+    comm: Collectives
+    kept: GroupResults | None
+    sent: list[int]
 
 
 LOCAL = Collectives()
@@ -66,10 +88,10 @@ def snapshot_epoch(settings) -> int:
     return build_selection(settings).snapshot_epoch()
 
 
-def _spread(what: str, groups: list[list[int]], cost_of, work, dist: DistInfo, comm: Collectives,
-            sent: list[int]) -> dict[int, torch.Tensor]:
-    """Run `work(group)` for this rank's groups; exchange every rank's results (bytes sent into `sent`).
-    `what`: the stage ("selection", "adjustment") the logs name."""
+def _spread(what: str, groups: list[list[int]], cost_of, work, level: _Level) -> dict[int, torch.Tensor]:
+    """Run `work(group)` for this rank's groups (or take a group's kept result); exchange every rank's results
+    (bytes sent into `level.sent`). `what`: the stage ("selection", "adjustment") the logs name."""
+    dist, comm = level.dist, level.comm
     rank, world = dist.rank, dist.world
     assignment = assign_groups(groups, [cost_of(g) for g in groups], world)
     idle = sum(1 for a in assignment if not a)
@@ -81,24 +103,38 @@ def _spread(what: str, groups: list[list[int]], cost_of, work, dist: DistInfo, c
     mine: dict[int, torch.Tensor] = {}
     t0 = time.perf_counter()
     for n, gi in enumerate(assignment[rank]):
-        mine.update({l: t.to(torch.float16) for l, t in work(groups[gi]).items()})
+        key = f"{what}-{groups[gi][0]}-{groups[gi][-1]}"
+        got = level.kept.load(key) if level.kept is not None else None
+        was_kept = got is not None
+        if got is None:
+            got = {l: t.to(torch.float16) for l, t in work(groups[gi]).items()}
+            if level.kept is not None:
+                level.kept.save(key, got)
+        mine.update(got)
         if world > 1:
-            progress.info("rank %d: %s class group %d/%d done (classes %d-%d), %.0fs", rank, what, n + 1,
-                          len(assignment[rank]), groups[gi][0], groups[gi][-1], time.perf_counter() - t0)
+            progress.info("rank %d: %s class group %d/%d %s (classes %d-%d), %.0fs", rank, what, n + 1,
+                          len(assignment[rank]), "kept from before" if was_kept else "done",
+                          groups[gi][0], groups[gi][-1], time.perf_counter() - t0)
+        if stop.requested():
+            raise stop.StopRequested(f"phase {level.phase} exemplar {what}: stopped after class group {n + 1} of "
+                                     f"{len(assignment[rank])} on rank {rank} ({stop.why()})")
     if world > 1:
         progress.info("rank %d: %d %s class group(s) done in %.0fs; waiting for the other ranks", rank,
                       len(assignment[rank]), what, time.perf_counter() - t0)
+    if not comm.ready(f"p{level.phase}-{what}"):
+        raise stop.StopRequested(f"phase {level.phase} exemplar {what}: stopped on rank {rank} while it waited for "
+                                 f"the other ranks ({stop.why()})")
     merged, nbytes = comm.exchange(mine)
-    sent.append(nbytes)
+    level.sent.append(nbytes)
     if world > 1:
         progress.info("rank %d: sent %d exemplar tensors (%.1f MB) to the other ranks", rank, len(mine), nbytes / 1e6)
     return merged
 
 
 def update_memory(model, memory: ExemplarMemory, phase: PhaseClasses, settings, ctx: SelectionContext,
-                  dist: DistInfo = SINGLE, comm: Collectives = LOCAL) -> dict:
+                  dist: DistInfo = SINGLE, comm: Collectives = LOCAL, kept: GroupResults | None = None) -> dict:
     """Steps 10-17 of Algorithm 1 on `memory` (in place); returns what was done (for events.jsonl).
-    `settings`: the `exemplars` config section."""
+    `settings`: the `exemplars` config section; `kept`: where finished groups' results are kept (None: nowhere)."""
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -118,9 +154,9 @@ def update_memory(model, memory: ExemplarMemory, phase: PhaseClasses, settings, 
 
     counts = phase.counts
     sent: list[int] = []
+    level = _Level(ctx.phase, dist, comm, kept, sent)
     new = _spread("selection", class_groups(list(new_labels), settings.group_size),
-                  lambda g: sum(min(m, counts[l]) for l in g) + sum(counts[l] for l in g) / 100, select, dist, comm,
-                  sent)
+                  lambda g: sum(min(m, counts[l]) for l in g) + sum(counts[l] for l in g) / 100, select, level)
     t_select = time.perf_counter() - t0
     faults.maybe_fail("exemplars", ctx.phase)
     t_adjust = 0.0
@@ -130,7 +166,7 @@ def update_memory(model, memory: ExemplarMemory, phase: PhaseClasses, settings, 
         t1 = time.perf_counter()
         adjusted = _spread("adjustment", class_groups(old_present, settings.group_size),
                            lambda g: sum(len(memory.get(l)) for l in g),
-                           lambda g: adjuster.adjust(model, {l: memory.get(l) for l in g}, g, ctx), dist, comm, sent)
+                           lambda g: adjuster.adjust(model, {l: memory.get(l) for l in g}, g, ctx), level)
         for l, x in adjusted.items():
             memory.set(l, x)
         t_adjust = time.perf_counter() - t1

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "trainer"))
+
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["train.epochs=4", "train.base_epochs=8", "train.finetune_epochs=2", "protocol.base_classes=6",
          "protocol.phases=1", "exemplars.per_class=5", "data.image_size=16", "train.batch_size=32",
@@ -74,6 +76,53 @@ MNEMONICS = ["exemplars.selection=mnemonics", "exemplars.mnemonics.epochs=4",
 # the paper's objective and outer loop, at the glyph preset's β1
 UNROLLED = ["exemplars.mnemonics.objective=unrolled", "exemplars.mnemonics.lr=10", "exemplars.mnemonics.init=random",
             "exemplars.mnemonics.momentum=0", "exemplars.mnemonics.augment=false", "exemplars.mnemonics.steps_per_epoch=1"]
+
+
+STOPPED = r"""
+import json, os, signal, sys
+from core import stop
+from trainer.config import load_config
+from trainer.run.driver import run
+
+run_dir, shards, *keys = sys.argv[1:]
+cfg = load_config("configs/glyphs.yaml", [f"data.shards={shards}", *keys])
+stop.arm(signal.SIGUSR2)                     # as launch/job.py does inside a SLURM job
+try:
+    run(cfg, run_dir)
+    print(json.dumps({"stopped": None}))
+except stop.StopRequested as e:
+    stop.reset()
+    del os.environ["MNEMO_FAULT"]
+    run(cfg, run_dir)                        # the requeued job, here in the same process
+    print(json.dumps({"stopped": str(e)}))
+"""
+
+
+def test_a_signal_on_one_rank_stops_both_at_the_next_step_and_the_run_resumes_there_identically(ddp_run, digits_shards,
+                                                                                                   tmp_path):
+    """USR2 reaches rank 1 after step 3 of phase 1's training (of 6 an epoch); the ranks agree at that step boundary,
+    save it and stop; run again, the stage resumes at step 4 (the first 3 batches replayed, not trained) and the
+    metrics equal the uninterrupted two-process run's."""
+    from two_ranks import check, two_ranks
+
+    run = tmp_path / "run"
+    shutil.copytree(ddp_run, run)
+    shutil.rmtree(run / "phases" / "p01")
+    (run / "metrics.json").unlink()
+    env = {"MNEMO_FAULT": "train_step:1:3", "MNEMO_FAULT_RANK": "1", "MNEMO_FAULT_SIGNAL": "USR2",
+           "MNEMO_STOP_CHECK_STEPS": "1", "OMP_NUM_THREADS": "1"}
+    results = two_ranks(STOPPED, run, digits_shards, *SMALL, env=env, timeout=600)
+    got = [json.loads(line) for line in check(results)]
+    assert got[0] == got[1] == {"stopped": "phase 1 train: stopped after step 3 of epoch 1"}, got
+    log = results[0].stderr                                  # rank 0 logs the run; every rank its stop
+    assert "resuming from" in log and "after epoch 0 and 3 step(s) of the next" in log, log[-2000:]
+    assert all("stopping after step 3 of epoch 1 (signal SIGUSR2); saved" in r.stderr for r in results)
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    stops = [e for e in events if e["event"] == "stop"]
+    assert [(e["phase"], e["stage"], e["epoch"], e["step"]) for e in stops] == [(1, "train", 0, 3)]
+    assert "SIGUSR2" in stops[0]["why"]
+    assert comparable(json.loads((run / "metrics.json").read_text())) == \
+        comparable(json.loads((ddp_run / "metrics.json").read_text()))
 
 
 def test_two_process_run_with_one_rank_killed_resumes_identically(ddp_run, digits_shards, tmp_path):

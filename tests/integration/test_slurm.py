@@ -329,3 +329,54 @@ def test_a_rank_killed_mid_phase_ends_the_job_at_once_and_the_run_resumes(local_
     r = wait_for(run, lambda r: settled(r) and len(r["jobs"]) == 3, "resumed")
     assert r["status"] == "complete" and r["jobs"][2]["state"] == "COMPLETED", r
     assert comparable(json.loads((run / "metrics.json").read_text())) == ddp_reference
+
+
+def test_a_time_limit_signal_to_a_two_rank_requeue_job_stops_at_a_safe_point_and_the_job_ends_as_uninterrupted(
+        local_slurm, digits_shards, tmp_path):
+    """USR2 through scancel (SLURM's warning before a time limit, submitit's _interrupt) to both tasks of a two-rank
+    requeue-mode job once phase 1 has trained an epoch: every rank records the request, the ranks agree at the
+    next step boundary (checked every step here), save it and stop; rank 0 hands over to submitit, which requeues
+    the job; the requeued job resumes there, and metrics.json equals an uninterrupted two-rank run's. Where the
+    stop lands depends on when the signal arrives (mid-epoch, normally); test_resume_and_ddp.py pins one step."""
+    keys = [*DDP, "train.epochs=3"]
+    ref = tmp_path / "ref"
+    r = subprocess.run([sys.executable, "-m", "mnemo.cli", "train", "--config", "configs/glyphs.yaml", "--run-dir",
+                        str(ref), f"data.shards={digits_shards}", *keys, "--nproc-per-node", "2"], cwd=ROOT,
+                       env=_one_thread_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "run"
+    env = {"OMP_NUM_THREADS": "1", "MNEMO_STOP_CHECK_STEPS": "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)                        # the job takes the submitting environment
+    try:
+        assert mnemo("launch", "--config", "configs/glyphs.yaml", "--run-dir", run, *JOB_FLAGS, "--tasks-per-node",
+                     "2", "--mode", "requeue", f"data.shards={digits_shards}", *keys) == 0
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    job_id = json.loads((run / "launch.json").read_text())["jobs"][0]["job_id"]
+    deadline = time.monotonic() + WAIT_S
+
+    def trained_an_epoch_of_phase_1() -> bool:
+        path = run / "events.jsonl"
+        return path.is_file() and any(e.get("event") == "epoch" and e.get("phase") == 1 and e.get("stage") == "train"
+                                      for e in map(json.loads, path.read_text().splitlines()))
+    while not trained_an_epoch_of_phase_1():
+        assert time.monotonic() < deadline, report(run)
+        time.sleep(0.05)
+    import submitit
+
+    submitit.SlurmJob(folder=run / "submitit", job_id=job_id)._interrupt()          # SIGTERM, then USR2
+    r = wait_for(run, settled, "finished")
+    assert r["status"] == "complete", r
+    (job,) = r["jobs"]
+    assert job["state"] == "COMPLETED" and int(job.get("restarts", 0)) >= 1, job
+    log = (run / "submitit" / f"{job_id}_0_log.err").read_text()
+    assert "this job is preempted" in log and "Requeued job" in log and ": requeueing" in log
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    stops = [e for e in events if e["event"] == "stop"]
+    assert len(stops) == 1 and "SIGUSR2" in stops[0]["why"], stops
+    print(f"\nstopped at {stops[0]}")
+    assert [e["phase"] for e in events if e["event"] == "start"] == [0, 1]          # the requeued job went on
+    assert comparable(json.loads((run / "metrics.json").read_text())) == \
+        comparable(json.loads((ref / "metrics.json").read_text()))

@@ -119,6 +119,32 @@ def barrier() -> None:
         dist.barrier()
 
 
+def any_true(flag: bool) -> bool:
+    """Whether `flag` holds on any rank; over the CPU (gloo) group, so a GPU run does not wait for its device."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return bool(flag)
+    t = torch.tensor([int(bool(flag))], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_EXCHANGE.get("group"))
+    return bool(t.item())
+
+
+def wait_for_all(tag: str, give_up, poll_s: float = 0.5) -> bool:
+    """Wait until every rank has called wait_for_all(`tag`); False as soon as `give_up()` holds. A wait on the
+    store, not in a collective, so a rank waiting for slower ones can still stop (core/stop.py)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return True
+    import time
+
+    store = dist.distributed_c10d._get_default_store()
+    key = f"mnemo/ready/{tag}"
+    store.add(key, 1)
+    while int(store.add(key, 0)) < dist.get_world_size():
+        if give_up():
+            return False
+        time.sleep(poll_s)
+    return True
+
+
 def rank0_value(obj):
     """Rank 0's `obj` on every rank (a decision all ranks must take alike)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:

@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from core import faults, stop
 from trainer.engine import distributed
 from trainer.engine.deepspeed_engine import Engine
 from trainer.engine.step_timer import StepTimer, peak_memory_mb
@@ -28,7 +29,10 @@ class Events(Protocol):
 @dataclass
 class StageRun:
     """Which epochs of which stage to train: `lr_at(epoch)` gives the learning rate; `on_epoch_end(epoch)`
-    runs after each epoch (engine checkpoints, fault points) and returns what it did, for the epoch-end event."""
+    runs after each epoch (engine checkpoints, fault points) and returns what it did, for the epoch-end event.
+    `start_step`: steps of `start_epoch` already trained (a resume from a step boundary: they are replayed without
+    training, so the epoch's batches come out as before). `on_stop(epoch, steps)`: saves the stage after `steps`
+    steps of `epoch` when all ranks agree to stop (core/stop.py); then StopRequested is raised."""
     stage: str
     phase: int
     epochs: int
@@ -36,6 +40,16 @@ class StageRun:
     start_epoch: int = 0
     log_every: int = 50
     on_epoch_end: Callable[[int], dict | None] | None = None
+    start_step: int = 0
+    on_stop: Callable[[int, int], None] | None = None
+
+    def stop_agreed(self, step: int, steps: int) -> bool:
+        """At a step boundary (`step` steps of `steps` done): whether every rank stops here."""
+        if self.on_stop is None or not stop.armed():
+            return False
+        if step < steps and step % stop.check_every():
+            return False
+        return distributed.any_true(stop.requested())
 
 
 def micro_batches(x: torch.Tensor, y: torch.Tensor, micro: int, accum: int):
@@ -72,7 +86,12 @@ def _train_epoch(engine: Engine, loss_fn: LossFn, batches, run: StageRun, epoch:
     wait = 0.0
     t0 = t_data = time.perf_counter()
     timer.start_epoch()
+    skip = run.start_step if epoch == run.start_epoch else 0
     for step, (x, y) in enumerate(batches.epoch(epoch)):
+        if step < skip:                        # trained before the stop this run resumes from
+            t0 = t_data = time.perf_counter()
+            timer.start_epoch()
+            continue
         x, y = x.to(engine.device, non_blocking=True), y.to(engine.device, non_blocking=True)
         wait += time.perf_counter() - t_data
         timer.mark("data")
@@ -96,6 +115,10 @@ def _train_epoch(engine: Engine, loss_fn: LossFn, batches, run: StageRun, epoch:
                      n_img * world / (time.perf_counter() - t0))
         t_data = time.perf_counter()
         timer.mark("other")
+        faults.maybe_fail(f"{run.stage}_step", run.phase, epoch * batches.steps_per_epoch + step + 1)
+        if step + 1 < batches.steps_per_epoch and run.stop_agreed(step + 1, batches.steps_per_epoch):
+            run.on_stop(epoch, step + 1)
+            raise stop.StopRequested(f"phase {run.phase} {run.stage}: stopped after step {step + 1} of epoch {epoch + 1}")
     steps_end = time.perf_counter()
     _check_finite(finite, run, epoch, step)
     distributed.average_buffers(model)
@@ -137,6 +160,9 @@ def run_epochs(engine: Engine, loss_fn: LossFn, batches, run: StageRun, events: 
         # the epoch end's cost: the buffers' average, the figures gathered from every rank, a checkpoint
         events.write(event="epoch_end", phase=run.phase, stage=run.stage, epoch=epoch,
                      seconds=round(time.perf_counter() - got["steps_end"], 4), **(done or {}))
+        if epoch + 1 < run.epochs and run.stop_agreed(batches.steps_per_epoch, batches.steps_per_epoch):
+            run.on_stop(epoch, batches.steps_per_epoch)
+            raise stop.StopRequested(f"phase {run.phase} {run.stage}: stopped after epoch {epoch + 1}")
     total = time.perf_counter() - stage_start
     events.write(event="stage", phase=run.phase, stage=run.stage, seconds=round(total, 3),
                  engine_setup_s=round(getattr(engine, "setup_s", 0.0), 3))

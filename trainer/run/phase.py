@@ -30,9 +30,11 @@ log = logging.getLogger("mnemo")
 
 
 class Resume(NamedTuple):
-    """Where an interrupted model-level stage continues: after `epoch`, from the engine checkpoint `engine_tag`."""
+    """Where an interrupted model-level stage continues: after `epoch` (and `step` steps of the next one, where
+    it stopped at a step boundary), from the engine checkpoint `engine_tag`."""
     epoch: int
     engine_tag: str
+    step: int = 0
 
 
 class Phase:
@@ -54,14 +56,18 @@ class Phase:
         t_phase = time.perf_counter()
         self.begin()
         point = self.s.run_dir.stage_point(self.index)
+        if point is None:
+            self.s.run_dir.clear_groups()
         if point is not None:
             self.s.run_dir.restore_point(point, self.point_states(with_model=True))
             log.info("phase %d: resuming from %s (stage %s, %s)", self.index, self.s.run_dir.path / "ckpt",
-                     point.stage, "complete" if point.epoch is None else f"after epoch {point.epoch + 1}")
+                     point.stage, "complete" if point.epoch is None else f"after epoch {point.epoch + 1}"
+                     + (f" and {point.step} step(s) of the next" if point.step else ""))
         for k, stage in enumerate(self.s.strategy.stages(self.ctx)):
             if point is not None and (k < point.stage_index or (k == point.stage_index and point.epoch is None)):
                 continue                                   # finished before the crash
-            resume = Resume(point.epoch, point.engine_tag) if point is not None and k == point.stage_index else None
+            resume = Resume(point.epoch, point.engine_tag, point.step or 0) \
+                if point is not None and k == point.stage_index else None
             if RUNNERS[stage.kind].run(self, k, stage, resume):
                 self.s.run_dir.save_stage_done(Place(self.index, k, stage.name), self.point_states(with_model=True))
         weight_transfer.fold(self.s.model.backbone)   # plain weights again (no-op without weight transfer)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from core import faults, seeds
+from core import faults, seeds, stop
 from data_pipeline.loading.batch_plan import BatchPlan
 from data_pipeline.loading.loaders import resolve_loader, train_batches
 from exemplars.memory import STORE_DTYPE
@@ -112,8 +112,21 @@ class ModelStage:
                 faults.maybe_fail(stage.name, phase.index, epoch)
                 return done
 
+            def on_stop(epoch: int, steps: int, engine=engine) -> None:
+                """A stop at a step boundary: checkpoint that step (an epoch end checkpoints as the epoch's)."""
+                whole = steps >= batches.steps_per_epoch
+                # every rank stops here; the request may have reached only some of them: all log all reasons
+                stop.request("; ".join(sorted({w for w in distributed.all_gather_object(stop.why()) if w})))
+                place = Place(phase.index, k, stage.name, epoch if whole else epoch - 1, None if whole else steps)
+                s.run_dir.save_in_stage(engine, place, phase.point_states(False))
+                s.events.write(event="stop", phase=phase.index, stage=stage.name, epoch=epoch, step=steps,
+                               why=stop.why())
+                log.warning("phase %d %s: stopping after step %d of epoch %d (%s); saved, to resume there",
+                            phase.index, stage.name, steps, epoch + 1, stop.why())
+
             start = 0 if resume is None else resume.epoch + 1
-            run = StageRun(stage.name, phase.index, spec.epochs, spec.lr_at, start, t.log_every, on_epoch_end)
+            run = StageRun(stage.name, phase.index, spec.epochs, spec.lr_at, start, t.log_every, on_epoch_end,
+                           start_step=0 if resume is None else resume.step, on_stop=on_stop)
             try:
                 figures = run_epochs(engine, lambda model, x, y: stage.loss(s.strategy, model, Batch(x, y)), batches,
                                      run, s.events)
@@ -142,9 +155,16 @@ class ExemplarStage:
                                previous=s.strategy.teacher, snapshot=self.snapshot_model(phase),
                                image_size=s.cfg.data.image_size)
         t0 = time.perf_counter()
-        info = update_memory(s.model, s.memory, PhaseClasses(ctx.new_labels, ctx.old_labels, group_images, counts),
-                             s.cfg.exemplars, sel, s.dist,
-                             Collectives(distributed.exchange_objects, distributed.exchange_tensors))
+        try:
+            info = update_memory(s.model, s.memory, PhaseClasses(ctx.new_labels, ctx.old_labels, group_images, counts),
+                                 s.cfg.exemplars, sel, s.dist,
+                                 Collectives(distributed.exchange_objects, distributed.exchange_tensors,
+                                             lambda tag: distributed.wait_for_all(tag, stop.requested)),
+                                 s.run_dir.group_results(phase.index))
+        except stop.StopRequested as e:          # the finished class groups are kept: a resume takes the next
+            s.events.write(event="stop", phase=phase.index, stage=stage.name, why=stop.why())
+            log.warning("%s; the finished class groups are kept", e)
+            raise
         s.events.write(event="exemplars", phase=phase.index, **info)
         s.events.image("exemplars/new_classes", exemplar_grid(s.memory, ctx.new_labels))
         phase.exemplar_info.value = info

@@ -54,6 +54,11 @@ class StagePoint:
     def engine_tag(self) -> str | None:
         return self.pointer["engine_tag"]
 
+    @property
+    def step(self) -> int | None:
+        """Steps of the epoch after `epoch` trained before a stop at a step boundary (None: none)."""
+        return self.pointer.get("step")
+
 
 def _root(run_dir: Path) -> Path:
     return run_dir / "ckpt"
@@ -63,7 +68,8 @@ def _write_pointer(run_dir: Path, point: dict, extra: dict, memory=None) -> dict
     """Write extra.pt (and the memory's file, if it changed), then state.json; returns the bytes written."""
     root = _root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    name = f"extra-p{point['phase']:02d}-s{point['stage_index']}-e{point['epoch']}.pt"
+    name = f"extra-p{point['phase']:02d}-s{point['stage_index']}-e{point['epoch']}" + \
+        (f"-t{point['step']}" if point.get("step") else "") + ".pt"
     checkpoint_io.save(root / name, extra)
     written = {"extra": (root / name).stat().st_size, "memory": 0}
     point = {**point, "extra": name}
@@ -87,14 +93,19 @@ def _write_pointer(run_dir: Path, point: dict, extra: dict, memory=None) -> dict
 
 class Place(NamedTuple):
     """Where in a run a checkpoint is taken: the phase, the stage's index and name, and the last finished epoch
-    of an interrupted stage (None: the stage is complete)."""
+    of an interrupted stage (None: the stage is complete), and where it stopped at a step boundary, the steps of
+    the next epoch it had trained."""
     phase: int
     stage_index: int
     stage: str
     epoch: int | None = None
+    step: int | None = None
 
     def pointer(self, engine_tag: str | None) -> dict:
-        return {**self._asdict(), "engine_tag": engine_tag}
+        out = {**self._asdict(), "engine_tag": engine_tag}
+        if self.step is None:
+            out.pop("step")                  # the pointer of an epoch end, as before steps were kept
+        return out
 
 
 def save_stage_done(run_dir: Path, dist_info, place: Place, extra: dict, memory=None) -> None:
@@ -104,7 +115,7 @@ def save_stage_done(run_dir: Path, dist_info, place: Place, extra: dict, memory=
 
 
 def save_in_stage(run_dir: Path, dist_info, engine, place: Place, extra: dict, memory=None) -> None:
-    tag = f"p{place.phase:02d}-s{place.stage_index}-e{place.epoch}"
+    tag = f"p{place.phase:02d}-s{place.stage_index}-e{place.epoch}" + (f"-t{place.step}" if place.step else "")
     engine.save_checkpoint(_root(run_dir) / "engine", tag)       # collective: every rank calls it
     distributed.barrier()
     if dist_info.is_main:

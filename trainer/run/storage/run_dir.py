@@ -5,7 +5,8 @@
     RUN/metrics.json     rewritten after every phase            RUN/events.jsonl   one line per epoch/stage
     RUN/profile.json     where each phase's time went           RUN/phases/pNN/    sealed phases (DONE last)
     RUN/tb/              TensorBoard event files (tensorboard.py)
-    RUN/ckpt/            checkpoints inside the phase in progress (in_phase_checkpoint.py)
+    RUN/ckpt/            checkpoints inside the phase in progress (in_phase_checkpoint.py), and the exemplar
+                         level's finished class groups (ckpt/groups/: group_results.py)
 
 What is saved is named by key: `seal(phase, states)` and `resume(phase, states)` take a mapping of
 objects with `state_dict`/`load_state_dict`. In a sealed phase "model" and "memory" have files of their
@@ -22,7 +23,7 @@ from core.ranks import DistInfo
 from trainer.engine.distributed import barrier, broadcast_object, exchange_tensors
 from trainer.run import run_profile
 from trainer.run.metrics import MetricsLog
-from trainer.run.storage import in_phase_checkpoint, sealed_phases
+from trainer.run.storage import group_results, in_phase_checkpoint, sealed_phases
 from trainer.run.storage.in_phase_checkpoint import Place, StagePoint
 
 OWN_FILES = ("model", "memory")          # keys of a sealed phase with a file of their own
@@ -144,6 +145,17 @@ class RunDir:
 
     def clear_points(self) -> None:
         in_phase_checkpoint.clear(self.path, self.dist)
+
+    def group_results(self, phase: int) -> group_results.GroupStore:
+        """Where this phase's exemplar level keeps its finished class groups (every rank writes its own)."""
+        return group_results.GroupStore(self.path, phase)
+
+    def clear_groups(self) -> None:
+        """Forget kept class groups (a phase starting from its beginning trains the model they came from anew)."""
+        barrier()
+        if self.dist.is_main:
+            group_results.clear(self.path)
+        barrier()
 
     # -- bookkeeping -------------------------------------------------------------------------
     def prepare(self, cfg_dict: dict, defaults: dict, keys: list[str], write_config) -> None:
