@@ -65,15 +65,19 @@ def check_train(smoke: bool) -> dict:
     return out
 
 
+def _stage(smoke: bool):
+    """(batch size, engine, one batch) of a short stage at the first batch size."""
+    z, dev = sizes(smoke), device(smoke)
+    n = z["batches"][0]
+    return n, engine(model(z, dev), n, dev), batch(z, n, dev)
+
+
 def check_epochs(smoke: bool) -> dict:
     """Three short epochs of the real loop; each epoch end saves the real in-stage checkpoint."""
     from trainer.engine.epoch_loop import StageRun, run_epochs
     from trainer.run.storage.in_phase_checkpoint import Place, engine_dir, save_in_stage
 
-    z, dev = sizes(smoke), device(smoke)
-    n = z["batches"][0]
-    eng = engine(model(z, dev), n, dev)
-    x, y = batch(z, n, dev)
+    n, eng, (x, y) = _stage(smoke)
     ends: list[dict] = []
 
     class Sink:
@@ -159,13 +163,9 @@ def check_bank(smoke: bool) -> dict:
 
 
 def check_syncs(smoke: bool) -> dict:
-
     from trainer.engine.epoch_loop import StageRun, run_epochs
 
-    z, dev = sizes(smoke), device(smoke)
-    n = z["batches"][0]
-    eng = engine(model(z, dev), n, dev)
-    x, y = batch(z, n, dev)
+    _, eng, (x, y) = _stage(smoke)
 
     class Sink:
         def write(self, **event):
@@ -175,7 +175,7 @@ def check_syncs(smoke: bool) -> dict:
         run_epochs(eng, _lwf_loss(None), Repeat(x, y, steps), StageRun("train", 0, 1, lambda e: 0.1, log_every=0),
                    Sink())
     train(2)
-    if dev.type != "cuda":
+    if eng.device.type != "cuda":
         return {"skipped": "needs CUDA (torch.cuda.set_sync_debug_mode); the loop ran on CPU", "steps_run": 2}
     steps = 20
     return {"steps": steps, **_count(lambda: train(steps), steps)}
