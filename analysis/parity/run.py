@@ -2,6 +2,10 @@
 
     python -m analysis.parity.run --facil ~/FACIL --protocol one_class --methods bic lwm --seeds 0 1 2
     python -m analysis.parity.run --protocol one_class --table          # the table of what has run
+    python -m analysis.parity.run --facil ~/FACIL --protocol one_class --methods lwf --only facil_join
+
+`facil_join` is FACIL with an epoch's one-image last batch joined to the batch before it (analysis/parity/facil.py
+says why).
 
 Every run goes to OUT/<protocol>/<implementation>/<method>_s<seed>/ (metrics.json in mnemo's form); a finished run
 is skipped, so the command resumes. Runs go JOBS at a time, each on one thread. The table gives per method the
@@ -24,7 +28,9 @@ from pathlib import Path
 from analysis.parity.recipes import METHODS, PROTOCOLS, Recipe
 
 ROOT = Path(__file__).resolve().parents[2]
-IMPLEMENTATIONS = ("mnemo", "facil")
+IMPLEMENTATIONS = ("mnemo", "facil", "facil_join")   # facil_join: FACIL with an epoch's one-image tail batch
+                                                      # joined to the one before (analysis/parity/facil.py)
+PEERS = {"facil": "FACIL", "facil_join": "FACIL, tail joined"}
 
 
 def run_dir(out: Path, protocol: str, impl: str, method: str, seed: int) -> Path:
@@ -36,8 +42,9 @@ def command(recipe: Recipe, impl: str, method: str, seed: int, out: Path, facil:
     if impl == "mnemo":
         return [sys.executable, "-m", "mnemo.cli", "train", "--config", "configs/glyphs.yaml", "--run-dir", str(d),
                 *recipe.mnemo_overrides(method, seed)]
+    job = {**recipe.facil_job(method, seed), "join_tail": impl == "facil_join"}
     return [sys.executable, "-m", "analysis.parity.facil", "--facil", str(facil), "--out", str(d),
-            "--recipe", json.dumps(recipe.facil_job(method, seed))]
+            "--recipe", json.dumps(job)]
 
 
 def _done(d: Path) -> bool:
@@ -88,10 +95,11 @@ def table(out: Path, protocol: str, methods: list[str]) -> str:
                 rows.append(f"| {method} | {impl} | {len(s)} | " + " | ".join(
                     _ms([r[k] for r in s]) for k in ("A", "last", "base", "F"))
                     + f" | {statistics.mean(r['wall'] for r in s) / 60:.1f} |")
-        if all(got.values()):
-            a, b = got["mnemo"], got["facil"]
-            rows.append(f"| {method} | mnemo − FACIL | | " + " | ".join(
-                _diff([r[k] for r in a], [r[k] for r in b]) for k in ("A", "last", "base", "F")) + " | |")
+        for peer, name in PEERS.items():
+            a, b = got["mnemo"], got[peer]
+            if a and b:
+                rows.append(f"| {method} | mnemo − {name} | | " + " | ".join(
+                    _diff([r[k] for r in a], [r[k] for r in b]) for k in ("A", "last", "base", "F")) + " | |")
     return "\n".join(rows)
 
 
@@ -101,7 +109,8 @@ def main(argv=None) -> int:
     ap.add_argument("--protocol", choices=sorted(PROTOCOLS), required=True)
     ap.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=sorted(METHODS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--only", choices=IMPLEMENTATIONS, default=None, help="run one implementation only")
+    ap.add_argument("--only", nargs="+", choices=IMPLEMENTATIONS, default=None,
+                    help="run these implementations only (default: mnemo and facil)")
     ap.add_argument("--facil", type=Path, default=None, help="a checkout of github.com/mmasana/FACIL")
     ap.add_argument("--out", type=Path, default=Path("runs/parity"))
     ap.add_argument("--jobs", type=int, default=2)
@@ -110,15 +119,16 @@ def main(argv=None) -> int:
     if args.table:
         print(table(args.out, args.protocol, args.methods))
         return 0
-    impls = [args.only] if args.only else list(IMPLEMENTATIONS)
-    if "facil" in impls and (args.facil is None or not (args.facil / "src" / "main_incremental.py").is_file()):
+    impls = args.only or ["mnemo", "facil"]
+    facil_ok = args.facil is not None and (args.facil / "src" / "main_incremental.py").is_file()
+    if any(i in PEERS for i in impls) and not facil_ok:
         print("analysis.parity.run: --facil must name a checkout of github.com/mmasana/FACIL (with src/)",
               file=sys.stderr)
         return 2
     recipe = Recipe(args.protocol)
     todo = [(command(recipe, impl, m, s, args.out, args.facil), run_dir(args.out, args.protocol, impl, m, s))
             for s in args.seeds for m in args.methods for impl in impls
-            if not (impl == "facil" and args.protocol in METHODS[m].facil_fails)]
+            if not (impl in PEERS and args.protocol in METHODS[m].facil_fails)]
     todo = [(c, d) for c, d in todo if not _done(d)]
     print(f"{len(todo)} runs to go, {args.jobs} at a time", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -63,3 +63,26 @@ def test_the_table_gives_each_implementation_and_their_difference(tmp_path):
     se = (1.0 / 3 + 1.0 / 3) ** 0.5                                       # Welch, Ā's spread 1.00 in both
     assert f"| bic | mnemo − FACIL | | +5.00 ± {se:.2f} | +10.00 ±" in out
     assert set(PROTOCOLS) == {"one_class", "many_one_class", "default"}
+
+
+def test_a_one_image_tail_joins_the_batch_before_it():
+    from analysis.parity.facil import joined_batches
+    perm = list(range(257))                                  # 2 batches of 128 and a tail of one
+    out = joined_batches(perm, 128)
+    assert [len(b) for b in out] == [128, 129] and sum(out, []) == perm
+    assert [len(b) for b in joined_batches(list(range(258)), 128)] == [128, 128, 2]   # two images stay a batch
+    assert [len(b) for b in joined_batches([7], 128)] == [1]                         # a lone batch stays
+
+
+def test_the_table_gives_each_peer_variant_its_difference(tmp_path):
+    for impl, a in (("mnemo", 70.0), ("facil_join", 66.0)):
+        for seed in range(2):
+            d = tmp_path / "one_class" / impl / f"lwf_s{seed}"
+            d.mkdir(parents=True)
+            phases = [{"phase": 0, "accuracy": 90.0, "accuracy_base": 90.0, "wall_s": 60.0},
+                      {"phase": 1, "accuracy": a + seed, "accuracy_base": a, "wall_s": 60.0}]
+            (d / "metrics.json").write_text(json.dumps({"status": "complete", "average_accuracy": a + seed,
+                                                        "forgetting": 90 - a, "phases": phases}))
+    out = table(tmp_path, "one_class", ["lwf"])
+    assert "| lwf | facil_join | 2 | 66.50 ± 0.71 |" in out
+    assert "| lwf | mnemo − FACIL, tail joined | | +4.00 ± 0.71 |" in out and "mnemo − FACIL |" not in out
