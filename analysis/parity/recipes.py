@@ -46,6 +46,10 @@ METHODS = {
     "lucir": Method(("strategy.name=lucir", "strategy.lucir.cbf_epochs=0"), "lucir",
                     notes="LUCIR's class-balanced fine-tune off in mnemo: FACIL has none. K hard negatives: 2, or "
                           "the phase's new classes where fewer (mnemo takes min(K, new) itself; FACIL's topk fails)"),
+    "lucir_noimprint": Method(("strategy.name=lucir", "strategy.lucir.cbf_epochs=0", "strategy.lucir.imprint=false"),
+                              "lucir",
+                              notes="mnemo's LUCIR with new-class weights at random, as FACIL's (FACIL does not "
+                                    "imprint): which part of the LUCIR difference imprinting is"),
     "lwm": Method(("strategy.name=lwm",), "lwm", ("--beta", "2", "--gamma", "4"), incremental_lr=0.01,
                   notes="β 2, γ 4 (mnemo's defaults); incremental phases at the paper's 0.01; L_D: the paper's "
                         "sigmoid distillation in mnemo, a softmax one at τ = 2 in FACIL"),
