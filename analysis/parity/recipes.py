@@ -7,7 +7,8 @@ The schedule is the glyph recipe's (configs/glyphs.yaml): SGD at 0.1, momentum 0
 (others); 20 exemplars per class picked by herding; the CIFAR-style ResNet-32 both implement, at 32 px, or at
 16 px for the 62-class default protocol (4x cheaper; FACIL's fixed 8x8 average pool is then made global, what it
 computes at 32 px). mnemo's balanced fine-tune (Algorithm 1, step 18 of the mnemonics
-paper) and LUCIR's class-balanced fine-tune are off: the peer has neither.
+paper) and LUCIR's class-balanced fine-tune are off: the peer has neither. Gradients are not clipped, as in the
+peer and the papers (the glyph recipe clips at norm 1: implementation `mnemo_clip1` of run.py).
 """
 from __future__ import annotations
 
@@ -81,7 +82,9 @@ class Recipe:
         if not self.size:
             object.__setattr__(self, "size", SIZES[self.protocol])
 
-    def mnemo_overrides(self, method: str, seed: int) -> list[str]:
+    def mnemo_overrides(self, method: str, seed: int, grad_clip: float = 0.0) -> list[str]:
+        """`grad_clip` 0: no gradient clipping, as FACIL (its LwF, BiC and LwM clip at norm 10,000, its LUCIR not at
+        all); the glyph recipe clips at 1."""
         p = PROTOCOLS[self.protocol]
         m = METHODS[method]
         out = [f"data.shards={self.shards}", f"data.image_size={self.size}", f"model.arch={self.network}",
@@ -92,7 +95,7 @@ class Recipe:
                f"train.momentum={self.momentum}", f"train.weight_decay={self.weight_decay}",
                f"train.batch_size={self.batch_size}", f"exemplars.per_class={self.per_class}",
                f"exemplars.selection={self.selection}", "train.finetune_epochs=0", f"seed={seed}",
-               "logging.tensorboard=false", *m.mnemo]
+               "logging.tensorboard=false", f"train.grad_clip={grad_clip:g}", *m.mnemo]
         if m.incremental_lr is not None:
             out.append(f"train.incremental_lr={m.incremental_lr}")
         return out

@@ -28,9 +28,14 @@ from pathlib import Path
 from analysis.parity.recipes import METHODS, PROTOCOLS, Recipe
 
 ROOT = Path(__file__).resolve().parents[2]
-IMPLEMENTATIONS = ("mnemo", "facil", "facil_join")   # facil_join: FACIL with an epoch's one-image tail batch
-                                                      # joined to the one before (analysis/parity/facil.py)
+# mnemo: the matched recipe, without gradient clipping as the peer; mnemo_clip1: the same with the glyph recipe's
+# clipping at norm 1; facil_join: FACIL with an epoch's one-image last batch joined to the one before
+# (analysis/parity/facil.py)
+IMPLEMENTATIONS = ("mnemo", "mnemo_clip1", "facil", "facil_join")
 PEERS = {"facil": "FACIL", "facil_join": "FACIL, tail joined"}
+# (a, b, label): the differences the table gives, a − b
+DIFFERENCES = (("mnemo", "facil", "mnemo − FACIL"), ("mnemo", "facil_join", "mnemo − FACIL, tail joined"),
+               ("mnemo_clip1", "mnemo", "mnemo clip 1 − mnemo"))
 
 
 def run_dir(out: Path, protocol: str, impl: str, method: str, seed: int) -> Path:
@@ -39,9 +44,9 @@ def run_dir(out: Path, protocol: str, impl: str, method: str, seed: int) -> Path
 
 def command(recipe: Recipe, impl: str, method: str, seed: int, out: Path, facil: Path | None) -> list[str]:
     d = run_dir(out, recipe.protocol, impl, method, seed)
-    if impl == "mnemo":
+    if impl.startswith("mnemo"):
         return [sys.executable, "-m", "mnemo.cli", "train", "--config", "configs/glyphs.yaml", "--run-dir", str(d),
-                *recipe.mnemo_overrides(method, seed)]
+                *recipe.mnemo_overrides(method, seed, grad_clip=1.0 if impl == "mnemo_clip1" else 0.0)]
     job = {**recipe.facil_job(method, seed), "join_tail": impl == "facil_join"}
     return [sys.executable, "-m", "analysis.parity.facil", "--facil", str(facil), "--out", str(d),
             "--recipe", json.dumps(job)]
@@ -95,10 +100,10 @@ def table(out: Path, protocol: str, methods: list[str]) -> str:
                 rows.append(f"| {method} | {impl} | {len(s)} | " + " | ".join(
                     _ms([r[k] for r in s]) for k in ("A", "last", "base", "F"))
                     + f" | {statistics.mean(r['wall'] for r in s) / 60:.1f} |")
-        for peer, name in PEERS.items():
-            a, b = got["mnemo"], got[peer]
+        for one, other, name in DIFFERENCES:
+            a, b = got[one], got[other]
             if a and b:
-                rows.append(f"| {method} | mnemo − {name} | | " + " | ".join(
+                rows.append(f"| {method} | {name} | | " + " | ".join(
                     _diff([r[k] for r in a], [r[k] for r in b]) for k in ("A", "last", "base", "F")) + " | |")
     return "\n".join(rows)
 

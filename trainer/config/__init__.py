@@ -109,8 +109,10 @@ def stored_defaults() -> dict:
     where a plug-in says otherwise (`Plugin.before_keys`): e.g. exemplars.mnemonics's shared keys defaulted to the
     paper's settings until the recommended objective became the default, so a config without the keys added then
     (objective, momentum, augment) ran at the paper's values; the adjustment ran on the new exemplars' outer loop
-    until it had one of its own; BiC's bias stage ran without its β penalty."""
+    until it had one of its own; BiC's bias stage ran without its β penalty; and every run clipped its gradient at
+    norm 1 (train.grad_clip), DeepSpeed's default, until the engine set it from the config."""
     out = defaults()
+    out["train"]["grad_clip"] = 1.0    # DeepSpeed's own default clipped every step at norm 1 before the key existed
     for section, registry in (("strategy", STRATEGIES), ("exemplars", SELECTIONS), ("exemplars", ADJUSTMENTS)):
         for name, cls in registry.classes().items():
             if cls.before_keys and name in out[section]:
@@ -152,6 +154,8 @@ def validate(cfg):
     if cfg.train.checkpoint_minutes < 0:
         raise UserError(f"config key 'train.checkpoint_minutes' must be >= 0 (0: every epoch end), got "
                         f"{cfg.train.checkpoint_minutes}")
+    if cfg.train.grad_clip < 0:
+        raise UserError(f"config key 'train.grad_clip' must be >= 0 (0: no clipping), got {cfg.train.grad_clip}")
     if cfg.exemplars.per_class < 0:
         raise UserError("config key 'exemplars.per_class' must be >= 0")
     if cfg.exemplars.budget is not None and cfg.exemplars.budget < 0:

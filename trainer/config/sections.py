@@ -35,6 +35,8 @@ class TrainConfig:
     lr_gamma: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    grad_clip: float = 0.0               # clip each step's gradient to this global L2 norm (0: off, as the
+                                         # papers; configs/glyphs.yaml keeps 1, see docs/parity.md)
     kd_lambda: float = 0.5               # lambda of Eq. 5: lambda*CE + (1-lambda)*KD
     kd_temperature: float = 2.0          # tau of Eq. 1
     finetune_epochs: int = 20            # balanced fine-tune on exemplars only (Algorithm 1 step 18)

@@ -91,7 +91,9 @@ def micro_batch(asked: int | None, per_rank: int, global_batch: int, world: int)
 
 class Engine:
     def __init__(self, model: torch.nn.Module, dist: DistInfo, global_batch: int, lr: float, momentum: float,
-                 weight_decay: float, settings: EngineSettings | None = None):
+                 weight_decay: float, settings: EngineSettings | None = None, grad_clip: float = 0.0):
+        """`grad_clip`: the global L2 norm each step's gradient is clipped to (0: none). Set explicitly:
+        DeepSpeed's own default clips at 1.0."""
         t0 = time.perf_counter()
         settings = settings or EngineSettings()
         deepspeed = _quiet_deepspeed()
@@ -111,6 +113,7 @@ class Engine:
             "train_batch_size": micro * accum * dist.world,
             "zero_optimization": zero,
             "communication_data_type": settings.grad_comm_dtype,
+            "gradient_clipping": float(grad_clip),
             "zero_allow_untested_optimizer": True,
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,

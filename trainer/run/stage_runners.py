@@ -94,7 +94,7 @@ class ModelStage:
                                 s.manifest, plan, s.plan.label_of())
         stage.before(ctx)
         wd = t.weight_decay if spec.weight_decay is None else spec.weight_decay
-        with Engine(s.model, s.dist, t.batch_size, spec.lr, t.momentum, wd, s.cfg.engine) as engine:
+        with Engine(s.model, s.dist, t.batch_size, spec.lr, t.momentum, wd, s.cfg.engine, t.grad_clip) as engine:
             if resume is not None:
                 engine.load_checkpoint(s.run_dir.engine_dir(), resume.engine_tag)
 
