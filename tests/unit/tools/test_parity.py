@@ -25,6 +25,9 @@ def test_the_recipe_is_the_same_schedule_in_both(method):
     assert (cfg.train.batch_size, cfg.train.momentum, cfg.train.weight_decay) == \
         (job["batch_size"], job["momentum"], job["weight_decay"])
     assert cfg.exemplars.per_class == job["per_class"] and cfg.train.finetune_epochs == 0
+    assert cfg.train.grad_clip == 0.0                        # FACIL does not clip (the glyph recipe does)
+    clipped = load_config("configs/glyphs.yaml", recipe.mnemo_overrides(method, seed=2, grad_clip=1.0))
+    assert clipped.train.grad_clip == 1.0
     m = METHODS[method]
     assert job["incremental_lr"] == (m.facil_incremental_lr or m.incremental_lr or job["lr"])
     for phase, epochs, milestones, lr in ((0, job["base_epochs"], job["base_milestones"], job["lr"]),
