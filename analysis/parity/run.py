@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # clipping at norm 1; facil_join: FACIL with an epoch's one-image last batch joined to the one before
 # (analysis/parity/facil.py)
 IMPLEMENTATIONS = ("mnemo", "mnemo_clip1", "facil", "facil_join")
-PEERS = {"facil": "FACIL", "facil_join": "FACIL, tail joined"}
+PEERS = ("facil", "facil_join")                     # the implementations FACIL runs
 # (a, b, label): the differences the table gives, a − b
 DIFFERENCES = (("mnemo", "facil", "mnemo − FACIL"), ("mnemo", "facil_join", "mnemo − FACIL, tail joined"),
                ("mnemo_clip1", "mnemo", "mnemo clip 1 − mnemo"))

@@ -10,21 +10,18 @@ from pathlib import Path
 from benchmarks.gpu_check.common import Repeat, batch, clock, device, device_name, emit, engine, model, sizes, sync
 
 
-def _lwf_loss(teacher, kd_weight: float = 0.5, tau: float = 2.0):
-    """The LwF step's loss: cross-entropy beside KD to a frozen teacher (its forward without gradients)."""
+def _lwf_loss(teacher, kd_lambda: float = 0.5, tau: float = 2.0):
+    """The LwF step's loss (trainer.methods.strategies.lwf.eq5_loss), its teacher's forward without gradients."""
     import torch
-    import torch.nn.functional as F
 
-    from trainer.methods.losses import kd_loss
+    from trainer.methods.strategies.lwf import eq5_loss
 
     def loss(net, x, y):
-        logits = net(x).float()
-        ce = F.cross_entropy(logits, y)
-        if teacher is None:
-            return {"loss": ce}
-        with torch.no_grad():
-            old = teacher(x).float()
-        return {"loss": (1 - kd_weight) * ce + kd_weight * kd_loss(logits[:, : old.shape[1]], old, tau)}
+        old = None
+        if teacher is not None:
+            with torch.no_grad():
+                old = teacher(x).float()
+        return eq5_loss(net(x).float(), y, old, 0 if old is None else old.shape[1], kd_lambda, tau)
     return loss
 
 
@@ -74,6 +71,7 @@ def _stage(smoke: bool):
 
 def check_epochs(smoke: bool) -> dict:
     """Three short epochs of the real loop; each epoch end saves the real in-stage checkpoint."""
+    from core.ranks import SINGLE
     from trainer.engine.epoch_loop import StageRun, run_epochs
     from trainer.run.storage.in_phase_checkpoint import Place, engine_dir, save_in_stage
 
@@ -89,7 +87,7 @@ def check_epochs(smoke: bool) -> dict:
     with tempfile.TemporaryDirectory() as run:
         def on_epoch_end(epoch):
             t0 = time.perf_counter()
-            save_in_stage(Path(run), _single(), eng, Place(1, 0, "train", epoch), {"strategy": {}})
+            save_in_stage(Path(run), SINGLE, eng, Place(1, 0, "train", epoch), {"strategy": {}})
             return {"checkpoint": True, "save_s": round(time.perf_counter() - t0, 4)}
 
         run_epochs(eng, _lwf_loss(None), Repeat(x, y, 10 if not smoke else 2),
@@ -100,12 +98,6 @@ def check_epochs(smoke: bool) -> dict:
             "save_s": [e.get("save_s") for e in ends], "checkpoint_mb": round(ckpt_mb, 1),
             "note": "an epoch end: the buffers' average, the figures gathered from the ranks, the engine checkpoint "
                     "(one process: no barrier waits on other ranks)"}
-
-
-def _single():
-    from core.ranks import DistInfo
-
-    return DistInfo()
 
 
 def check_herding(smoke: bool) -> dict:

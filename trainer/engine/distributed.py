@@ -16,6 +16,7 @@ import datetime
 import math
 import os
 import socket
+import time
 
 import torch
 import torch.distributed as dist
@@ -133,8 +134,6 @@ def wait_for_all(tag: str, give_up, poll_s: float = 0.5) -> bool:
     store, not in a collective, so a rank waiting for slower ones can still stop (core/stop.py)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return True
-    import time
-
     store = dist.distributed_c10d._get_default_store()
     key = f"mnemo/ready/{tag}"
     store.add(key, 1)

@@ -58,7 +58,7 @@ class Phase:
         point = self.s.run_dir.stage_point(self.index)
         if point is None:
             self.s.run_dir.clear_groups()
-        if point is not None:
+        else:
             self.s.run_dir.restore_point(point, self.point_states(with_model=True))
             log.info("phase %d: resuming from %s (stage %s, %s)", self.index, self.s.run_dir.path / "ckpt",
                      point.stage, "complete" if point.epoch is None else f"after epoch {point.epoch + 1}"
