@@ -82,9 +82,10 @@ class Recipe:
         if not self.size:
             object.__setattr__(self, "size", SIZES[self.protocol])
 
-    def mnemo_overrides(self, method: str, seed: int, grad_clip: float = 0.0) -> list[str]:
+    def mnemo_overrides(self, method: str, seed: int, grad_clip: float = 0.0, last_batch: str = "short") -> list[str]:
         """`grad_clip` 0: no gradient clipping, as FACIL (its LwF, BiC and LwM clip at norm 10,000, its LUCIR not at
-        all); the glyph recipe clips at 1."""
+        all); the glyph recipe clips at 1. `last_batch` short: an epoch ends in a short batch, as FACIL's loader
+        (even: mnemo's default, batches of near-equal size)."""
         p = PROTOCOLS[self.protocol]
         m = METHODS[method]
         out = [f"data.shards={self.shards}", f"data.image_size={self.size}", f"model.arch={self.network}",
@@ -95,7 +96,8 @@ class Recipe:
                f"train.momentum={self.momentum}", f"train.weight_decay={self.weight_decay}",
                f"train.batch_size={self.batch_size}", f"exemplars.per_class={self.per_class}",
                f"exemplars.selection={self.selection}", "train.finetune_epochs=0", f"seed={seed}",
-               "logging.tensorboard=false", f"train.grad_clip={grad_clip:g}", *m.mnemo]
+               "logging.tensorboard=false", f"train.grad_clip={grad_clip:g}",
+               f"train.last_batch={last_batch}", *m.mnemo]
         if m.incremental_lr is not None:
             out.append(f"train.incremental_lr={m.incremental_lr}")
         return out

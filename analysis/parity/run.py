@@ -5,7 +5,8 @@
     python -m analysis.parity.run --facil ~/FACIL --protocol one_class --methods lwf --only facil_join
 
 `facil_join` is FACIL with an epoch's one-image last batch joined to the batch before it (analysis/parity/facil.py
-says why).
+says why); `mnemo_even` is mnemo with its default batches of near-equal size (train.last_batch=even): neither has a
+one-image batch.
 
 Every run goes to OUT/<protocol>/<implementation>/<method>_s<seed>/ (metrics.json in mnemo's form); a finished run
 is skipped, so the command resumes. Runs go JOBS at a time, each on one thread. The table gives per method the
@@ -29,13 +30,15 @@ from analysis.parity.recipes import METHODS, PROTOCOLS, Recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 # mnemo: the matched recipe, without gradient clipping as the peer; mnemo_clip1: the same with the glyph recipe's
-# clipping at norm 1; facil_join: FACIL with an epoch's one-image last batch joined to the one before
-# (analysis/parity/facil.py)
-IMPLEMENTATIONS = ("mnemo", "mnemo_clip1", "facil", "facil_join")
+# clipping at norm 1; mnemo_even: the matched recipe with mnemo's default batches (no short last batch);
+# facil_join: FACIL with an epoch's one-image last batch joined to the one before (analysis/parity/facil.py)
+IMPLEMENTATIONS = ("mnemo", "mnemo_clip1", "mnemo_even", "facil", "facil_join")
 PEERS = ("facil", "facil_join")                     # the implementations FACIL runs
 # (a, b, label): the differences the table gives, a − b
 DIFFERENCES = (("mnemo", "facil", "mnemo − FACIL"), ("mnemo", "facil_join", "mnemo − FACIL, tail joined"),
-               ("mnemo_clip1", "mnemo", "mnemo clip 1 − mnemo"))
+               ("mnemo_clip1", "mnemo", "mnemo clip 1 − mnemo"),
+               ("mnemo_even", "facil_join", "mnemo even − FACIL, tail joined"),
+               ("mnemo_even", "mnemo", "mnemo even − short batches"))
 
 
 def run_dir(out: Path, protocol: str, impl: str, method: str, seed: int) -> Path:
@@ -46,7 +49,8 @@ def command(recipe: Recipe, impl: str, method: str, seed: int, out: Path, facil:
     d = run_dir(out, recipe.protocol, impl, method, seed)
     if impl.startswith("mnemo"):
         return [sys.executable, "-m", "mnemo.cli", "train", "--config", "configs/glyphs.yaml", "--run-dir", str(d),
-                *recipe.mnemo_overrides(method, seed, grad_clip=1.0 if impl == "mnemo_clip1" else 0.0)]
+                *recipe.mnemo_overrides(method, seed, grad_clip=1.0 if impl == "mnemo_clip1" else 0.0,
+                                        last_batch="even" if impl == "mnemo_even" else "short")]
     job = {**recipe.facil_job(method, seed), "join_tail": impl == "facil_join"}
     return [sys.executable, "-m", "analysis.parity.facil", "--facil", str(facil), "--out", str(d),
             "--recipe", json.dumps(job)]

@@ -24,6 +24,7 @@ import yaml
 
 from core import atomic
 from core.errors import UserError, check_choice
+from data_pipeline.loading.batch_plan import LAST_BATCH
 from data_pipeline.loading.settings import DATA_PRESETS, LOADERS, DataSettings
 from exemplars.adjustments.base import REGISTRY as ADJUSTMENTS
 from exemplars.objectives.base import REGISTRY as OBJECTIVES
@@ -109,10 +110,12 @@ def stored_defaults() -> dict:
     where a plug-in says otherwise (`Plugin.before_keys`): e.g. exemplars.mnemonics's shared keys defaulted to the
     paper's settings until the recommended objective became the default, so a config without the keys added then
     (objective, momentum, augment) ran at the paper's values; the adjustment ran on the new exemplars' outer loop
-    until it had one of its own; BiC's bias stage ran without its β penalty; and every run clipped its gradient at
-    norm 1 (train.grad_clip), DeepSpeed's default, until the engine set it from the config."""
+    until it had one of its own; BiC's bias stage ran without its β penalty; every run clipped its gradient at
+    norm 1 (train.grad_clip), DeepSpeed's default, until the engine set it from the config; and an epoch ended
+    in a short batch (train.last_batch) until batches were cut evenly."""
     out = defaults()
     out["train"]["grad_clip"] = 1.0    # DeepSpeed's own default clipped every step at norm 1 before the key existed
+    out["train"]["last_batch"] = "short"
     for section, registry in (("strategy", STRATEGIES), ("exemplars", SELECTIONS), ("exemplars", ADJUSTMENTS)):
         for name, cls in registry.classes().items():
             if cls.before_keys and name in out[section]:
@@ -136,6 +139,7 @@ def validate(cfg):
     _check_choice("exemplars.adjustment", cfg.exemplars.adjustment, ADJUSTMENTS.known())
     _check_choice("engine.precision", cfg.engine.precision, PRECISIONS)
     _check_choice("engine.grad_comm_dtype", cfg.engine.grad_comm_dtype, GRAD_COMM_DTYPES)
+    _check_choice("train.last_batch", cfg.train.last_batch, LAST_BATCH)
     positive = {
         "protocol.base_classes": cfg.protocol.base_classes,
         "train.epochs": cfg.train.epochs,

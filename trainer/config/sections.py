@@ -37,6 +37,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     grad_clip: float = 0.0               # clip each step's gradient to this global L2 norm (0: off, as the
                                          # papers; configs/glyphs.yaml keeps 1, see docs/parity.md)
+    last_batch: str = "even"             # an epoch that does not fill whole batches: even (batches of near-equal
+                                         # size, no one-image batch) | short (full batches and a short last one)
     kd_lambda: float = 0.5               # lambda of Eq. 5: lambda*CE + (1-lambda)*KD
     kd_temperature: float = 2.0          # tau of Eq. 1
     finetune_epochs: int = 20            # balanced fine-tune on exemplars only (Algorithm 1 step 18)

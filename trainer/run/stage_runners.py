@@ -89,7 +89,8 @@ class ModelStage:
             raise RuntimeError(f"stage '{stage.name}' of strategy '{s.strategy.name}' has no spec")
         if spec.epochs <= 0 or len(data) < s.dist.world:
             return False
-        plan = BatchPlan(t.batch_size, seeds.seed_of("stage_batches", s.cfg.seed, phase.index), s.dist)
+        plan = BatchPlan(t.batch_size, seeds.seed_of("stage_batches", s.cfg.seed, phase.index), s.dist,
+                         last_batch=t.last_batch)
         batches = train_batches(resolve_loader(s.cfg.data.loader, s.dist.device), s.cfg.data, data, phase.real,
                                 s.manifest, plan, s.plan.label_of())
         stage.before(ctx)

@@ -58,3 +58,44 @@ def test_exemplar_share_config_key_is_validated():
     assert load_config(None, []).data.exemplar_share is None
     with pytest.raises(UserError, match="data.exemplar_share"):
         load_config(None, ["data.exemplar_share=1.5"])
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("n_real,n_ex,batch", [(1665, 0, 128), (331, 90, 128), (17, 4, 4), (5, 0, 4)])
+def test_even_batches_differ_by_one_and_cover_the_epoch_once(world, n_real, n_ex, batch):
+    sizes, seen = [], []
+    for rank in range(world):
+        plan = epoch_plan(n_real, n_ex, batch, rank, world, seed=1, epoch=0)
+        assert len(plan) == steps_per_epoch(n_real, n_ex, batch, world)
+        for s, (r, e) in enumerate(plan):
+            if rank == 0:
+                sizes.append(0)
+            sizes[s] += len(r) + len(e)
+            assert len(r) + len(e) > 0                           # every rank has a sample at every step
+            seen += r.tolist() + (e + n_real).tolist()
+    assert sorted(seen) == list(range(n_real + n_ex))
+    assert max(sizes) - min(sizes) <= 1 and max(sizes) < batch + world   # one batch over the limit only if
+    # joining is the only way to give every rank a sample (5 samples, batch 4, 3 ranks: one batch of 5)
+
+
+def test_short_last_batch_is_the_plan_before_even_batches():
+    """1665 base images at batch 128: `short` keeps a last batch of one image (as every run before the key),
+    `even` cuts 14 batches of 118-119."""
+    short = epoch_plan(1665, 0, 128, 0, 1, seed=0, epoch=0, last_batch="short")
+    even = epoch_plan(1665, 0, 128, 0, 1, seed=0, epoch=0)
+    assert [len(r) for r, _ in short] == [128] * 13 + [1]
+    assert sorted({len(r) for r, _ in even}) == [118, 119] and len(even) == 14
+    assert torch.equal(torch.cat([r for r, _ in short]), torch.cat([r for r, _ in even]))   # one permutation
+    # a one-sample tail still joins the batch before it when it cannot give every rank a sample
+    assert [len(r) + len(e) for r, e in epoch_plan(9, 0, 4, 0, 2, seed=0, epoch=0, last_batch="short")] == [2, 3]
+
+
+def test_last_batch_config_key():
+    from core.errors import UserError
+    from trainer.config import load_config, stored_defaults
+
+    assert load_config(None).train.last_batch == "even"
+    assert load_config("configs/glyphs.yaml").train.last_batch == "short"    # what every recorded glyph figure used
+    assert stored_defaults()["train"]["last_batch"] == "short"               # a config.yaml written before the key
+    with pytest.raises(UserError, match="train.last_batch"):
+        load_config(None, ["train.last_batch=drop"])
