@@ -30,6 +30,7 @@ class Method:
     incremental_lr: float | None = None   # the method's own rate of its incremental phases, in both
     facil_incremental_lr: float | None = None   # FACIL's, where its loss is a multiple of mnemo's
     facil_fails: tuple[str, ...] = ()  # protocols where FACIL's implementation cannot run (say why in notes)
+    mnemo_only: bool = False          # a mnemo setting FACIL has no counterpart of: mnemo runs it, FACIL does not
     notes: str = ""
 
 
@@ -54,6 +55,12 @@ METHODS = {
     "lwm": Method(("strategy.name=lwm",), "lwm", ("--beta", "2", "--gamma", "4"), incremental_lr=0.01,
                   notes="β 2, γ 4 (mnemo's defaults); incremental phases at the paper's 0.01; L_D: the paper's "
                         "sigmoid distillation in mnemo, a softmax one at τ = 2 in FACIL"),
+    # the product's runs of LwF and LwM end each phase in the mnemonics paper's balanced fine-tune (Algorithm 1,
+    # step 18), the glyph recipe's 4 epochs at 0.01; the matched recipe turns it off (FACIL has none)
+    "lwf_ft": Method(("strategy.name=lwf", "train.finetune_epochs=4"), "lwf", mnemo_only=True,
+                     notes="mnemo's LwF with the balanced fine-tune of its recipes (FACIL has none)"),
+    "lwm_ft": Method(("strategy.name=lwm", "train.finetune_epochs=4"), "lwm", incremental_lr=0.01, mnemo_only=True,
+                     notes="mnemo's LwM with the balanced fine-tune of its recipes (FACIL has none)"),
 }
 
 

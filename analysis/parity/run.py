@@ -56,6 +56,16 @@ def command(recipe: Recipe, impl: str, method: str, seed: int, out: Path, facil:
             "--recipe", json.dumps(job)]
 
 
+def jobs(recipe: Recipe, impls: list[str], methods: list[str], seeds: list[int], out: Path,
+         facil: Path | None) -> list[tuple[list[str], Path]]:
+    """(command, run directory) of every run asked for, seed by seed: a peer runs a method only where it can and
+    where it has the method (not a mnemo-only setting)."""
+    def peer_skips(m: str) -> bool:
+        return recipe.protocol in METHODS[m].facil_fails or METHODS[m].mnemo_only
+    return [(command(recipe, impl, m, s, out, facil), run_dir(out, recipe.protocol, impl, m, s))
+            for s in seeds for m in methods for impl in impls if not (impl in PEERS and peer_skips(m))]
+
+
 def _done(d: Path) -> bool:
     try:
         return json.loads((d / "metrics.json").read_text()).get("status") == "complete"
@@ -134,11 +144,8 @@ def main(argv=None) -> int:
         print("analysis.parity.run: --facil must name a checkout of github.com/mmasana/FACIL (with src/)",
               file=sys.stderr)
         return 2
-    recipe = Recipe(args.protocol)
-    todo = [(command(recipe, impl, m, s, args.out, args.facil), run_dir(args.out, args.protocol, impl, m, s))
-            for s in args.seeds for m in args.methods for impl in impls
-            if not (impl in PEERS and args.protocol in METHODS[m].facil_fails)]
-    todo = [(c, d) for c, d in todo if not _done(d)]
+    todo = [(c, d) for c, d in jobs(Recipe(args.protocol), impls, args.methods, args.seeds, args.out, args.facil)
+            if not _done(d)]
     print(f"{len(todo)} runs to go, {args.jobs} at a time", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         for line in pool.map(lambda cd: _run(*cd), todo):

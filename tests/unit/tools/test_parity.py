@@ -24,11 +24,15 @@ def test_the_recipe_is_the_same_schedule_in_both(method):
     assert (cfg.protocol.base_classes, cfg.protocol.phases, cfg.protocol.num_classes) == (5, 5, 10)
     assert (cfg.train.batch_size, cfg.train.momentum, cfg.train.weight_decay) == \
         (job["batch_size"], job["momentum"], job["weight_decay"])
-    assert cfg.exemplars.per_class == job["per_class"] and cfg.train.finetune_epochs == 0
+    m = METHODS[method]
+    # FACIL has no balanced fine-tune: only the mnemo-only variants run the product's
+    assert cfg.exemplars.per_class == job["per_class"] and cfg.train.finetune_epochs == (4 if m.mnemo_only else 0)
     assert cfg.train.grad_clip == 0.0                        # FACIL does not clip (the glyph recipe does)
+    assert cfg.train.last_batch == "short"                   # FACIL's loader ends an epoch in a short batch
+    even = load_config("configs/glyphs.yaml", recipe.mnemo_overrides(method, seed=2, last_batch="even"))
+    assert even.train.last_batch == "even"
     clipped = load_config("configs/glyphs.yaml", recipe.mnemo_overrides(method, seed=2, grad_clip=1.0))
     assert clipped.train.grad_clip == 1.0
-    m = METHODS[method]
     assert job["incremental_lr"] == (m.facil_incremental_lr or m.incremental_lr or job["lr"])
     for phase, epochs, milestones, lr in ((0, job["base_epochs"], job["base_milestones"], job["lr"]),
                                           (1, job["epochs"], job["milestones"], m.incremental_lr or job["lr"])):
@@ -89,3 +93,12 @@ def test_the_table_gives_each_peer_variant_its_difference(tmp_path):
     out = table(tmp_path, "one_class", ["lwf"])
     assert "| lwf | facil_join | 2 | 66.50 ± 0.71 |" in out
     assert "| lwf | mnemo − FACIL, tail joined | | +4.00 ± 0.71 |" in out and "mnemo − FACIL |" not in out
+
+
+def test_a_peer_runs_only_the_methods_it_has(tmp_path):
+    from analysis.parity.run import jobs
+    got = jobs(Recipe("one_class"), ["mnemo_even", "facil_join"], ["lwm", "lwm_ft", "icarl"], [0], tmp_path, tmp_path)
+    assert [str(d.relative_to(tmp_path)) for _, d in got] == [
+        "one_class/mnemo_even/lwm_s0", "one_class/facil_join/lwm_s0", "one_class/mnemo_even/lwm_ft_s0",
+        "one_class/mnemo_even/icarl_s0"]                    # FACIL's iCaRL fails on one-class phases
+    assert "train.last_batch=even" in got[0][0] and "train.finetune_epochs=4" in got[2][0]
