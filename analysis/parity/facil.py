@@ -17,7 +17,7 @@ schedule both implementations share. FACIL runs unchanged but for what the recip
 - image size: below 32 px ResNet-32's fixed 8x8 average pool is replaced by the global average it computes at
   32 px (mnemo's ResNet-32 pools globally at any size);
 - with `"join_tail": true` in the recipe (implementation `facil_join` of analysis/parity/run.py), an epoch's last
-  batch of one image joins the batch before it. FACIL's loader keeps it: a training step on one image, whose
+  batch of one or two images (JOIN_BELOW) joins the batch before it. FACIL's loader keeps it: a training step on one image, whose
   BatchNorm statistics then make a tenth of the running statistics the evaluation uses. Its plain-CE phase 0 on
   the `one_class` protocol (1,665 images, a tail of one at batch 128) ends at 51-84 % or NaN; with one base image
   fewer (no tail) at 91 %, as its BiC's (2 images a class held out) and mnemo's.
@@ -38,10 +38,15 @@ from pathlib import Path
 import numpy as np
 
 
+# a last batch smaller than this joins the one before it: one image (one_class's 1,665 base images) or two
+# (many_one_class's 3,330), where train-mode BatchNorm normalises over one or two images
+JOIN_BELOW = 3
+
+
 def joined_batches(perm: list[int], batch: int) -> list[list[int]]:
-    """`perm` cut into batches of `batch`; a last batch of one image joins the one before it."""
+    """`perm` cut into batches of `batch`; a last batch of fewer than JOIN_BELOW images joins the one before it."""
     chunks = [perm[i: i + batch] for i in range(0, len(perm), batch)]
-    if len(chunks) > 1 and len(chunks[-1]) < 2:
+    if len(chunks) > 1 and len(chunks[-1]) < JOIN_BELOW:
         tail = chunks.pop()
         chunks[-1] = chunks[-1] + tail
     return chunks

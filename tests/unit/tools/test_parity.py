@@ -77,7 +77,8 @@ def test_a_one_image_tail_joins_the_batch_before_it():
     perm = list(range(257))                                  # 2 batches of 128 and a tail of one
     out = joined_batches(perm, 128)
     assert [len(b) for b in out] == [128, 129] and sum(out, []) == perm
-    assert [len(b) for b in joined_batches(list(range(258)), 128)] == [128, 128, 2]   # two images stay a batch
+    assert [len(b) for b in joined_batches(list(range(258)), 128)] == [128, 130]      # and a tail of two
+    assert [len(b) for b in joined_batches(list(range(259)), 128)] == [128, 128, 3]   # three images stay a batch
     assert [len(b) for b in joined_batches([7], 128)] == [1]                         # a lone batch stays
 
 
