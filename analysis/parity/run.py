@@ -4,9 +4,9 @@
     python -m analysis.parity.run --protocol one_class --table          # the table of what has run
     python -m analysis.parity.run --facil ~/FACIL --protocol one_class --methods lwf --only facil_join
 
-`facil_join` is FACIL with an epoch's last batch of one or two images joined to the batch before it (analysis/parity/facil.py
-says why); `mnemo_even` is mnemo with its default batches of near-equal size (train.last_batch=even): neither has a
-one-image batch.
+`facil_join` is FACIL with an epoch's last batch of one or two images joined to the batch before it
+(analysis/parity/facil.py says why); `mnemo_even` is mnemo with its default batches of near-equal size
+(train.last_batch=even): neither has such a batch.
 
 Every run goes to OUT/<protocol>/<implementation>/<method>_s<seed>/ (metrics.json in mnemo's form); a finished run
 is skipped, so the command resumes. Runs go JOBS at a time, each on one thread. The table gives per method the
@@ -31,7 +31,8 @@ from analysis.parity.recipes import METHODS, PROTOCOLS, Recipe
 ROOT = Path(__file__).resolve().parents[2]
 # mnemo: the matched recipe, without gradient clipping as the peer; mnemo_clip1: the same with the glyph recipe's
 # clipping at norm 1; mnemo_even: the matched recipe with mnemo's default batches (no short last batch);
-# facil_join: FACIL with an epoch's last batch of one or two images joined to the one before (analysis/parity/facil.py)
+# facil_join: FACIL with an epoch's last batch of one or two images joined to the one before
+# (analysis/parity/facil.py)
 IMPLEMENTATIONS = ("mnemo", "mnemo_clip1", "mnemo_even", "facil", "facil_join")
 PEERS = ("facil", "facil_join")                     # the implementations FACIL runs
 # (a, b, label): the differences the table gives, a − b
