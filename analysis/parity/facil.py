@@ -17,8 +17,8 @@ schedule both implementations share. FACIL runs unchanged but for what the recip
 - image size: below 32 px ResNet-32's fixed 8x8 average pool is replaced by the global average it computes at
   32 px (mnemo's ResNet-32 pools globally at any size);
 - with `"join_tail": true` in the recipe (implementation `facil_join` of analysis/parity/run.py), an epoch's last
-  batch of one or two images (JOIN_BELOW) joins the batch before it. FACIL's loader keeps it: a training step on one image, whose
-  BatchNorm statistics then make a tenth of the running statistics the evaluation uses. Its plain-CE phase 0 on
+  batch of one or two images (JOIN_BELOW) joins the batch before it. FACIL's loader keeps it: a training step on
+  one image, whose BatchNorm statistics then make a tenth of the running statistics the evaluation uses. Its plain-CE phase 0 on
   the `one_class` protocol (1,665 images, a tail of one at batch 128) ends at 51-84 % or NaN; with one base image
   fewer (no tail) at 91 %, as its BiC's (2 images a class held out) and mnemo's.
 Writes DIR/metrics.json in mnemo's form (accuracy on all seen classes per phase, on the base classes, Ā, F)

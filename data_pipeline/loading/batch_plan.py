@@ -93,7 +93,8 @@ def steps_per_epoch(n_real: int, n_ex: int, global_batch: int, world: int, exemp
 
 
 def epoch_plan(n_real: int, n_ex: int, global_batch: int, rank: int, world: int, seed: int, epoch: int,
-               exemplar_share: float | None = None, last_batch: str = "even") -> list[tuple[torch.Tensor, torch.Tensor]]:
+               exemplar_share: float | None = None, last_batch: str = "even"
+               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """[(real indices, exemplar indices)] of this rank, one entry per step."""
     if n_real + n_ex < world:
         raise ValueError(f"phase has {n_real + n_ex} training samples for {world} ranks")
