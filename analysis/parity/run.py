@@ -2,7 +2,7 @@
 
     python -m analysis.parity.run --facil ~/FACIL --protocol one_class --methods bic lwm --seeds 0 1 2
     python -m analysis.parity.run --protocol one_class --table          # the table of what has run
-    python -m analysis.parity.run --facil ~/FACIL --protocol one_class --methods lwf --only facil_join
+    python -m analysis.parity.run --facil ~/FACIL --protocol one_class --methods lwf --only mnemo facil
 
 `facil_join` is FACIL with an epoch's last batch of one or two images joined to the batch before it
 (analysis/parity/facil.py says why); `mnemo_even` is mnemo with its default batches of near-equal size
@@ -130,7 +130,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=sorted(METHODS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--only", nargs="+", choices=IMPLEMENTATIONS, default=None,
-                    help="run these implementations only (default: mnemo and facil)")
+                    help="run these implementations only (default: mnemo_even and facil_join, the pair without a "
+                         "one-image batch)")
     ap.add_argument("--facil", type=Path, default=None, help="a checkout of github.com/mmasana/FACIL")
     ap.add_argument("--out", type=Path, default=Path("runs/parity"))
     ap.add_argument("--jobs", type=int, default=2)
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
     if args.table:
         print(table(args.out, args.protocol, args.methods))
         return 0
-    impls = args.only or ["mnemo", "facil"]
+    impls = args.only or ["mnemo_even", "facil_join"]
     facil_ok = args.facil is not None and (args.facil / "src" / "main_incremental.py").is_file()
     if any(i in PEERS for i in impls) and not facil_ok:
         print("analysis.parity.run: --facil must name a checkout of github.com/mmasana/FACIL (with src/)",
