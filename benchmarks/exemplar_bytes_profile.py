@@ -1,0 +1,127 @@
+"""What an exemplar costs to store, per storage form, and how many the bytes of N original images hold.
+
+    mnemo profile exemplar_bytes --shards DIR [--size 32] [--preset glyphs] [--classes 10] [--images 50]
+                                 [--per-class 20]
+
+prints ONE JSON object. The bytes a budget image stands for are what the class's original training images cost as
+the shards store them (the image part of each sample, from the shards' index files: PNG for glyphs, JPEG for
+ImageNet). Each form stores `--images` training images of each of the first `--classes` classes at the model's
+input side `--size` (as the memory holds them) and is decoded back:
+
+* `fp16`: the memory today (float16 pixels, 2 bytes a value); `uint8`: 8-bit pixels;
+* `png`: lossless 8-bit (torchvision's encoder, level 6); `jpeg_qQ`: JPEG at quality Q;
+* `lowres_F`: 8-bit pixels at 1/F of the side (area average), bilinear back to the side at use;
+  `lowres_F_png`, `lowres_F_jpeg_q75`: the same, encoded.
+
+Per form: mean bytes per exemplar, exemplars per class at the bytes of `--per-class` originals, and the round trip's
+mean absolute error and PSNR on [0, 1] pixels. Bytes are exact (no timing), so any machine gives the same figures
+for the same shards. `imagenet_1k` gives the arithmetic at ImageNet-1k scale (224 px, 20 a class, 1000 classes) for
+the fixed-size forms.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import torch
+import torch.nn.functional as F
+from torchvision.io import decode_jpeg, decode_png, encode_jpeg, encode_png
+
+from data_pipeline.shards.manifest import load_manifest
+from data_pipeline.shards.reader import read_classes
+from data_pipeline.shards.wds_index import shard_index
+
+def stored_image_bytes(manifest, split: str, class_id: int) -> float:
+    """Mean bytes of the image part of a class's samples, as the shards store them."""
+    sizes = []
+    for shard in manifest.shards(split, [class_id]):
+        for sample in shard_index(manifest.root, shard):
+            if manifest.encoding in sample.parts:
+                sizes.append(sample.parts[manifest.encoding][1])
+    if not sizes:
+        raise SystemExit(f"{manifest.root}: no image parts in the {split} shards of class {class_id}")
+    return sum(sizes) / len(sizes)
+
+
+def _low(x: torch.Tensor, f: int) -> torch.Tensor:
+    """uint8 (C, H/f, W/f): the area average of uint8 `x` (C, H, W)."""
+    return F.avg_pool2d(x[None].float(), f)[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def _up(x: torch.Tensor, side: int) -> torch.Tensor:
+    return F.interpolate(x[None].float(), size=(side, side), mode="bilinear", align_corners=False)[0]
+
+
+def _forms() -> dict:
+    """name -> (uint8 image (C, S, S)) -> (stored bytes, decoded float image in [0, 255])."""
+    def lowres(f, inner):
+        def store(x):
+            n, y = inner(_low(x, f))
+            return n, _up(y, x.shape[-1])
+        return store
+
+    plain = lambda x: (x.numel(), x.float())                                            # noqa: E731
+    png = lambda x: (len(encode_png(x, compression_level=6)), decode_png(encode_png(x)).float())  # noqa: E731
+
+    def jpeg(q):
+        def store(x):
+            b = encode_jpeg(x, quality=q)
+            return len(b), decode_jpeg(b).float()
+        return store
+
+    forms = {"fp16": lambda x: (2 * x.numel(), x.float()), "uint8": plain, "png": png}
+    forms.update({f"jpeg_q{q}": jpeg(q) for q in (95, 75, 50, 25)})
+    for f in (2, 4):
+        forms.update({f"lowres_{f}": lowres(f, plain), f"lowres_{f}_png": lowres(f, png),
+                      f"lowres_{f}_jpeg_q75": lowres(f, jpeg(75))})
+    return forms
+
+
+def measure(shards: str, preset: str, size: int, classes: int, images: int, per_class: int) -> dict:
+    manifest = load_manifest(shards)
+    ids = list(range(min(classes, manifest.num_classes)))
+    original = {c: stored_image_bytes(manifest, "train", c) for c in ids}
+    decoded = read_classes(manifest, "train", ids, preset, size)
+    out = {}
+    for name, store in _forms().items():
+        costs, abs_err, sq_err, held = [], [], [], []
+        for c in ids:
+            xs = decoded.images[decoded.class_ids == c][:images]
+            stored = [store(x) for x in xs]
+            n = [b for b, _ in stored]
+            costs += n
+            diffs = [(y.clamp(0, 255) - x.float()) / 255 for (_, y), x in zip(stored, xs)]
+            abs_err += [d.abs().mean().item() for d in diffs]
+            sq_err += [d.square().mean().item() for d in diffs]
+            held.append(per_class * original[c] / (sum(n) / len(n)))
+        mse = sum(sq_err) / len(sq_err)
+        out[name] = {"bytes_per_exemplar": round(sum(costs) / len(costs), 1),
+                     "exemplars_per_class": round(sum(held) / len(held), 1),
+                     "mean_abs_error": round(sum(abs_err) / len(abs_err), 5),
+                     "psnr_db": None if mse == 0 else round(-10 * math.log10(mse), 1)}
+    return {"shards": str(shards), "encoding": manifest.encoding, "size": size, "classes": len(ids),
+            "images_per_class": images, "per_class_budget": per_class,
+            "original_bytes_per_image": round(sum(original.values()) / len(original), 1), "forms": out,
+            "imagenet_1k": imagenet_bank(per_class)}
+
+
+def imagenet_bank(per_class: int, classes: int = 1000, side: int = 224) -> dict:
+    """GB of the whole memory at ImageNet-1k for the fixed-size forms (per_class exemplars of each class)."""
+    values = per_class * classes * 3 * side * side
+    return {"exemplars": per_class * classes, "fp16_gb": round(2 * values / 1e9, 2), "uint8_gb": round(values / 1e9, 2),
+            "lowres_2_uint8_gb": round(values / 4 / 1e9, 2), "lowres_4_uint8_gb": round(values / 16 / 1e9, 2)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="mnemo profile exemplar_bytes", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shards", required=True, help="shard directory (manifest.json)")
+    ap.add_argument("--preset", default="glyphs")
+    ap.add_argument("--size", type=int, default=32, help="the model's input side")
+    ap.add_argument("--classes", type=int, default=10, help="the first this many classes")
+    ap.add_argument("--images", type=int, default=50, help="training images of each class stored and decoded")
+    ap.add_argument("--per-class", type=int, default=20, help="the budget: this many original images a class")
+    args = ap.parse_args(argv)
+    print(json.dumps(measure(args.shards, args.preset, args.size, args.classes, args.images, args.per_class)))
+    return 0

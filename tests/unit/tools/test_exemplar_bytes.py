@@ -1,0 +1,33 @@
+"""`mnemo profile exemplar_bytes`: the stored bytes it reports are the shards' and each form's, and its round
+trips are what they claim (lossless forms exact, lossy ones close)."""
+import json
+import tarfile
+
+from benchmarks.exemplar_bytes_profile import main, measure, stored_image_bytes
+from data_pipeline.shards.manifest import load_manifest
+
+
+def test_the_forms_cost_what_they_store(digits_shards, capsys):
+    got = measure(str(digits_shards), "glyphs", 32, classes=3, images=5, per_class=20)
+    forms = got["forms"]
+    assert forms["fp16"]["bytes_per_exemplar"] == 2 * 3 * 32 * 32
+    assert forms["uint8"]["bytes_per_exemplar"] == 3 * 32 * 32
+    assert forms["lowres_2"]["bytes_per_exemplar"] == 3 * 16 * 16 and forms["lowres_4"]["bytes_per_exemplar"] == 3 * 64
+    for lossless in ("fp16", "uint8", "png"):
+        assert forms[lossless]["mean_abs_error"] == 0.0
+    assert 0 < forms["jpeg_q95"]["mean_abs_error"] < forms["jpeg_q25"]["mean_abs_error"] < 0.1
+    # the same bytes hold more of a smaller form: exemplars per class = 20 originals' bytes / the form's
+    original = got["original_bytes_per_image"]
+    assert abs(forms["uint8"]["exemplars_per_class"] - 20 * original / (3 * 32 * 32)) < 0.2
+    assert got["imagenet_1k"]["fp16_gb"] == round(2 * 20 * 1000 * 3 * 224 * 224 / 1e9, 2)
+    assert main(["--shards", str(digits_shards), "--classes", "1", "--images", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == 1
+
+
+def test_original_bytes_are_the_image_parts_of_the_shards(digits_shards):
+    manifest = load_manifest(digits_shards)
+    sizes = []
+    for shard in manifest.shards("train", [0]):                 # read from the tars themselves, not the index
+        with tarfile.open(manifest.path(shard)) as tar:
+            sizes += [m.size for m in tar.getmembers() if m.name.endswith("." + manifest.encoding)]
+    assert stored_image_bytes(manifest, "train", 0) == sum(sizes) / len(sizes)
