@@ -92,10 +92,11 @@ def steps_per_epoch(n_real: int, n_ex: int, global_batch: int, world: int, exemp
     return len(batch_bounds(n_real + n_ex, global_batch, world, last_batch)) - 1
 
 
-def epoch_plan(n_real: int, n_ex: int, global_batch: int, rank: int, world: int, seed: int, epoch: int,
+def epoch_plan(n_real: int, n_ex: int, global_batch: int, dist: DistInfo, seed: int, epoch: int,
                exemplar_share: float | None = None, last_batch: str = "even"
                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """[(real indices, exemplar indices)] of this rank, one entry per step."""
+    """[(real indices, exemplar indices)] of rank `dist.rank` of `dist.world`, one entry per step."""
+    rank, world = dist.rank, dist.world
     if n_real + n_ex < world:
         raise ValueError(f"phase has {n_real + n_ex} training samples for {world} ranks")
     if not _share_mode(n_real, n_ex, exemplar_share):
@@ -133,8 +134,8 @@ class BatchPlan:
 
     def epoch(self, n_real: int, n_ex: int, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's [(real indices, exemplar indices)], one entry per step of `epoch`."""
-        return epoch_plan(n_real, n_ex, self.global_batch, self.dist.rank, self.dist.world, self.seed, epoch,
-                          self.exemplar_share, self.last_batch)
+        return epoch_plan(n_real, n_ex, self.global_batch, self.dist, self.seed, epoch, self.exemplar_share,
+                          self.last_batch)
 
     def augment_generator(self, epoch: int) -> torch.Generator:
         """This rank's generator of `epoch`'s augmentation draws (on the CPU)."""

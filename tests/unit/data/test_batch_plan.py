@@ -15,7 +15,8 @@ def test_share_mode_real_once_exemplars_balanced_equal_steps(world, n_real, n_ex
     for epoch in range(2):
         real, ex, steps = [], [], set()
         for rank in range(world):
-            plan = epoch_plan(n_real, n_ex, batch, rank, world, seed=5, epoch=epoch, exemplar_share=share)
+            plan = epoch_plan(n_real, n_ex, batch, DistInfo(rank, world), seed=5, epoch=epoch,
+                              exemplar_share=share)
             assert len(plan) == steps_per_epoch(n_real, n_ex, batch, world, share)
             steps.add(len(plan))
             for r, e in plan:
@@ -35,7 +36,7 @@ def test_default_plan_is_the_union_and_matches_phase_batches():
     real = torch.zeros(20, 3, 4, 4, dtype=torch.uint8)
     pb = PhaseBatches((real, torch.arange(20)), (ex, torch.arange(20, 26)), BatchPlan(8, 3, DistInfo(1, 2)),
                       LoaderOutput("glyphs", 4), augment=False)
-    plan = epoch_plan(20, 6, 8, 1, 2, seed=3, epoch=2)
+    plan = epoch_plan(20, 6, 8, DistInfo(1, 2), seed=3, epoch=2)
     assert [y.tolist() for _, y in pb.epoch(2)] == [torch.cat([r, e + 20]).tolist() for r, e in plan]
 
 
@@ -65,7 +66,7 @@ def test_exemplar_share_config_key_is_validated():
 def test_even_batches_differ_by_one_and_cover_the_epoch_once(world, n_real, n_ex, batch):
     sizes, seen = [], []
     for rank in range(world):
-        plan = epoch_plan(n_real, n_ex, batch, rank, world, seed=1, epoch=0)
+        plan = epoch_plan(n_real, n_ex, batch, DistInfo(rank, world), seed=1, epoch=0)
         assert len(plan) == steps_per_epoch(n_real, n_ex, batch, world)
         for s, (r, e) in enumerate(plan):
             if rank == 0:
@@ -81,13 +82,14 @@ def test_even_batches_differ_by_one_and_cover_the_epoch_once(world, n_real, n_ex
 def test_short_last_batch_is_the_plan_before_even_batches():
     """1665 base images at batch 128: `short` keeps a last batch of one image (as every run before the key),
     `even` cuts 14 batches of 118-119."""
-    short = epoch_plan(1665, 0, 128, 0, 1, seed=0, epoch=0, last_batch="short")
-    even = epoch_plan(1665, 0, 128, 0, 1, seed=0, epoch=0)
+    short = epoch_plan(1665, 0, 128, DistInfo(0, 1), seed=0, epoch=0, last_batch="short")
+    even = epoch_plan(1665, 0, 128, DistInfo(0, 1), seed=0, epoch=0)
     assert [len(r) for r, _ in short] == [128] * 13 + [1]
     assert sorted({len(r) for r, _ in even}) == [118, 119] and len(even) == 14
     assert torch.equal(torch.cat([r for r, _ in short]), torch.cat([r for r, _ in even]))   # one permutation
     # a one-sample tail still joins the batch before it when it cannot give every rank a sample
-    assert [len(r) + len(e) for r, e in epoch_plan(9, 0, 4, 0, 2, seed=0, epoch=0, last_batch="short")] == [2, 3]
+    tail = epoch_plan(9, 0, 4, DistInfo(0, 2), seed=0, epoch=0, last_batch="short")
+    assert [len(r) + len(e) for r, e in tail] == [2, 3]
 
 
 def test_last_batch_config_key():

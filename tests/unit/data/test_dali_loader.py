@@ -187,7 +187,7 @@ def test_dali_reads_the_index_files_with_its_own_webdataset_reader(imagenet_fixt
 
 
 def test_plan_is_shared_by_both_loaders_for_exemplar_only_stages():
-    plan = epoch_plan(0, 9, 4, 0, 2, seed=1, epoch=0)
+    plan = epoch_plan(0, 9, 4, DistInfo(0, 2), seed=1, epoch=0)
     assert all(len(r) == 0 and len(e) > 0 for r, e in plan)
 
 
