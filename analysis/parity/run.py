@@ -38,6 +38,7 @@ PEERS = ("facil", "facil_join")                     # the implementations FACIL 
 # (a, b, label): the differences the table gives, a − b
 DIFFERENCES = (("mnemo", "facil", "mnemo − FACIL"), ("mnemo", "facil_join", "mnemo − FACIL, tail joined"),
                ("mnemo_clip1", "mnemo", "mnemo clip 1 − mnemo"),
+               ("mnemo_even", "facil", "mnemo even − FACIL"),      # the pair where FACIL joins no batch (its BiC)
                ("mnemo_even", "facil_join", "mnemo even − FACIL, tail joined"),
                ("mnemo_even", "mnemo", "mnemo even − short batches"))
 
