@@ -30,19 +30,7 @@ from torchvision.io import decode_jpeg, decode_png, encode_jpeg, encode_png
 
 from data_pipeline.shards.manifest import load_manifest
 from data_pipeline.shards.reader import read_classes
-from data_pipeline.shards.wds_index import shard_index
-
-def stored_image_bytes(manifest, split: str, class_id: int) -> float:
-    """Mean bytes of the image part of a class's samples, as the shards store them."""
-    sizes = []
-    for shard in manifest.shards(split, [class_id]):
-        for sample in shard_index(manifest.root, shard):
-            if manifest.encoding in sample.parts:
-                sizes.append(sample.parts[manifest.encoding][1])
-    if not sizes:
-        raise SystemExit(f"{manifest.root}: no image parts in the {split} shards of class {class_id}")
-    return sum(sizes) / len(sizes)
-
+from data_pipeline.shards.wds_index import mean_image_bytes
 
 def _low(x: torch.Tensor, f: int) -> torch.Tensor:
     """uint8 (C, H/f, W/f): the area average of uint8 `x` (C, H, W)."""
@@ -81,7 +69,7 @@ def _forms() -> dict:
 def measure(shards: str, preset: str, size: int, classes: int, images: int, per_class: int) -> dict:
     manifest = load_manifest(shards)
     ids = list(range(min(classes, manifest.num_classes)))
-    original = {c: stored_image_bytes(manifest, "train", c) for c in ids}
+    original = {c: mean_image_bytes(manifest, "train", c) for c in ids}
     decoded = read_classes(manifest, "train", ids, preset, size)
     out = {}
     for name, store in _forms().items():

@@ -13,6 +13,7 @@ whole shard directory (`mnemo shards index DIR`).
 """
 from __future__ import annotations
 
+import functools
 import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -121,3 +122,19 @@ def add_index_files(root: str | Path, progress=print):
     progress(f"[shards] {m.root}: wrote {made} index files; all {sum(len(v) for v in m.splits.values())} "
              "shards have one")
     return m
+
+
+@functools.lru_cache(maxsize=None)
+def _image_bytes(root: Path, split: str, class_id: int, encoding: str, shards: tuple) -> float:
+    sizes = [sample.parts[encoding][1] for shard in shards for sample in shard_index(root, shard)
+             if encoding in sample.parts]
+    if not sizes:
+        raise UserError(f"{root}: the {split} shards of class {class_id} hold no '{encoding}' images")
+    return sum(sizes) / len(sizes)
+
+
+def mean_image_bytes(manifest, split: str, class_id: int) -> float:
+    """Mean bytes of the image part of a class's samples, as the shards store them (from the index files, or the
+    tar headers of shards without one: no image is read)."""
+    return _image_bytes(Path(manifest.root), split, int(class_id), manifest.encoding,
+                        tuple(manifest.shards(split, [class_id])))

@@ -3,8 +3,9 @@ trips are what they claim (lossless forms exact, lossy ones close)."""
 import json
 import tarfile
 
-from benchmarks.exemplar_bytes_profile import main, measure, stored_image_bytes
+from benchmarks.exemplar_bytes_profile import main, measure
 from data_pipeline.shards.manifest import load_manifest
+from data_pipeline.shards.wds_index import mean_image_bytes
 
 
 def test_the_forms_cost_what_they_store(digits_shards, capsys):
@@ -30,4 +31,4 @@ def test_original_bytes_are_the_image_parts_of_the_shards(digits_shards):
     for shard in manifest.shards("train", [0]):                 # read from the tars themselves, not the index
         with tarfile.open(manifest.path(shard)) as tar:
             sizes += [m.size for m in tar.getmembers() if m.name.endswith("." + manifest.encoding)]
-    assert stored_image_bytes(manifest, "train", 0) == sum(sizes) / len(sizes)
+    assert mean_image_bytes(manifest, "train", 0) == sum(sizes) / len(sizes)
