@@ -1,9 +1,11 @@
 """The exemplar memory: pixel tensors per class label, and the budget policy.
 
-Exemplars are stored as float16 pixels in [0,1] at model input size (the paper's exemplars are
-parameters, so they are tensors, not files), in priority order per class. `quota` implements the two
-memory modes: a fixed number per class, or a fixed total shared by all seen classes (old classes are
-trimmed as new ones arrive).
+Exemplars are kept per class in priority order, in the stored form of the memory's codec (exemplars/codecs/:
+`raw`, the default, is float16 pixels in [0,1] at the model's input size; the paper's exemplars are parameters,
+so they are tensors, not files), and decoded to the model's side where they are used (`get`, `tensors`, `view`).
+`quota` implements the two memory modes: a fixed number per class, or a fixed total shared by all seen classes
+(old classes are trimmed as new ones arrive). A codec that counts bytes turns that number into bytes (`fit`):
+each class keeps the longest prefix of its exemplars that costs no more than that many of its original images.
 """
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ from typing import Mapping
 
 import torch
 
-STORE_DTYPE = torch.float16
+from exemplars.codecs.base import STORE_DTYPE, Codec
+from exemplars.codecs.raw import Raw
+
+__all__ = ["STORE_DTYPE", "ExemplarMemory", "quota", "stack_bank"]
 
 
 def quota(per_class: int, budget: int | None, num_seen: int) -> int:
@@ -35,10 +40,13 @@ def stack_bank(bank: Mapping[int, torch.Tensor], labels, dtype: torch.dtype = to
 
 
 class ExemplarMemory:
-    """`version` changes with every change of the bank (unique across processes), so a checkpoint
-    writer can tell that the memory it saved earlier in the phase is still current."""
+    """`bank`: {label: stored exemplars} (the codec's form; raw: the pixels). `version` changes with every change of
+    the bank (unique across processes), so a checkpoint writer can tell that the memory it saved earlier in the phase
+    is still current. `side`: the model's input side, which a codec that stores another decodes to."""
 
-    def __init__(self):
+    def __init__(self, codec: Codec | None = None, side: int | None = None):
+        self.codec = codec if codec is not None else Raw()
+        self.side = side
         self.bank: dict[int, torch.Tensor] = {}
         self._changed()
 
@@ -52,24 +60,51 @@ class ExemplarMemory:
         return sorted(self.bank)
 
     def set(self, label: int, images: torch.Tensor) -> None:
-        stored = images.detach().to("cpu", STORE_DTYPE).contiguous()
+        """Keep `images` (float pixels in [0, 1] at the model's side, best first) as the class's exemplars, in the
+        codec's stored form."""
+        stored = self.codec.store(images).contiguous()
         # stored tensors are never changed in place (a sealed phase's memory is told apart from them by value),
         # so none may share the caller's storage
         self.bank[int(label)] = stored.clone() if stored.data_ptr() == images.data_ptr() else stored
         self._changed()
 
     def get(self, label: int) -> torch.Tensor:
-        return self.bank[int(label)]
+        """The class's exemplars as the model sees them (decoded; raw: the stored tensor itself)."""
+        return self._decode(self.bank[int(label)])
+
+    def _decode(self, stored: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.codec, Raw):
+            return stored
+        if self.side is None:
+            raise ValueError(f"a memory stored by codec '{self.codec.name}' needs the model's side to decode")
+        return self.codec.decode(stored, self.side)
+
+    def view(self, labels=None) -> dict[int, torch.Tensor]:
+        """{label: decoded exemplars} of the given (default: all) classes."""
+        return {l: self.get(l) for l in (self.labels() if labels is None else labels) if l in self.bank}
+
+    def nbytes(self, label: int) -> torch.Tensor:
+        """int64 (n,): what each stored exemplar of the class costs (the codec's count)."""
+        return self.codec.nbytes(self.bank[int(label)])
 
     def trim(self, m: int) -> None:
         for label in list(self.bank):
             self.bank[label] = self.bank[label][:m].clone()
         self._changed()
 
+    def fit(self, budgets: Mapping[int, float]) -> None:
+        """Keep, per class of `budgets` ({label: bytes}), the longest prefix of its exemplars that costs no more."""
+        for label, budget in budgets.items():
+            if int(label) in self.bank:
+                n = int((self.nbytes(label).cumsum(0) <= budget).sum())
+                self.bank[int(label)] = self.bank[int(label)][:n].clone()
+        self._changed()
+
     def tensors(self, labels=None, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(images (N,C,H,W) in `dtype`, labels int64) of the given (default: all) classes. STORE_DTYPE
-        gives the stored values at half the bytes of float32 (what the loaders keep on the device)."""
-        return stack_bank(self.bank, self.labels() if labels is None else labels, dtype)
+        """(images (N,C,H,W) in `dtype`, labels int64) of the given (default: all) classes, decoded. STORE_DTYPE
+        gives the values at half the bytes of float32 (what the loaders keep on the device)."""
+        labels = self.labels() if labels is None else labels
+        return stack_bank(self.view(labels), labels, dtype)
 
     def state_dict(self) -> dict:
         return {"bank": {int(k): v for k, v in self.bank.items()}}

@@ -1,0 +1,62 @@
+"""How an exemplar storage form plugs into the memory.
+
+The memory (exemplars/memory.py) keeps each exemplar in its codec's stored form and decodes it where it is used:
+`store` takes float pixels in [0, 1] at the model's input side and gives the stored tensor (float16; a form of
+8-bit pixels keeps exact multiples of 1/255, which float16 holds exactly), `decode` gives float pixels at the
+model's side back, and `nbytes` says what each stored exemplar costs, a function of the stored tensor alone (so
+nothing beside the bank is kept, sent between ranks or sealed). A codec that counts bytes fills a byte budget: the
+bytes of as many of the class's original training images as the budget names (`exemplars.per_class` or
+`exemplars.budget`), as the shards store them. `raw` (the memory before codecs) counts images instead.
+
+A codec is one module in this package that registers its class; its settings are its own `Settings` dataclass,
+mounted at `exemplars.<name>` beside the selections' and adjustments' (one namespace of names). Like a selection,
+it must not depend on the rank: every rank stores the same exemplars the same way.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from core.registry import Plugin, Registry
+
+REGISTRY = Registry("exemplars.codec", "exemplars.codecs", skip=("base",))
+register = REGISTRY.register
+STORE_DTYPE = torch.float16
+
+
+def quantise(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels of float `x` in [0, 1] (rounded to the nearest level)."""
+    return x.detach().float().mul(255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def as_levels(x8: torch.Tensor) -> torch.Tensor:
+    """The stored tensor of uint8 pixels: their levels k / 255 in STORE_DTYPE (quantise(as_levels(q)) == q)."""
+    return x8.to(torch.float32).div_(255).to(STORE_DTYPE)
+
+
+class Codec(Plugin):
+    """A codec's `Settings` are mounted at exemplars.<name>."""
+    counts_bytes: ClassVar[bool] = True     # False: the memory counts exemplars, one per budget image
+
+    def store(self, images: torch.Tensor) -> torch.Tensor:
+        """The stored form (STORE_DTYPE, on the CPU) of float pixels (n, C, S, S) in [0, 1] at the model's side."""
+        raise NotImplementedError
+
+    def decode(self, stored: torch.Tensor, side: int) -> torch.Tensor:
+        """Float pixels (n, C, side, side) of a stored form (in `stored`'s dtype; the same tensor where the form is
+        the pixels themselves)."""
+        return stored
+
+    def nbytes(self, stored: torch.Tensor) -> torch.Tensor:
+        """int64 (n,): the bytes each stored exemplar costs."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+def build_codec(exemplars) -> Codec:
+    """The codec named by `exemplars.codec` (the exemplars config section), with its own settings; None: raw."""
+    name = getattr(exemplars, "codec", "raw") if exemplars is not None else "raw"
+    return REGISTRY.get(name)(getattr(exemplars, name, None))

@@ -1,0 +1,26 @@
+"""`png`: 8-bit pixels at the model's side, costed as lossless PNG (torchvision's encoder, level 6): what the
+exemplar would take as a file. The round trip loses only the quantisation to 8 bits (at most 1/510 a value)."""
+from __future__ import annotations
+
+import torch
+from torchvision.io import encode_png
+
+from exemplars.codecs.base import Codec, as_levels, quantise, register
+
+LEVEL = 6
+
+
+def png_bytes(x8: torch.Tensor) -> torch.Tensor:
+    """int64 (n,): the PNG size of each uint8 image (n, C, H, W)."""
+    return torch.tensor([len(encode_png(x, compression_level=LEVEL)) for x in x8], dtype=torch.int64)
+
+
+@register
+class Png(Codec):
+    name = "png"
+
+    def store(self, images: torch.Tensor) -> torch.Tensor:
+        return as_levels(quantise(images.cpu()))
+
+    def nbytes(self, stored: torch.Tensor) -> torch.Tensor:
+        return png_bytes(quantise(stored))
