@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -75,6 +76,39 @@ class PhaseClasses:
     old_labels: list[int]
     images: Callable[[list[int]], tuple]
     counts: dict[int, int]
+    # {label: mean bytes of the class's original training images as the shards store them}, of every seen class:
+    # what a budget image stands for when the memory's codec counts bytes (None: only raw can run)
+    image_bytes: dict[int, float] | None = None
+
+
+PROBE = 16          # images of a class stored to estimate what its exemplars cost (a byte-counting codec)
+MARGIN = 1.25       # candidates beyond the estimate where costs vary, so a class's bytes are filled
+
+
+def byte_budgets(memory: ExemplarMemory, m: int, phase: PhaseClasses) -> dict[int, float] | None:
+    """{label: bytes} of every seen class when the memory's codec counts bytes (m original images' worth), else
+    None."""
+    if not memory.codec.counts_bytes:
+        return None
+    if phase.image_bytes is None:
+        raise ValueError(f"exemplars.codec={memory.codec.name} counts bytes, but the phase gave no image bytes")
+    return {l: m * phase.image_bytes[l] for l in [*phase.old_labels, *phase.new_labels]}
+
+
+def candidates(codec, images, labels: torch.Tensor, group: list[int], budgets: dict[int, float], side: int) -> int:
+    """How many exemplars of each class of `group` to select so that its bytes can be filled: the budget over the
+    mean cost of PROBE of its images as the codec stores them (MARGIN more where their costs differ), at most the
+    class's images."""
+    most = 0
+    for label in group:
+        idx = torch.nonzero(labels == label).squeeze(1)
+        probe = images[idx[:PROBE]]
+        probe = probe.tensor() if hasattr(probe, "tensor") else probe
+        cost = codec.nbytes(codec.store(model_view(probe, side).float().div_(255))).double()
+        n = budgets[label] / cost.mean().item()
+        n = math.floor(n) if bool((cost == cost[0]).all()) else math.ceil(n * MARGIN)
+        most = max(most, min(len(idx), n))
+    return most
 
 
 def build_selection(settings) -> Selection:
@@ -131,6 +165,15 @@ def _spread(what: str, groups: list[list[int]], cost_of, work, level: _Level) ->
     return merged
 
 
+def held_and_bytes(memory: ExemplarMemory, budgets: dict[int, float]) -> dict:
+    """What a byte-counted memory holds: exemplars per class (fewest, mean, most), its bytes and its budget's."""
+    held = [len(memory.bank[l]) for l in memory.labels()]
+    return {"codec": memory.codec.describe(), "held_min": min(held), "held_max": max(held),
+            "held_mean": round(sum(held) / len(held), 2),
+            "bytes": int(sum(int(memory.nbytes(l).sum()) for l in memory.labels())),
+            "budget_bytes": int(sum(budgets[l] for l in memory.labels()))}
+
+
 def update_memory(model, memory: ExemplarMemory, phase: PhaseClasses, settings, ctx: SelectionContext,
                   dist: DistInfo = SINGLE, comm: Collectives = LOCAL, kept: GroupResults | None = None) -> dict:
     """Steps 10-17 of Algorithm 1 on `memory` (in place); returns what was done (for events.jsonl).
@@ -143,14 +186,17 @@ def update_memory(model, memory: ExemplarMemory, phase: PhaseClasses, settings, 
     selection = build_selection(settings)
     m = quota(settings.per_class, settings.budget, len(old_labels) + len(new_labels))
 
+    budgets = byte_budgets(memory, m, phase)
+
     def select(group):
         images, labels = phase.images(group)
+        k = m if budgets is None else candidates(memory.codec, images, labels, group, budgets, ctx.image_size)
         if hasattr(images, "with_view"):                  # decoded lazily (PhaseImages.lazy)
             if selection.takes_lazy_images:
                 return selection.select(model, images.with_view(lambda x: model_view(x, ctx.image_size)), labels,
-                                        group, m, ctx)
+                                        group, k, ctx)
             images = images.tensor()
-        return selection.select(model, model_view(images, ctx.image_size), labels, group, m, ctx)
+        return selection.select(model, model_view(images, ctx.image_size), labels, group, k, ctx)
 
     counts = phase.counts
     sent: list[int] = []
@@ -174,11 +220,21 @@ def update_memory(model, memory: ExemplarMemory, phase: PhaseClasses, settings, 
     groups = [note for part in comm.gather(mine) for note in part]
     for l in new_labels:
         memory.set(l, new[l])
-    memory.trim(m)                      # fixed-total mode: old classes shrink after adjustment
+    if budgets is None:
+        memory.trim(m)                  # fixed-total mode: old classes shrink after adjustment
+    else:
+        memory.fit(budgets)             # each class's bytes (fixed-total mode: fewer as classes arrive)
     model.train(was_training)
     info = {"per_class": m, "total": len(memory), "select_s": round(t_select, 3), "adjust_s": round(t_adjust, 3),
             "selection": settings.selection, "adjusted": bool(settings.adjust_old and old_present), "groups": groups,
-            **({"exchange_bytes_sent": sum(sent)} if dist.world > 1 else {})}
-    log.info("phase %d exemplars: %s, %d per class, %d in memory (select %.1fs, adjust %.1fs)", ctx.phase,
-             settings.selection, m, len(memory), t_select, t_adjust)
+            **({"exchange_bytes_sent": sum(sent)} if dist.world > 1 else {}),
+            **(held_and_bytes(memory, budgets) if budgets is not None else {})}
+    if budgets is None:
+        log.info("phase %d exemplars: %s, %d per class, %d in memory (select %.1fs, adjust %.1fs)", ctx.phase,
+                 settings.selection, m, len(memory), t_select, t_adjust)
+    else:
+        log.info("phase %d exemplars: %s stored as %s, %d-%d per class (mean %.1f) at the bytes of %d originals, "
+                 "%d in memory, %.2f of %.2f MB (select %.1fs, adjust %.1fs)", ctx.phase, settings.selection,
+                 info["codec"], info["held_min"], info["held_max"], info["held_mean"], m, len(memory),
+                 info["bytes"] / 1e6, info["budget_bytes"] / 1e6, t_select, t_adjust)
     return info

@@ -148,6 +148,18 @@ def test_sigkill_then_resume_with_dali_and_inside_mnemonics_optimisation(digits_
     assert "no snapshot" not in resumed.stderr and "no snapshot" not in r.stderr
 
 
+def test_sigkill_then_resume_with_a_compressed_memory(digits_shards, tmp_path):
+    """Exemplars stored at half the side as PNG-costed pixels (more of them than raw holds): a run killed in phase 1
+    reads phase 0's stored memory back and ends with the uninterrupted run's metrics, held exemplars and bytes."""
+    extra = [*LIGHT, "exemplars.codec=lowres", "exemplars.lowres.factor=2"]
+    ref = tmp_path / "ref"
+    r = mnemo_train(ref, digits_shards, *extra)
+    assert r.returncode == 0, r.stderr[-3000:]
+    phases = json.loads((ref / "metrics.json").read_text())["phases"]
+    assert all(p["bytes"] <= p["budget_bytes"] and p["held_min"] > 5 for p in phases), phases   # 5: per_class
+    kill_and_resume(ref, digits_shards, tmp_path, "train:1:0", *extra)
+
+
 @pytest.mark.parametrize("fault", ["train:1:1", "exemplars:1", "seal:1"])
 def test_sigkill_then_resume_gives_identical_metrics(reference, digits_shards, tmp_path, fault):
     run = tmp_path / "run"

@@ -27,6 +27,7 @@ from core.errors import UserError, check_choice
 from data_pipeline.loading.batch_plan import LAST_BATCH
 from data_pipeline.loading.settings import DATA_PRESETS, LOADERS, DataSettings
 from exemplars.adjustments.base import REGISTRY as ADJUSTMENTS
+from exemplars.codecs.base import REGISTRY as CODECS
 from exemplars.objectives.base import REGISTRY as OBJECTIVES
 from exemplars.selections.base import REGISTRY as SELECTIONS
 from trainer.config.migrate import check_current, migrate
@@ -69,7 +70,7 @@ def _named(cls: type) -> type:
 
 def config_type() -> type:
     """The `Config` dataclass for the plug-ins registered now (built once per set of plug-ins)."""
-    key = tuple(tuple(r.classes().items()) for r in (STRATEGIES, SELECTIONS, OBJECTIVES, ADJUSTMENTS))
+    key = tuple(tuple(r.classes().items()) for r in (STRATEGIES, SELECTIONS, OBJECTIVES, ADJUSTMENTS, CODECS))
     if key not in _BUILT:
         strategy = _named(dataclasses.make_dataclass(
             "StrategyConfig", [("name", str, field(default="lwf")), *_plugin_fields(STRATEGIES)]))
@@ -80,7 +81,8 @@ def config_type() -> type:
             ("adjust_old", bool, field(default=False)),             # adjust old exemplars (the paper's Eq. 10)
             ("adjustment", str, field(default="folds")),            # a registered adjustment's name
             ("group_size", int, field(default=10)),                 # classes optimised together (the unit over ranks)
-            *_plugin_fields(SELECTIONS, ADJUSTMENTS)]))
+            ("codec", str, field(default="raw")),                   # how exemplars are stored (exemplars/codecs/)
+            *_plugin_fields(SELECTIONS, ADJUSTMENTS, CODECS)]))
         config = _named(dataclasses.make_dataclass("Config", [
             ("seed", int, field(default=0)),
             ("data", DataSettings, field(default_factory=DataSettings)),
@@ -137,6 +139,7 @@ def validate(cfg):
     _check_choice("model.arch", cfg.model.arch, ARCHS)
     _check_choice("exemplars.selection", cfg.exemplars.selection, SELECTIONS.known())
     _check_choice("exemplars.adjustment", cfg.exemplars.adjustment, ADJUSTMENTS.known())
+    _check_choice("exemplars.codec", cfg.exemplars.codec, CODECS.known())
     _check_choice("engine.precision", cfg.engine.precision, PRECISIONS)
     _check_choice("engine.grad_comm_dtype", cfg.engine.grad_comm_dtype, GRAD_COMM_DTYPES)
     _check_choice("train.last_batch", cfg.train.last_batch, LAST_BATCH)

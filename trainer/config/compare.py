@@ -2,14 +2,15 @@
 
 A resumed run continues the experiment it started, so it refuses a config that changes anything it reads: the
 protocol, the model, its strategy's name and settings and, where the strategy keeps exemplars, the memory, its
-selection's settings (narrowed by the selection: mnemonics reads its shared keys and its own objective's) and,
-when it adjusts old exemplars, the adjustment's. A default it never reads (another strategy's, another
+codec's and its selection's settings (narrowed by the selection: mnemonics reads its shared keys and its own
+objective's) and, when it adjusts old exemplars, the adjustment's. A default it never reads (another strategy's, another
 objective's) may change between releases without blocking a resume. `train.base_from` compares more: every
 key that phase-0 training could read (trainer/run/base_from.py).
 """
 from __future__ import annotations
 
 from exemplars.adjustments.base import REGISTRY as ADJUSTMENTS
+from exemplars.codecs.base import REGISTRY as CODECS
 from exemplars.selections.base import REGISTRY as SELECTIONS
 from trainer.methods.strategies.base import REGISTRY as STRATEGIES
 
@@ -49,10 +50,11 @@ def keys_read(cfg) -> list[str]:
         return keys
     ex = cfg.exemplars
     keys += ["exemplars.selection", "exemplars.per_class", "exemplars.budget", "exemplars.group_size",
-             "exemplars.adjust_old"]
-    selection = SELECTIONS.get(ex.selection)
-    if selection.settings_type() is not None:
-        keys += _section(f"exemplars.{selection.name}", selection.section_keys(getattr(ex, selection.name)))
+             "exemplars.adjust_old", "exemplars.codec"]
+    for kind, name in ((SELECTIONS, ex.selection), (CODECS, ex.codec)):
+        plugin = kind.get(name)
+        if plugin.settings_type() is not None:
+            keys += _section(f"exemplars.{plugin.name}", plugin.section_keys(getattr(ex, plugin.name)))
     if ex.adjust_old:
         keys += ["exemplars.adjustment", *ADJUSTMENTS.get(ex.adjustment).keys_read(ex)]
     return keys

@@ -77,7 +77,7 @@ def evaluate(model, strategy, test, plan: PhasePlan, phase: int, memory, options
     labels = plan.labels_of(test.class_ids)
     seen = plan.seen_labels(phase)
     # None when a seen class has no exemplars: then there is no NME accuracy
-    means = class_means(model, memory.bank, seen, dist.device, options.flip, options.batch_size) \
+    means = class_means(model, memory.view(seen), seen, dist.device, options.flip, options.batch_size) \
         if options.nme and memory is not None else None
     use_nme = means is not None
     parts_idx, parts_top, parts_nme = [], [], []

@@ -114,6 +114,8 @@ class Phase:
         record = {"phase": self.index, "classes_seen": len(ctx.seen_labels),
                   **{k: v for k, v in result.items() if not k.startswith("acc_row")},
                   "exemplars_per_class": info["per_class"] if info else 0, "exemplars_total": len(s.memory),
+                  **({k: info[k] for k in ("held_min", "held_mean", "held_max", "bytes", "budget_bytes")}
+                     if info and "bytes" in info else {}),
                   "wall_s": round(time.perf_counter() - t_phase, 2),
                   "timings": {k: round(v, 3) for k, v in self.timings.value.items()}}
         s.metrics.add(record, result["acc_row"], result.get("acc_row_nme"))

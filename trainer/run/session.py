@@ -20,6 +20,7 @@ from core.ranks import DistInfo
 from data_pipeline.loading.loaders import resolve_loader
 from data_pipeline.loading.phase_images import ClassCache, PhaseImages
 from data_pipeline.shards.manifest import Manifest, load_manifest
+from exemplars.codecs.base import build_codec
 from exemplars.memory import ExemplarMemory
 from trainer.config import dump_config, stored_defaults
 from trainer.config.compare import keys_read
@@ -110,7 +111,7 @@ class Session:
             cfg, path, extra={"git_sha": git_sha(), "world_size": dist.world}))
         torch.manual_seed(cfg.seed)
         session = cls(cfg, run_dir, dist, manifest, plan, strategy, strategy.build_model().to(dist.device),
-                      ExemplarMemory(), MetricsLog(plan.num_phases),
+                      ExemplarMemory(build_codec(cfg.exemplars), cfg.data.image_size), MetricsLog(plan.num_phases),
                       _event_log(cfg, run_dir, dist), base,
                       caches={"train": ClassCache(), "test": ClassCache()})
         session._resume()

@@ -21,6 +21,7 @@ import torch
 from core import faults, seeds, stop
 from data_pipeline.loading.batch_plan import BatchPlan
 from data_pipeline.loading.loaders import resolve_loader, train_batches
+from data_pipeline.shards.wds_index import mean_image_bytes
 from exemplars.memory import STORE_DTYPE
 from exemplars.selections.base import SelectionContext
 from exemplars.update import Collectives, PhaseClasses, update_memory
@@ -152,12 +153,18 @@ class ExemplarStage:
             return real.lazy(ids), phase.real_labels[real.span(ids)]
 
         counts = {label: real.counts[s.plan.order[label]] for label in ctx.new_labels}
+        # what a budget image stands for, where the memory's codec counts bytes: the class's originals in the shards
+        image_bytes = None
+        if s.memory.codec.counts_bytes:
+            image_bytes = {label: mean_image_bytes(s.manifest, "train", s.plan.order[label])
+                           for label in ctx.seen_labels}
         sel = SelectionContext(s.cfg.seed, phase.index, s.dist.device, s.cfg.eval.batch_size, s.cfg.data.preset,
                                previous=s.strategy.teacher, snapshot=self.snapshot_model(phase),
                                image_size=s.cfg.data.image_size)
         t0 = time.perf_counter()
         try:
-            info = update_memory(s.model, s.memory, PhaseClasses(ctx.new_labels, ctx.old_labels, group_images, counts),
+            classes = PhaseClasses(ctx.new_labels, ctx.old_labels, group_images, counts, image_bytes)
+            info = update_memory(s.model, s.memory, classes,
                                  s.cfg.exemplars, sel, s.dist,
                                  Collectives(distributed.exchange_objects, distributed.exchange_tensors,
                                              lambda tag: distributed.wait_for_all(tag, stop.requested)),

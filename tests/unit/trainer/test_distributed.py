@@ -250,3 +250,51 @@ def test_new_objectives_give_the_same_exemplars_on_one_and_two_processes():
     two = [json.loads(o) for o in check(two_ranks(UPDATE, "2"))]
     assert two[0] == two[1] == one, (one, two)
     assert len(one["prototype"]) == 5 and len({json.dumps(v) for v in one.values()}) == 3
+
+
+UPDATE_CODEC = r"""
+import hashlib, json, sys
+import torch
+from core.ranks import DistInfo
+from exemplars.codecs.base import build_codec
+from exemplars.memory import ExemplarMemory
+from exemplars.selections.base import SelectionContext
+from exemplars.update import Collectives, PhaseClasses, update_memory
+from trainer.config import load_config
+from trainer.engine import distributed
+from trainer.methods.models.net import IncrementalNet
+world = int(sys.argv[1])
+info = distributed.init("cpu") if world > 1 else None
+cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.group_size=1", "exemplars.per_class=2",
+                                          "exemplars.codec=lowres"])
+torch.manual_seed(0)
+model = IncrementalNet("resnet20", "glyphs")
+model.head.grow(5)
+g = torch.Generator().manual_seed(1)
+images = torch.randint(0, 256, (5 * 20, 3, 8, 8), generator=g, dtype=torch.uint8)
+labels = torch.arange(5).repeat_interleave(20)
+memory = ExemplarMemory(build_codec(cfg.exemplars), 8)
+for label in (0, 1):
+    memory.set(label, images[labels == label][:6].float() / 255)
+group_images = lambda group: (images[torch.isin(labels, torch.tensor(group))],
+                              labels[torch.isin(labels, torch.tensor(group))])
+comm = Collectives(distributed.exchange_objects, distributed.exchange_tensors) if info else Collectives()
+update_memory(model, memory, PhaseClasses([2, 3, 4], [0, 1], group_images, {2: 20, 3: 20, 4: 20},
+                                          {l: 300.0 for l in range(5)}),
+              cfg.exemplars, SelectionContext(0, 1, torch.device("cpu"), 16, "glyphs", image_size=8), info or DistInfo(),
+              comm)
+print(json.dumps({k: [len(v), hashlib.sha256(v.numpy().tobytes()).hexdigest()[:12]]
+                  for k, v in sorted(memory.bank.items())}))
+if info:
+    distributed.shutdown()
+"""
+
+
+def test_a_compressed_memory_is_the_same_on_one_and_two_processes():
+    """Exemplars stored at half the side through the exemplar update: three class groups over two real processes
+    give the memory one process computes, bit for bit, each class filled to its bytes (more than 2 a class)."""
+    one = json.loads(check([subprocess.run([sys.executable, "-c", PRELUDE + UPDATE_CODEC, "1"], cwd=ROOT, text=True,
+                                           capture_output=True, timeout=300)])[0])
+    two = [json.loads(o) for o in check(two_ranks(UPDATE_CODEC, "2"))]
+    assert two[0] == two[1] == one, (one, two)
+    assert len(one) == 5 and all(n > 2 for n, _ in one.values()), one

@@ -48,7 +48,7 @@ class ICaRL(LwF):
         super().after_phase(ctx)
         self.means = None
         if ctx.memory is not None and self.uses_exemplars:
-            means = class_means(ctx.model, ctx.memory.bank, ctx.seen_labels, ctx.device,
+            means = class_means(ctx.model, ctx.memory.view(ctx.seen_labels), ctx.seen_labels, ctx.device,
                                 FLIP[self.setup.preset], self.setup.feature_batch_size)
             self.means = None if means is None else means.to(ctx.device)
 
