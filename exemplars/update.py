@@ -102,6 +102,8 @@ def candidates(codec, images, labels: torch.Tensor, group: list[int], budgets: d
     most = 0
     for label in group:
         idx = torch.nonzero(labels == label).squeeze(1)
+        if not len(idx):
+            continue
         probe = images[idx[:PROBE]]
         probe = probe.tensor() if hasattr(probe, "tensor") else probe
         cost = codec.nbytes(codec.store(model_view(probe, side).float().div_(255))).double()
@@ -167,7 +169,7 @@ def _spread(what: str, groups: list[list[int]], cost_of, work, level: _Level) ->
 
 def held_and_bytes(memory: ExemplarMemory, budgets: dict[int, float]) -> dict:
     """What a byte-counted memory holds: exemplars per class (fewest, mean, most), its bytes and its budget's."""
-    held = [len(memory.bank[l]) for l in memory.labels()]
+    held = [len(memory.bank[l]) for l in memory.labels()] or [0]
     return {"codec": memory.codec.describe(), "held_min": min(held), "held_max": max(held),
             "held_mean": round(sum(held) / len(held), 2),
             "bytes": int(sum(int(memory.nbytes(l).sum()) for l in memory.labels())),
