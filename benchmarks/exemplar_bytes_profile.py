@@ -8,10 +8,10 @@ the shards store them (the image part of each sample, from the shards' index fil
 ImageNet). Each form stores `--images` training images of each of the first `--classes` classes at the model's
 input side `--size` (as the memory holds them) and is decoded back:
 
-* `fp16`: the memory today (float16 pixels, 2 bytes a value); `uint8`: 8-bit pixels;
-* `png`: lossless 8-bit (torchvision's encoder, level 6); `jpeg_qQ`: JPEG at quality Q;
-* `lowres_F`: 8-bit pixels at 1/F of the side (area average), bilinear back to the side at use;
-  `lowres_F_png`, `lowres_F_jpeg_q75`: the same, encoded.
+* `fp16`: the memory before codecs (`exemplars.codec=raw`: float16 pixels, 2 bytes a value); `uint8`: 8-bit pixels;
+* `png`: lossless 8-bit (`exemplars.codec=png`); `jpeg_qQ`: JPEG at quality Q (no codec yet);
+* `lowres_F`: 8-bit pixels at 1/F of the side, bilinear back to the side at use (`exemplars.codec=lowres`,
+  `factor: F`, `encoding: pixels`); `lowres_F_png` (`encoding: png`), `lowres_F_jpeg_q75`: the same, encoded.
 
 Per form: mean bytes per exemplar, exemplars per class at the bytes of `--per-class` originals, and the round trip's
 mean absolute error and PSNR on [0, 1] pixels. Bytes are exact (no timing), so any machine gives the same figures
@@ -24,45 +24,45 @@ import argparse
 import json
 import math
 
-import torch
-import torch.nn.functional as F
-from torchvision.io import decode_jpeg, decode_png, encode_jpeg, encode_png
+from torchvision.io import decode_jpeg, encode_jpeg
 
 from data_pipeline.shards.manifest import load_manifest
 from data_pipeline.shards.reader import read_classes
 from data_pipeline.shards.wds_index import mean_image_bytes
+from exemplars.codecs.base import quantise
+from exemplars.codecs.lowres import Lowres, LowresSettings
+from exemplars.codecs.png import Png
+from exemplars.codecs.raw import Raw
 
-def _low(x: torch.Tensor, f: int) -> torch.Tensor:
-    """uint8 (C, H/f, W/f): the area average of uint8 `x` (C, H, W)."""
-    return F.avg_pool2d(x[None].float(), f)[0].round().clamp(0, 255).to(torch.uint8)
+def _codec_form(codec):
+    """A form the memory implements (exemplars/codecs/): its own store, cost and decode."""
+    def store(x):
+        kept = codec.store(x[None].float().div(255))
+        return int(codec.nbytes(kept)[0]), codec.decode(kept, x.shape[-1])[0].float().mul(255)
+    return store
 
 
-def _up(x: torch.Tensor, side: int) -> torch.Tensor:
-    return F.interpolate(x[None].float(), size=(side, side), mode="bilinear", align_corners=False)[0]
+def _jpeg(q: int, low=None):
+    """JPEG at quality q of the image (or of `low`'s stored low-resolution pixels, decoded through it)."""
+    def store(x):
+        kept = low.store(x[None].float().div(255)) if low is not None else None
+        pixels = quantise(kept)[0] if low is not None else x
+        b = encode_jpeg(pixels, quality=q)
+        back = decode_jpeg(b)
+        if low is None:
+            return len(b), back.float()
+        return len(b), low.decode(back[None].float().div(255), x.shape[-1])[0].float().mul(255)
+    return store
 
 
 def _forms() -> dict:
     """name -> (uint8 image (C, S, S)) -> (stored bytes, decoded float image in [0, 255])."""
-    def lowres(f, inner):
-        def store(x):
-            n, y = inner(_low(x, f))
-            return n, _up(y, x.shape[-1])
-        return store
-
-    plain = lambda x: (x.numel(), x.float())                                            # noqa: E731
-    png = lambda x: (len(encode_png(x, compression_level=6)), decode_png(encode_png(x)).float())  # noqa: E731
-
-    def jpeg(q):
-        def store(x):
-            b = encode_jpeg(x, quality=q)
-            return len(b), decode_jpeg(b).float()
-        return store
-
-    forms = {"fp16": lambda x: (2 * x.numel(), x.float()), "uint8": plain, "png": png}
-    forms.update({f"jpeg_q{q}": jpeg(q) for q in (95, 75, 50, 25)})
+    forms = {"fp16": _codec_form(Raw()), "uint8": lambda x: (x.numel(), x.float()), "png": _codec_form(Png())}
+    forms.update({f"jpeg_q{q}": _jpeg(q) for q in (95, 75, 50, 25)})
     for f in (2, 4):
-        forms.update({f"lowres_{f}": lowres(f, plain), f"lowres_{f}_png": lowres(f, png),
-                      f"lowres_{f}_jpeg_q75": lowres(f, jpeg(75))})
+        forms.update({f"lowres_{f}": _codec_form(Lowres(LowresSettings(f, "pixels"))),
+                      f"lowres_{f}_png": _codec_form(Lowres(LowresSettings(f, "png"))),
+                      f"lowres_{f}_jpeg_q75": _jpeg(75, Lowres(LowresSettings(f, "pixels")))})
     return forms
 
 

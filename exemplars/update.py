@@ -184,7 +184,8 @@ def update_memory(model, memory: ExemplarMemory, phase: PhaseClasses, settings, 
     was_training = model.training
     model.eval()
     old_labels, new_labels = phase.old_labels, phase.new_labels
-    ctx = dataclasses.replace(ctx, old_exemplars={l: memory.get(l) for l in old_labels if l in memory.bank})
+    ctx = dataclasses.replace(ctx, old_exemplars={l: memory.get(l) for l in old_labels if l in memory.bank},
+                              codec=memory.codec)
     selection = build_selection(settings)
     m = quota(settings.per_class, settings.budget, len(old_labels) + len(new_labels))
 

@@ -38,6 +38,9 @@ def as_levels(x8: torch.Tensor) -> torch.Tensor:
 class Codec(Plugin):
     """A codec's `Settings` are mounted at exemplars.<name>."""
     counts_bytes: ClassVar[bool] = True     # False: the memory counts exemplars, one per budget image
+    # True: the stored form is pixels of its own (another side) that `decode` maps differentiably to the model's,
+    # and `store(decode(s)) == s` for a stored `s`: an optimised exemplar is optimised as the stored tensor
+    parametrises: ClassVar[bool] = False
 
     def store(self, images: torch.Tensor) -> torch.Tensor:
         """The stored form (STORE_DTYPE, on the CPU) of float pixels (n, C, S, S) in [0, 1] at the model's side."""
@@ -45,7 +48,7 @@ class Codec(Plugin):
 
     def decode(self, stored: torch.Tensor, side: int) -> torch.Tensor:
         """Float pixels (n, C, side, side) of a stored form (in `stored`'s dtype; the same tensor where the form is
-        the pixels themselves)."""
+        the pixels themselves); differentiable where the codec `parametrises`."""
         return stored
 
     def nbytes(self, stored: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,16 @@
-"""`lowres`: 8-bit pixels at 1/factor of the model's side (the area average of each factor x factor block), decoded
-by bilinear upsampling to the model's side where they are used; costed as PNG (`encoding: png`) or as the bare
-pixels (`encoding: pixels`, C·(S/factor)² bytes). The same bytes hold about factor² more exemplars than `pixels`
-at full side, each with the detail finer than a block lost (docs/benchmarks.md measures both on glyphs)."""
+"""`lowres`: 8-bit pixels at 1/factor of the model's side, decoded by bilinear upsampling to the model's side where
+they are used; costed as PNG (`encoding: png`) or as the bare pixels (`encoding: pixels`, C·(S/factor)² bytes). The
+same bytes hold about factor² more exemplars than `pixels` at full side, each with the detail finer than a block
+lost (docs/benchmarks.md measures both on glyphs).
+
+Storing is the least-squares inverse of the decode (bilinear upsampling is linear and separable, U per axis:
+low = A·x·Aᵀ with A = pinv(U)), clamped to [0, 1] and rounded to 8 bits: the low-resolution image whose upsampling
+is closest to the exemplar (closer than the block average), and storing a decoded exemplar gives back what was
+stored. So an exemplar optimised as low-resolution pixels seen through the decode (`parametrises`: the mnemonics
+selection then descends the stored tensor) is kept as exactly those pixels, up to the rounding."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -27,23 +34,38 @@ class LowresSettings:
             raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
 
 
+@functools.lru_cache(maxsize=None)
+def inverse(side: int, low: int) -> torch.Tensor:
+    """A (low, side): the least-squares inverse of 1-D linear upsampling from `low` to `side` (align_corners=False,
+    as `upsample`), float64."""
+    basis = torch.eye(low, dtype=torch.float64)[:, None, :]
+    up = F.interpolate(basis, size=side, mode="linear", align_corners=False)[:, 0, :].T        # (side, low)
+    return torch.linalg.pinv(up)
+
+
+def upsample(low: torch.Tensor, side: int) -> torch.Tensor:
+    """Bilinear upsampling (differentiable) of float images (n, C, h, w) to side x side."""
+    return F.interpolate(low, size=(side, side), mode="bilinear", align_corners=False)
+
+
 @register
 class Lowres(Codec):
     name = "lowres"
     Settings = LowresSettings
+    parametrises = True
 
     def store(self, images: torch.Tensor) -> torch.Tensor:
-        f = self.settings.factor
-        if images.shape[-1] % f or images.shape[-2] % f:
-            raise ValueError(f"exemplars.lowres.factor {f} does not divide the image side {images.shape[-1]}")
-        low = F.avg_pool2d(images.detach().cpu().float(), f) if f > 1 else images.detach().cpu().float()
+        f, side = self.settings.factor, images.shape[-1]
+        if side % f or images.shape[-2] != side:
+            raise ValueError(f"exemplars.lowres.factor {f} does not divide the image side {side} (square images)")
+        a = inverse(side, side // f)
+        low = torch.einsum("ij,ncjk,lk->ncil", a, images.detach().cpu().double(), a)
         return as_levels(quantise(low))
 
     def decode(self, stored: torch.Tensor, side: int) -> torch.Tensor:
         if stored.shape[-1] == side or not len(stored):
             return stored
-        up = F.interpolate(stored.float(), size=(side, side), mode="bilinear", align_corners=False)
-        return up.clamp_(0, 1).to(stored.dtype)
+        return upsample(stored.float(), side).clamp(0, 1).to(stored.dtype)
 
     def nbytes(self, stored: torch.Tensor) -> torch.Tensor:
         if self.settings.encoding == "png":

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from core.registry import Plugin, Registry
+from exemplars.codecs.base import Codec
 
 REGISTRY = Registry("exemplars.selection", "exemplars.selections", skip=("base",))
 register = REGISTRY.register
@@ -29,7 +30,7 @@ class SelectionContext:
     (its augmentation), the old classes' exemplars as they stood before this phase's exemplar level
     ({label: float16 pixels}, the same on every rank; set by the exemplar update, read-only), the model
     before this phase and, where the selection asked for one (`snapshot_epoch`), the phase's model as it was
-    after that many epochs of its model-level training."""
+    after that many epochs of its model-level training, and how the memory will store what it selects."""
     seed: int
     phase: int
     device: torch.device
@@ -39,6 +40,7 @@ class SelectionContext:
     previous: nn.Module | None = None       # Θ_{i-1}, frozen (the strategy's teacher), when the run keeps one
     snapshot: nn.Module | None = None       # Θ_i early in its training (see Selection.snapshot_epoch), or None
     image_size: int = 32                    # the model's input side (data.image_size): what a selection is shown
+    codec: Codec | None = None              # how the memory stores exemplars (exemplars/codecs/; None: raw)
 
 
 class Selection(Plugin):

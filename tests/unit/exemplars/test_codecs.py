@@ -134,3 +134,33 @@ def test_a_fixed_total_in_bytes_shrinks_the_old_classes_as_classes_arrive():
     # budget 12 images: 6 a class over 2 seen classes, 3 over 4, 2 over 6; in 192-byte exemplars of 700-byte originals
     assert [set(h.values()) for h, _ in got] == [{6 * 700 // 192}, {3 * 700 // 192}, {2 * 700 // 192}]
     assert got[0][1]["budget_bytes"] == 2 * 6 * 700 and got[-1][1]["bytes"] <= got[-1][1]["budget_bytes"]
+
+
+def test_lowres_stores_a_decoded_exemplar_as_what_it_came_from():
+    codec = Lowres(LowresSettings(factor=2))
+    stored = codec.store(torch.rand(6, 3, 16, 16))
+    assert torch.equal(codec.store(codec.decode(stored, 16)), stored)
+    # the least-squares low-resolution image decodes closer to the exemplar than the block average does
+    x = smooth(6, 16, seed=3)
+    block = F.interpolate(F.avg_pool2d(x, 2), size=(16, 16), mode="bilinear", align_corners=False)
+    assert (codec.decode(codec.store(x), 16).float() - x).square().mean() < (block - x).square().mean()
+
+
+def test_mnemonics_through_a_low_resolution_memory_optimises_the_stored_pixels():
+    """With `lowres` the descent moves the stored tensor: what the selection returns is a decoded low-resolution
+    image (storing it loses nothing but the rounding), moved from herding's by the objective."""
+    from exemplars.selections.mnemonics import descend_stored
+    from exemplars.pixel_descent import Schedule
+
+    codec = Lowres(LowresSettings(factor=2, encoding="pixels"))
+    x0 = smooth(4, 16, seed=4)
+    target = smooth(4, 16, seed=5)
+    loss_of = lambda x, real: (x - target).square().sum()                                  # noqa: E731
+    schedule = Schedule(epochs=3, steps_per_epoch=2, batches_per_step=1, lr=0.05, halve_every=10)
+    got = descend_stored(x0, loss_of, lambda epoch: [(torch.zeros(1), torch.zeros(1))] * 2, schedule, None, codec)
+    assert got.shape == x0.shape
+    assert torch.allclose(codec.decode(codec.store(got), 16).float(), got.float(), atol=1 / 255)   # decodable
+    start = codec.decode(codec.store(x0), 16).float()
+    assert (got.float() - target).square().sum() < (start - target).square().sum()         # it descended
+    plain = descend_stored(x0, loss_of, lambda epoch: [(torch.zeros(1), torch.zeros(1))] * 2, schedule, None, None)
+    assert not torch.allclose(codec.decode(codec.store(plain), 16).float(), plain.float(), atol=1 / 255)

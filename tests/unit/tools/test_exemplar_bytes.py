@@ -14,8 +14,9 @@ def test_the_forms_cost_what_they_store(digits_shards, capsys):
     assert forms["fp16"]["bytes_per_exemplar"] == 2 * 3 * 32 * 32
     assert forms["uint8"]["bytes_per_exemplar"] == 3 * 32 * 32
     assert forms["lowres_2"]["bytes_per_exemplar"] == 3 * 16 * 16 and forms["lowres_4"]["bytes_per_exemplar"] == 3 * 64
-    for lossless in ("fp16", "uint8", "png"):
-        assert forms[lossless]["mean_abs_error"] == 0.0
+    assert forms["uint8"]["mean_abs_error"] == 0.0
+    for lossless in ("fp16", "png"):                         # 8-bit levels held in float16: off by < 1/40 of a level
+        assert forms[lossless]["mean_abs_error"] < 1e-4
     assert 0 < forms["jpeg_q95"]["mean_abs_error"] < forms["jpeg_q25"]["mean_abs_error"] < 0.1
     # the same bytes hold more of a smaller form: exemplars per class = 20 originals' bytes / the form's
     original = got["original_bytes_per_image"]
