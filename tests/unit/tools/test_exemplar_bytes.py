@@ -21,7 +21,10 @@ def test_the_forms_cost_what_they_store(digits_shards, capsys):
     # the same bytes hold more of a smaller form: exemplars per class = 20 originals' bytes / the form's
     original = got["original_bytes_per_image"]
     assert abs(forms["uint8"]["exemplars_per_class"] - 20 * original / (3 * 32 * 32)) < 0.2
-    assert got["imagenet_1k"]["fp16_gb"] == round(2 * 20 * 1000 * 3 * 224 * 224 / 1e9, 2)
+    net = got["imagenet_1k"]
+    assert net["raw"] == {"per_class": 20, "sealed_gb": 6.02, "device_gb": 6.02}     # 20 000 float16 224 px images
+    assert net["lowres_2"]["per_class"] == 20 * 110_000 // (3 * 112 * 112)            # 58: stored at 112 px
+    assert net["lowres_2"]["sealed_gb"] < net["raw"]["sealed_gb"] < net["lowres_2"]["device_gb"]
     assert main(["--shards", str(digits_shards), "--classes", "1", "--images", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["classes"] == 1
 
