@@ -199,6 +199,7 @@ def test_on_resume_rank_0_reads_the_exemplar_memory_and_sends_it(tmp_path):
 UPDATE = r"""
 import hashlib, json, sys
 import torch
+from exemplars.codecs.base import build_codec
 from exemplars.memory import ExemplarMemory
 from exemplars.selections.base import SelectionContext
 from core.ranks import DistInfo
@@ -210,30 +211,35 @@ world = int(sys.argv[1])
 info = distributed.init("cpu") if world > 1 else None
 rank = info.rank if info else 0
 out = {}
-for name, objective, match in (("prototype", "prototype", "features"), ("matching", "matching", "features"),
-                               ("gradients", "matching", "gradients")):
+# the last: prototype exemplars optimised as the pixels of a memory at half the side, filled to its bytes
+for name, objective, match, codec in (("prototype", "prototype", "features", "raw"),
+                                      ("matching", "matching", "features", "raw"),
+                                      ("gradients", "matching", "gradients", "raw"),
+                                      ("lowres", "prototype", "features", "lowres")):
     cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.selection=mnemonics",
                       "exemplars.group_size=1", f"exemplars.mnemonics.objective={objective}",
                       f"exemplars.mnemonics.matching.match={match}",
                       "exemplars.mnemonics.epochs=2", "exemplars.mnemonics.val_batch_size=8",
                       "exemplars.mnemonics.matching.embedders=both", "exemplars.mnemonics.augment=true",
-                      "exemplars.mnemonics.momentum=0.9"])
+                      "exemplars.mnemonics.momentum=0.9", "exemplars.per_class=2", f"exemplars.codec={codec}",
+                      "exemplars.lowres.encoding=pixels"])
     torch.manual_seed(0)
     model = IncrementalNet("resnet20", "glyphs")
     model.head.grow(5)
     g = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (5 * 6, 3, 8, 8), generator=g, dtype=torch.uint8)
     labels = torch.arange(5).repeat_interleave(6)
-    memory = ExemplarMemory()
+    memory = ExemplarMemory(build_codec(cfg.exemplars), 8)
     for label in (0, 1):
         memory.set(label, images[labels == label][:3].float() / 255)
     group_images = lambda group: (images[torch.isin(labels, torch.tensor(group))],
                                   labels[torch.isin(labels, torch.tensor(group))])
     ctx = SelectionContext(0, 1, torch.device("cpu"), 16, "glyphs", image_size=8)
     comm = Collectives(distributed.exchange_objects, distributed.exchange_tensors) if info else Collectives()
-    update_memory(model, memory, PhaseClasses([2, 3, 4], [0, 1], group_images, {2: 6, 3: 6, 4: 6}), cfg.exemplars,
-                  ctx, info or DistInfo(), comm)
-    out[name] = {k: hashlib.sha256(v.numpy().tobytes()).hexdigest()[:12] for k, v in sorted(memory.bank.items())}
+    classes = PhaseClasses([2, 3, 4], [0, 1], group_images, {2: 6, 3: 6, 4: 6}, {l: 150.0 for l in range(5)})
+    update_memory(model, memory, classes, cfg.exemplars, ctx, info or DistInfo(), comm)
+    out[name] = {k: [len(v), hashlib.sha256(v.numpy().tobytes()).hexdigest()[:12]]
+                 for k, v in sorted(memory.bank.items())}
 print(json.dumps(out))
 if info:
     distributed.shutdown()
@@ -241,60 +247,16 @@ if info:
 
 
 def test_new_objectives_give_the_same_exemplars_on_one_and_two_processes():
-    """The prototype and matching (of features and of gradients) objectives through the exemplar update:
-    three class groups spread over two real processes give the memory one process computes, bit for bit
-    (each group's exemplars are a function of the model, its images and the context only, whatever rank
-    optimises it)."""
+    """The prototype and matching (of features and of gradients) objectives through the exemplar update, and the
+    prototype objective through a memory stored at half the side: three class groups spread over two real processes
+    give the memory one process computes, bit for bit (each group's exemplars are a function of the model, its
+    images and the context only, whatever rank optimises it); the low-resolution memory holds more a class."""
     one = json.loads(check([subprocess.run([sys.executable, "-c", PRELUDE + UPDATE, "1"], cwd=ROOT, text=True,
                                            capture_output=True, timeout=300)])[0])
     two = [json.loads(o) for o in check(two_ranks(UPDATE, "2"))]
     assert two[0] == two[1] == one, (one, two)
-    assert len(one["prototype"]) == 5 and len({json.dumps(v) for v in one.values()}) == 3
+    assert len(one["prototype"]) == 5 and len({json.dumps(v) for v in one.values()}) == 4
+    # 2 a class; at half the side the bytes of 2 originals (300) hold 6 exemplars of 3·4·4 bytes: all 6 images
+    assert all(n == 2 for n, _ in one["prototype"].values()), one
+    assert all(one["lowres"][k][0] == 6 for k in ("2", "3", "4")), one
 
-
-UPDATE_CODEC = r"""
-import hashlib, json, sys
-import torch
-from core.ranks import DistInfo
-from exemplars.codecs.base import build_codec
-from exemplars.memory import ExemplarMemory
-from exemplars.selections.base import SelectionContext
-from exemplars.update import Collectives, PhaseClasses, update_memory
-from trainer.config import load_config
-from trainer.engine import distributed
-from trainer.methods.models.net import IncrementalNet
-world = int(sys.argv[1])
-info = distributed.init("cpu") if world > 1 else None
-cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.group_size=1", "exemplars.per_class=2",
-                                          "exemplars.codec=lowres"])
-torch.manual_seed(0)
-model = IncrementalNet("resnet20", "glyphs")
-model.head.grow(5)
-g = torch.Generator().manual_seed(1)
-images = torch.randint(0, 256, (5 * 20, 3, 8, 8), generator=g, dtype=torch.uint8)
-labels = torch.arange(5).repeat_interleave(20)
-memory = ExemplarMemory(build_codec(cfg.exemplars), 8)
-for label in (0, 1):
-    memory.set(label, images[labels == label][:6].float() / 255)
-group_images = lambda group: (images[torch.isin(labels, torch.tensor(group))],
-                              labels[torch.isin(labels, torch.tensor(group))])
-comm = Collectives(distributed.exchange_objects, distributed.exchange_tensors) if info else Collectives()
-update_memory(model, memory, PhaseClasses([2, 3, 4], [0, 1], group_images, {2: 20, 3: 20, 4: 20},
-                                          {l: 300.0 for l in range(5)}),
-              cfg.exemplars, SelectionContext(0, 1, torch.device("cpu"), 16, "glyphs", image_size=8), info or DistInfo(),
-              comm)
-print(json.dumps({k: [len(v), hashlib.sha256(v.numpy().tobytes()).hexdigest()[:12]]
-                  for k, v in sorted(memory.bank.items())}))
-if info:
-    distributed.shutdown()
-"""
-
-
-def test_a_compressed_memory_is_the_same_on_one_and_two_processes():
-    """Exemplars stored at half the side through the exemplar update: three class groups over two real processes
-    give the memory one process computes, bit for bit, each class filled to its bytes (more than 2 a class)."""
-    one = json.loads(check([subprocess.run([sys.executable, "-c", PRELUDE + UPDATE_CODEC, "1"], cwd=ROOT, text=True,
-                                           capture_output=True, timeout=300)])[0])
-    two = [json.loads(o) for o in check(two_ranks(UPDATE_CODEC, "2"))]
-    assert two[0] == two[1] == one, (one, two)
-    assert len(one) == 5 and all(n > 2 for n, _ in one.values()), one
