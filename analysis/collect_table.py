@@ -4,8 +4,8 @@
     python -m analysis.collect_table RUN1 RUN2 --out table.md
     python -m analysis.collect_table runs/table2 --seeds     # Table-2 style: mean ± std over seeds
 
-One row per run dir (a directory holding metrics.json and config.yaml): method, exemplar selection,
-weight transfer, protocol (B, N), Ā and F (CNN; %), NME Ā where the run had exemplars, top-5 Ā, and
+One row per run dir (a directory holding metrics.json and config.yaml): method, exemplar selection (and how
+the memory stored them, where not raw), weight transfer, protocol (B, N), Ā and F (CNN; %), NME Ā where the run had exemplars, top-5 Ā, and
 the runtime, the sum of the phases' wall_s from metrics.json. Incomplete runs are marked. Runs
 started from another run's phase 0 (`train.base_from`) are marked: their runtime leaves out the
 shared phase-0 training. With --seeds, runs that differ only in `seed` become one row with the mean
@@ -69,6 +69,11 @@ def row(run: Path) -> dict:
             if where.get(key, default) != default:
                 knobs.append(f"{key}={where[key]}")
         selection += f" ({', '.join(knobs)})"
+    codec = ex.get("codec", "raw")                  # how the memory stored its exemplars (raw before the key)
+    if not free and codec != "raw":
+        low = ex.get("lowres") or {}
+        selection += f" as {codec}" + (f" 1/{low.get('factor', 2)} {low.get('encoding', 'png')}"
+                                       if codec == "lowres" else "")
     proto = cfg.get("protocol", {})
     wall = sum(p.get("wall_s", 0.0) for p in m.get("phases", []))
     return {

@@ -76,3 +76,14 @@ def test_collect_table_names_the_objective_and_its_rate(tmp_path, capsys):
     assert "| mnemonics (prototype, β1=0.5) |" in out                     # no unrolled knobs (α2, T) beside it
     assert "| mnemonics (gradient matching, β1=0.01, embedders=random) |" in out     # a config in the older layout
     assert "| mnemonics (gradient matching, β1=0.02, embedders=both) |" in out
+
+
+def test_collect_table_tells_a_memory_stored_smaller_from_raw(tmp_path, capsys):
+    _run(tmp_path, "raw", "lwf", "herding", False, [80.0, 60.0], [80.0, 50.0], [6.0, 6.0])
+    _run(tmp_path, "low", "lwf", "herding", False, [80.0, 64.0], [80.0, 55.0], [6.0, 6.0])
+    cfg = yaml.safe_load((tmp_path / "low" / "config.yaml").read_text())
+    cfg["exemplars"].update(codec="lowres", lowres={"factor": 4, "encoding": "pixels"})
+    (tmp_path / "low" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main([str(tmp_path), "--seeds"]) == 0
+    out = capsys.readouterr().out
+    assert "| lwf | herding |" in out and "| lwf | herding as lowres 1/4 pixels |" in out

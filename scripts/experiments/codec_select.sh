@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Exemplars per byte, on a validation split: herding with each storage form of the memory (`exemplars.codec`) at
+# the bytes of the budget's original images, beside raw herding (today's memory), paired by seed. The rule that
+# picks the default is docs/results-record.md's ("Exemplars per byte"), written before these runs.
+#
+#   bash scripts/experiments/codec_select.sh
+#   SEEDS="0 1 2" RECIPE=configs/glyphs_b12_25.yaml OUT=runs/codec_select_b12 bash scripts/experiments/codec_select.sh
+#   CODECS="lowres2:codec=lowres" SELECTION=mnemonics bash scripts/experiments/codec_select.sh
+#
+# A form is NAME:key=value,key=value over the exemplars section (codec=lowres, lowres.factor=4, ...). Every seed
+# trains phase 0 once (raw_s<seed>, herding as the memory stood before codecs) and each form's run of that seed
+# starts from it (`train.base_from`), so a difference is paired. Runs go JOBS at a time, THREADS threads each, and
+# resume (finished runs are skipped). Writes OUT/<name>_s<seed>/ and OUT/table.md (mean ± std over seeds); the
+# paired differences against raw: `python -m analysis.paired OUT raw` (below).
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+OUT=${OUT:-runs/codec_select}
+SRC=${SRC:-data/glyphs}
+VAL=${VAL:-data/glyphs_val}
+PER_CLASS=${PER_CLASS:-50}
+RECIPE=${RECIPE:-configs/glyphs.yaml}
+SEEDS=${SEEDS:-"0 1 2"}
+SELECTION=${SELECTION:-herding}
+CODECS=${CODECS:-"png:codec=png lowres2:codec=lowres lowres2px:codec=lowres,lowres.encoding=pixels \
+lowres4px:codec=lowres,lowres.factor=4,lowres.encoding=pixels"}
+JOBS=${JOBS:-2}
+THREADS=${THREADS:-1}
+EXTRA=${EXTRA:-}
+ensure_holdout "$SRC" "$VAL" "$PER_CLASS"
+mkdir -p "$OUT"
+
+run_one() {   # name seed [base] [key=value ...]
+  local name=$1 seed=$2 base=${3:-}; shift 3 || shift $#
+  if run_complete "$OUT/$name"; then echo "done already: $name"; return 0; fi
+  local args=(train --config "$RECIPE" --run-dir "$OUT/$name" "data.shards=$VAL" "seed=$seed")
+  [ -n "$base" ] && [ "$base" != - ] && args+=("train.base_from=$base")
+  # shellcheck disable=SC2206  # word lists on purpose
+  args+=("$@" $EXTRA)
+  echo "=== $name: $MNEMO ${args[*]}"
+  if OMP_NUM_THREADS=$THREADS $MNEMO "${args[@]}" >"$OUT/$name.log" 2>&1; then
+    echo "$name: $(grep 'average incremental accuracy' "$OUT/$name.log" | tail -1 | sed 's/^[0-9:]* //')"
+  else
+    echo "FAILED: $name (log: $OUT/$name.log)"; return 1
+  fi
+}
+export -f run_one
+export MNEMO OUT VAL RECIPE THREADS EXTRA
+
+# 1. one phase-0 training per seed: raw herding
+printf '%s\n' $SEEDS | xargs -P "$JOBS" -I{} bash -c 'run_one raw_s{} {} - exemplars.selection=herding'
+# 2. every form of each seed from that seed's phase 0
+specs=()
+for form in $CODECS; do
+  name=${form%%:*}; kv=${form#*:}
+  for seed in $SEEDS; do
+    specs+=("${name}_s$seed $seed $OUT/raw_s$seed exemplars.selection=$SELECTION $(echo "$kv" | tr ',' '\n' \
+      | sed 's/^/exemplars./' | paste -sd' ')")
+  done
+done
+status=0
+printf '%s\n' "${specs[@]}" | xargs -P "$JOBS" -L1 bash -c 'run_one "$@"' _ || status=1
+$PYTHON -m analysis.collect_table "$OUT" --seeds --out "$OUT/table.md"
+cat "$OUT/table.md"
+$PYTHON -m analysis.paired "$OUT" raw
+exit $status
