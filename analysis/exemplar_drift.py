@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 
 from core.errors import UserError
+from exemplars.memory import ExemplarMemory
+from trainer.config import stored_config
 from trainer.run.storage import sealed_phases as store
 
 
@@ -36,7 +38,8 @@ def load_bank(run: Path, phase: int) -> dict[int, torch.Tensor]:
     if problem:
         raise UserError(f"{run}: phase {phase} is not sealed ({problem})")
     sd = store.load_file(run, phase, "memory.pt")
-    return {int(k): v for k, v in sd["bank"].items()}
+    cfg = stored_config(run / "config.yaml") if (run / "config.yaml").is_file() else {}
+    return ExemplarMemory.of_run(sd, cfg.get("exemplars"), (cfg.get("data") or {}).get("image_size")).view()
 
 
 def sealed_phases(run: Path) -> list[int]:

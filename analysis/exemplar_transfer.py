@@ -39,7 +39,7 @@ from core.protocol import make_plan
 from data_pipeline.loading.augment import model_view
 from data_pipeline.shards.manifest import load_manifest
 from data_pipeline.shards.reader import read_classes
-from exemplars.memory import stack_bank
+from exemplars.memory import ExemplarMemory, stack_bank
 from exemplars.unroll import InnerLoop, start_params, theta_logits, unroll
 from exemplars.sharding import class_groups
 from trainer.config import config_from_dict, stored_config
@@ -64,7 +64,7 @@ def load_run(run: Path, phase: int):
     model_sd, memory_sd, _ = sealed_phases.load_phase(run, phase)
     model.load_state_dict(model_sd)
     model.eval()
-    bank = {int(k): v for k, v in memory_sd["bank"].items()}
+    bank = ExemplarMemory.of_run(memory_sd, cfg.to_dict()["exemplars"], cfg.data.image_size).view()
     return cfg, manifest, plan, model, bank
 
 

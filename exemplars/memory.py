@@ -14,7 +14,7 @@ from typing import Mapping
 
 import torch
 
-from exemplars.codecs.base import STORE_DTYPE, Codec
+from exemplars.codecs.base import STORE_DTYPE, Codec, codec_from_dict
 from exemplars.codecs.raw import Raw
 
 __all__ = ["STORE_DTYPE", "ExemplarMemory", "quota", "stack_bank"]
@@ -108,6 +108,14 @@ class ExemplarMemory:
 
     def state_dict(self) -> dict:
         return {"bank": {int(k): v for k, v in self.bank.items()}}
+
+    @classmethod
+    def of_run(cls, sd: dict, exemplars: Mapping | None, side: int | None) -> ExemplarMemory:
+        """A sealed memory state read back as the run stored it: `exemplars` is its stored config's section (a
+        plain dict), `side` its data.image_size (tools read banks through `view` to see the model's pixels)."""
+        memory = cls(codec_from_dict(exemplars), side)
+        memory.load_state_dict(sd)
+        return memory
 
     def load_state_dict(self, sd: dict) -> None:
         self.bank = {int(k): v.to(STORE_DTYPE) for k, v in sd["bank"].items()}

@@ -185,7 +185,8 @@ def load_runs(paths: list[str | Path]) -> list[RunInfo]:
 
 
 def load_sealed(run: RunInfo, phase: int):
-    """(model with the sealed weights in eval mode, memory bank {label: float16 images}, state dict)."""
+    """(model with the sealed weights in eval mode, memory bank {label: float16 images at the model's side, decoded
+    from the run's stored form}, state dict)."""
     from trainer.methods.models.net import IncrementalNet
     from trainer.run.storage import sealed_phases
 
@@ -200,5 +201,8 @@ def load_sealed(run: RunInfo, phase: int):
         raise UserError(f"{run.path}: phases/p{phase:02d}/model.pt does not fit model.arch "
                         f"{run.section('model').get('arch')} (missing {missing[0]}, ...)")
     model.eval()
-    bank = {int(k): v for k, v in memory_sd.get("bank", {}).items()}
-    return model, bank, state
+    from exemplars.memory import ExemplarMemory
+
+    memory = ExemplarMemory.of_run({"bank": memory_sd.get("bank", {})}, run.section("exemplars"),
+                                   data.get("image_size"))
+    return model, memory.view(), state

@@ -14,7 +14,7 @@ it must not depend on the rank: every rank stores the same exemplars the same wa
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import torch
 
@@ -57,6 +57,15 @@ class Codec(Plugin):
 
     def describe(self) -> str:
         return self.name
+
+
+def codec_from_dict(exemplars: Mapping | None) -> Codec:
+    """The codec a stored config's `exemplars` section (a plain dict) names: raw where it names none (a run from
+    before codecs)."""
+    section = exemplars or {}
+    name = section.get("codec", "raw")
+    kind = REGISTRY.get(name).settings_type()
+    return REGISTRY.get(name)(kind(**(section.get(name) or {})) if kind is not None else None)
 
 
 def build_codec(exemplars) -> Codec:

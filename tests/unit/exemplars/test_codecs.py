@@ -164,3 +164,13 @@ def test_mnemonics_through_a_low_resolution_memory_optimises_the_stored_pixels()
     assert (got.float() - target).square().sum() < (start - target).square().sum()         # it descended
     plain = descend_stored(x0, loss_of, lambda epoch: [(torch.zeros(1), torch.zeros(1))] * 2, schedule, None, None)
     assert not torch.allclose(codec.decode(codec.store(plain), 16).float(), plain.float(), atol=1 / 255)
+
+
+def test_tools_read_a_sealed_memory_as_the_run_stored_it():
+    memory = ExemplarMemory(Lowres(LowresSettings(factor=2, encoding="pixels")), side=16)
+    memory.set(0, smooth(3, 16))
+    state = memory.state_dict()
+    back = ExemplarMemory.of_run(state, {"codec": "lowres", "lowres": {"factor": 2, "encoding": "pixels"}}, 16)
+    assert back.view()[0].shape == (3, 3, 16, 16) and torch.equal(back.view()[0], memory.get(0))
+    old = ExemplarMemory.of_run({"bank": {0: torch.rand(2, 3, 16, 16).half()}}, {"selection": "herding"}, None)
+    assert old.codec.name == "raw" and old.view()[0].shape == (2, 3, 16, 16)   # a run from before codecs
