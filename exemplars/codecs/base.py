@@ -58,6 +58,9 @@ class Codec(Plugin):
     def describe(self) -> str:
         return self.name
 
+    def check(self, side: int) -> None:
+        """ValueError naming the setting when the codec cannot store exemplars of this side (checked at start)."""
+
 
 def codec_from_dict(exemplars: Mapping | None) -> Codec:
     """The codec a stored config's `exemplars` section (a plain dict) names: raw where it names none (a run from

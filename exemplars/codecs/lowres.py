@@ -72,5 +72,9 @@ class Lowres(Codec):
             return png_bytes(quantise(stored))
         return torch.full((len(stored),), stored[0].numel() if len(stored) else 0, dtype=torch.int64)
 
+    def check(self, side: int) -> None:
+        if side % self.settings.factor:
+            raise ValueError(f"factor {self.settings.factor} does not divide data.image_size {side}")
+
     def describe(self) -> str:
         return f"lowres x1/{self.settings.factor} ({self.settings.encoding})"

@@ -28,6 +28,7 @@ from data_pipeline.loading.batch_plan import LAST_BATCH
 from data_pipeline.loading.settings import DATA_PRESETS, LOADERS, DataSettings
 from exemplars.adjustments.base import REGISTRY as ADJUSTMENTS
 from exemplars.codecs.base import REGISTRY as CODECS
+from exemplars.codecs.base import build_codec
 from exemplars.objectives.base import REGISTRY as OBJECTIVES
 from exemplars.selections.base import REGISTRY as SELECTIONS
 from trainer.config.migrate import check_current, migrate
@@ -140,6 +141,10 @@ def validate(cfg):
     _check_choice("exemplars.selection", cfg.exemplars.selection, SELECTIONS.known())
     _check_choice("exemplars.adjustment", cfg.exemplars.adjustment, ADJUSTMENTS.known())
     _check_choice("exemplars.codec", cfg.exemplars.codec, CODECS.known())
+    try:
+        build_codec(cfg.exemplars).check(cfg.data.image_size)
+    except ValueError as e:
+        raise UserError(f"config section 'exemplars.{cfg.exemplars.codec}': {e}") from None
     _check_choice("engine.precision", cfg.engine.precision, PRECISIONS)
     _check_choice("engine.grad_comm_dtype", cfg.engine.grad_comm_dtype, GRAD_COMM_DTYPES)
     _check_choice("train.last_batch", cfg.train.last_batch, LAST_BATCH)

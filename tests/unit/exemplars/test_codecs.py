@@ -174,3 +174,12 @@ def test_tools_read_a_sealed_memory_as_the_run_stored_it():
     assert back.view()[0].shape == (3, 3, 16, 16) and torch.equal(back.view()[0], memory.get(0))
     old = ExemplarMemory.of_run({"bank": {0: torch.rand(2, 3, 16, 16).half()}}, {"selection": "herding"}, None)
     assert old.codec.name == "raw" and old.view()[0].shape == (2, 3, 16, 16)   # a run from before codecs
+
+
+def test_a_factor_that_does_not_divide_the_side_is_refused_at_start():
+    from core.errors import UserError
+    from trainer.config import load_config
+
+    with pytest.raises(UserError, match=r"exemplars.lowres.*factor 3 does not divide data.image_size 32"):
+        load_config("configs/glyphs.yaml", ["exemplars.codec=lowres", "exemplars.lowres.factor=3"])
+    assert load_config("configs/glyphs.yaml", ["exemplars.codec=lowres", "exemplars.lowres.factor=4"])
