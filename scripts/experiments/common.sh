@@ -26,3 +26,22 @@ run_complete() {      # run_dir: true when `mnemo train` sealed every phase of i
   grep -q '"status": "complete"' "$1/metrics.json" 2>/dev/null
 }
 export -f run_complete
+
+train_logged() {      # name arg...: `mnemo arg...` with OMP_NUM_THREADS=$THREADS, its log at $OUT/name.log, its Ā printed
+  local name=$1; shift
+  echo "=== $name: $MNEMO $*"
+  if OMP_NUM_THREADS=$THREADS $MNEMO "$@" >"$OUT/$name.log" 2>&1; then
+    echo "$name: $(grep 'average incremental accuracy' "$OUT/$name.log" | tail -1 | sed 's/^[0-9:]* //')"
+  else
+    echo "FAILED: $name (log: $OUT/$name.log)"; return 1
+  fi
+}
+export -f train_logged
+
+run_specs_table() {   # spec...: `run_one spec` JOBS at a time, then OUT/table.md over seeds; fails if a run did
+  local status=0
+  printf '%s\n' "$@" | xargs -P "$JOBS" -L1 bash -c 'run_one "$@"' _ || status=1
+  $PYTHON -m analysis.collect_table "$OUT" --seeds --out "$OUT/table.md"
+  cat "$OUT/table.md"
+  return $status
+}

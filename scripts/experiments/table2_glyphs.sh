@@ -39,12 +39,7 @@ run_one() {   # name seed selection adjust [base]
   [ -n "$base" ] && args+=("train.base_from=$base")
   # shellcheck disable=SC2206  # word lists on purpose
   args+=($MNEMONICS $EXTRA)
-  echo "=== $name: $MNEMO ${args[*]}"
-  if OMP_NUM_THREADS=$THREADS $MNEMO "${args[@]}" >"$OUT/$name.log" 2>&1; then
-    echo "$name: $(grep 'average incremental accuracy' "$OUT/$name.log" | tail -1 | sed 's/^[0-9:]* //')"
-  else
-    echo "FAILED: $name (log: $OUT/$name.log)"; return 1
-  fi
+  train_logged "$name" "${args[@]}"
 }
 export -f run_one
 export MNEMO OUT RECIPE THREADS EXTRA MNEMONICS
@@ -65,8 +60,4 @@ for adj in $ADJ; do
     done
   done
 done
-status=0
-printf '%s\n' "${specs[@]}" | xargs -P "$JOBS" -L1 bash -c 'run_one "$@"' _ || status=1
-$PYTHON -m analysis.collect_table "$OUT" --seeds --out "$OUT/table.md"
-cat "$OUT/table.md"
-exit $status
+run_specs_table "${specs[@]}"
