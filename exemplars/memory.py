@@ -70,14 +70,9 @@ class ExemplarMemory:
 
     def get(self, label: int) -> torch.Tensor:
         """The class's exemplars as the model sees them (decoded; raw: the stored tensor itself)."""
-        return self._decode(self.bank[int(label)])
-
-    def _decode(self, stored: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.codec, Raw):
-            return stored
-        if self.side is None:
+        if self.codec.parametrises and self.side is None:
             raise ValueError(f"a memory stored by codec '{self.codec.name}' needs the model's side to decode")
-        return self.codec.decode(stored, self.side)
+        return self.codec.decode(self.bank[int(label)], self.side)
 
     def view(self, labels=None) -> dict[int, torch.Tensor]:
         """{label: decoded exemplars} of the given (default: all) classes."""

@@ -67,8 +67,9 @@ def codec_from_dict(exemplars: Mapping | None) -> Codec:
     before codecs)."""
     section = exemplars or {}
     name = section.get("codec", "raw")
-    kind = REGISTRY.get(name).settings_type()
-    return REGISTRY.get(name)(kind(**(section.get(name) or {})) if kind is not None else None)
+    cls = REGISTRY.get(name)
+    kind = cls.settings_type()
+    return cls(kind(**(section.get(name) or {})) if kind is not None else None)
 
 
 def build_codec(exemplars) -> Codec:

@@ -55,10 +55,11 @@ class Lowres(Codec):
     parametrises = True
 
     def store(self, images: torch.Tensor) -> torch.Tensor:
-        f, side = self.settings.factor, images.shape[-1]
-        if side % f or images.shape[-2] != side:
-            raise ValueError(f"exemplars.lowres.factor {f} does not divide the image side {side} (square images)")
-        a = inverse(side, side // f)
+        side = images.shape[-1]
+        if images.shape[-2] != side:
+            raise ValueError(f"lowres stores square images, got {images.shape[-2]}x{side}")
+        self.check(side)
+        a = inverse(side, side // self.settings.factor)
         low = torch.einsum("ij,ncjk,lk->ncil", a, images.detach().cpu().double(), a)
         return as_levels(quantise(low))
 
