@@ -16,8 +16,9 @@ schedule both implementations share. FACIL runs unchanged but for what the recip
   inputs that older torch broadcast);
 - image size: below 32 px ResNet-32's fixed 8x8 average pool is replaced by the global average it computes at
   32 px (mnemo's ResNet-32 pools globally at any size);
-- with `"join_tail": true` in the recipe (implementation `facil_join` of analysis/parity/run.py), an epoch's last
-  batch of one or two images (JOIN_BELOW) joins the batch before it. FACIL's loader keeps it: a training step on
+- with `"batches": "join"` in the recipe (implementation `facil_join` of analysis/parity/run.py), an epoch's last
+  batch of one or two images (JOIN_BELOW) joins the batch before it; with `"batches": "even"` (`facil_even`) an
+  epoch is cut into ceil(n / batch) batches of near-equal size, as mnemo's default (`train.last_batch=even`). FACIL's loader keeps it: a training step on
   one image, whose BatchNorm statistics then make a tenth of the running statistics the evaluation uses. Its plain-CE phase 0 on
   the `one_class` protocol (1,665 images, a tail of one at batch 128) ends at 51-84 % or NaN; with one base image
   fewer (no tail) at 91 %, as its BiC's (2 images a class held out) and mnemo's.
@@ -37,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipeline.loading.batch_plan import batch_bounds
+
 
 # a last batch smaller than this joins the one before it: one image (one_class's 1,665 base images) or two
 # (many_one_class's 3,330), where train-mode BatchNorm normalises over one or two images
@@ -50,6 +53,18 @@ def joined_batches(perm: list[int], batch: int) -> list[list[int]]:
         tail = chunks.pop()
         chunks[-1] = chunks[-1] + tail
     return chunks
+
+
+def even_batches(perm: list[int], batch: int) -> list[list[int]]:
+    """`perm` cut into ceil(n / batch) batches whose sizes differ by at most one: mnemo's plan
+    (data_pipeline.loading.batch_plan, `last_batch=even`) on one process."""
+    bounds = batch_bounds(len(perm), batch, 1, "even")
+    return [perm[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+# how FACIL's epochs are cut (the recipe's "batches"): short, its own loader (None: left as it is); join, a last
+# batch of fewer than JOIN_BELOW images joined to the one before; even, near-equal batches as mnemo's default
+BATCHES = {"short": None, "join": joined_batches, "even": even_batches}
 
 
 def _patch(facil_src: Path, arrays, job: dict) -> None:
@@ -89,23 +104,25 @@ def _patch(facil_src: Path, arrays, job: dict) -> None:
 
     data_loader.get_datasets = get_datasets
 
-    class JoinedTail(torch.utils.data.Sampler):
-        """A fresh permutation each epoch (the global generator, as FACIL's shuffling loader), joined_batches."""
+    cut = BATCHES[job.get("batches", "short")]
+
+    class Batches(torch.utils.data.Sampler):
+        """A fresh permutation each epoch (the global generator, as FACIL's shuffling loader), cut by `cut`."""
 
         def __init__(self, n: int, batch: int):
             self.n, self.batch = n, batch
 
         def __iter__(self):
-            return iter(joined_batches(torch.randperm(self.n).tolist(), self.batch))
+            return iter(cut(torch.randperm(self.n).tolist(), self.batch))
 
         def __len__(self):
-            return len(joined_batches(list(range(self.n)), self.batch))
+            return len(cut(list(range(self.n)), self.batch))
 
     def train_loop(self, t, trn_loader, val_loader):
         """The recipe's schedule: a fixed number of epochs, the rate divided by `gamma` at each milestone."""
-        if job.get("join_tail"):
+        if cut is not None:
             trn_loader = torch.utils.data.DataLoader(
-                trn_loader.dataset, batch_sampler=JoinedTail(len(trn_loader.dataset), trn_loader.batch_size),
+                trn_loader.dataset, batch_sampler=Batches(len(trn_loader.dataset), trn_loader.batch_size),
                 num_workers=trn_loader.num_workers, pin_memory=trn_loader.pin_memory)
         epochs, milestones = (job["base_epochs"], job["base_milestones"]) if t == 0 else \
             (job["epochs"], job["milestones"])

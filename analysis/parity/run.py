@@ -6,7 +6,7 @@
 
 `facil_join` is FACIL with an epoch's last batch of one or two images joined to the batch before it
 (analysis/parity/facil.py says why); `mnemo_even` is mnemo with its default batches of near-equal size
-(train.last_batch=even): neither has such a batch.
+(train.last_batch=even): neither has such a batch. `facil_even` is FACIL cut into mnemo_even's batches.
 
 Every run goes to OUT/<protocol>/<implementation>/<method>_s<seed>/ (metrics.json in mnemo's form); a finished run
 is skipped, so the command resumes. Runs go JOBS at a time, each on one thread. The table gives per method the
@@ -31,16 +31,18 @@ from analysis.parity.recipes import METHODS, PROTOCOLS, Recipe
 ROOT = Path(__file__).resolve().parents[2]
 # mnemo: the matched recipe, without gradient clipping as the peer; mnemo_clip1: the same with the glyph recipe's
 # clipping at norm 1; mnemo_even: the matched recipe with mnemo's default batches (no short last batch);
-# facil_join: FACIL with an epoch's last batch of one or two images joined to the one before
-# (analysis/parity/facil.py)
-IMPLEMENTATIONS = ("mnemo", "mnemo_clip1", "mnemo_even", "facil", "facil_join")
-PEERS = ("facil", "facil_join")                     # the implementations FACIL runs
+# facil_join: FACIL with an epoch's last batch of one or two images joined to the one before; facil_even: FACIL
+# with mnemo_even's batches (analysis/parity/facil.py)
+IMPLEMENTATIONS = ("mnemo", "mnemo_clip1", "mnemo_even", "facil", "facil_join", "facil_even")
+PEERS = {"facil": "short", "facil_join": "join", "facil_even": "even"}   # FACIL's runs: how each cuts an epoch
 # (a, b, label): the differences the table gives, a − b
 DIFFERENCES = (("mnemo", "facil", "mnemo − FACIL"), ("mnemo", "facil_join", "mnemo − FACIL, tail joined"),
                ("mnemo_clip1", "mnemo", "mnemo clip 1 − mnemo"),
                ("mnemo_even", "facil", "mnemo even − FACIL"),      # the pair where FACIL joins no batch (its BiC)
                ("mnemo_even", "facil_join", "mnemo even − FACIL, tail joined"),
-               ("mnemo_even", "mnemo", "mnemo even − short batches"))
+               ("mnemo_even", "mnemo", "mnemo even − short batches"),
+               ("mnemo_even", "facil_even", "mnemo even − FACIL even"),      # the same batches on both sides
+               ("facil_even", "facil_join", "FACIL even − tail joined"))
 
 
 def run_dir(out: Path, protocol: str, impl: str, method: str, seed: int) -> Path:
@@ -53,7 +55,7 @@ def command(recipe: Recipe, impl: str, method: str, seed: int, out: Path, facil:
         return [sys.executable, "-m", "mnemo.cli", "train", "--config", "configs/glyphs.yaml", "--run-dir", str(d),
                 *recipe.mnemo_overrides(method, seed, grad_clip=1.0 if impl == "mnemo_clip1" else 0.0,
                                         last_batch="even" if impl == "mnemo_even" else "short")]
-    job = {**recipe.facil_job(method, seed), "join_tail": impl == "facil_join"}
+    job = {**recipe.facil_job(method, seed), "batches": PEERS[impl]}
     return [sys.executable, "-m", "analysis.parity.facil", "--facil", str(facil), "--out", str(d),
             "--recipe", json.dumps(job)]
 

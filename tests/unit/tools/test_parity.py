@@ -82,6 +82,24 @@ def test_a_one_image_tail_joins_the_batch_before_it():
     assert [len(b) for b in joined_batches([7], 128)] == [1]                         # a lone batch stays
 
 
+def test_facil_even_cuts_an_epoch_as_mnemos_default_plan():
+    import torch
+
+    from analysis.parity.facil import even_batches
+    from data_pipeline.loading.batch_plan import rank_slices
+    perm = list(range(1665))                                 # one_class's base images: 13 of 128 and a tail of one
+    out = even_batches(perm, 128)
+    assert [len(b) for b in out] == [len(s) for s in rank_slices(1665, 128, 0, 1, torch.arange(1665), "even")]
+    assert {len(b) for b in out} == {118, 119} and len(out) == 14 and sum(out, []) == perm
+
+
+def test_each_facil_variant_tells_facil_how_to_cut_its_epochs(tmp_path):
+    from analysis.parity.run import command
+    for impl, cut in (("facil", "short"), ("facil_join", "join"), ("facil_even", "even")):
+        cmd = command(Recipe("one_class"), impl, "lucir", 0, tmp_path, tmp_path)
+        assert json.loads(cmd[cmd.index("--recipe") + 1])["batches"] == cut
+
+
 def test_the_table_gives_each_peer_variant_its_difference(tmp_path):
     for impl, a in (("mnemo", 70.0), ("facil_join", 66.0)):
         for seed in range(2):
