@@ -67,6 +67,21 @@ def descend(x0: Tensor, loss_of: LossOf, batches_of: Callable[[int], Iterable[Ba
     return x.detach()
 
 
+def descend_stored(x0: Tensor, loss_of: LossOf, batches_of: Callable[[int], Iterable[Batch]], schedule: Schedule,
+                   progress: Callable[[dict], None] | None = None, extra: dict | None = None, codec=None) -> Tensor:
+    """`descend` on the pixels the memory keeps: where the codec (exemplars/codecs/) stores pixels of its own
+    (`parametrises`: lower resolution), the descent moves the stored tensor and the objective sees it decoded, so
+    the exemplar kept is the one optimised (the codec stores a decoded exemplar as the tensor it came from); else
+    (no codec, or one that keeps the model-side pixels) the model-side pixels, as `descend`."""
+    if codec is None or not codec.parametrises:
+        return descend(x0, loss_of, batches_of, schedule, progress, extra)
+    side = x0.shape[-1]
+    low = codec.store(x0).to(x0.device, torch.promote_types(x0.dtype, torch.float32))
+    low = descend(low, lambda z, batches: loss_of(codec.decode(z, side), batches), batches_of, schedule, progress,
+                  extra)
+    return codec.decode(low, side)
+
+
 def tensor_batches(x: Tensor, y: Tensor, batch_size: int,
                    generator: torch.Generator) -> ValBatches:
     """`epoch -> batches` over in-memory tensors, reshuffled every epoch from the generator (drawn when

@@ -4,10 +4,12 @@ Each old class's exemplars are dealt into `k` folds (the paper: k = 2, E^A and E
 as the exemplar set of the unrolled objective (Eq. 8-9, exemplars/objectives/unrolled.py, with its inner loop
 `exemplars.mnemonics.unrolled`) with the other folds as its real data, at rate β2 (`lr`). Every fold is
 validated against the *unadjusted* complement (Eq. 10a and 10b both read the pre-adjustment E^A / E^B), so
-the result does not depend on the fold order. `anchor` > 0 adds (anchor/2)·||E - E_stored||², a pull towards
-the stored pixels (0 = the paper's Eq. 10). The outer loop is its own (`epochs`, `steps_per_epoch`,
-`lr_halve_every`; None = the same as the new exemplars' keys in `exemplars.mnemonics`), and so are the
-momentum and augmentation (the paper's plain SGD on unaugmented folds by default). Settings: `exemplars.folds`.
+the result does not depend on the fold order. Where the memory stores exemplars at a lower resolution
+(exemplars.codec=lowres), a fold's stored pixels descend through the decode, as the new exemplars' do.
+`anchor` > 0 adds (anchor/2)·||E - E_stored||², a pull towards the stored pixels (0 = the paper's Eq. 10). The
+outer loop is its own (`epochs`, `steps_per_epoch`, `lr_halve_every`; None = the same as the new exemplars' keys
+in `exemplars.mnemonics`), and so are the momentum and augmentation (the paper's plain SGD on unaugmented folds by
+default). Settings: `exemplars.folds`.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from core import seeds
 from exemplars.adjustments.base import Adjustment, register
 from exemplars.objectives.base import Trace, group_augment, stack_group, unstack_group
 from exemplars.objectives.unrolled import Unrolled
-from exemplars.pixel_descent import Schedule, descend, tensor_batches
+from exemplars.pixel_descent import Schedule, descend_stored, tensor_batches
 from exemplars.selections.mnemonics import mnemonics_settings_type
 
 # Eq. 10 on the new exemplars' outer loop (`exemplars.mnemonics` epochs, steps_per_epoch, lr_halve_every): what
@@ -92,11 +94,13 @@ class Folds(Adjustment):
                         s.momentum, s.anchor)
 
     def adjust_tensors(self, model: nn.Module, exemplars: Tensor, labels: Tensor,
-                       generator: torch.Generator | None = None, progress=None, augment=None) -> Tensor:
+                       generator: torch.Generator | None = None, progress=None, augment=None, codec=None) -> Tensor:
         """Eq. 10 on one set of old exemplars (pixels in [0, 1]) with their labels; returns the adjusted exemplars
         in the original order (same shape, dtype, device). `generator` deals the folds and shuffles their batches
         (default: seeded with 0); `progress` gets {"fold", "epoch", "step", "loss", "lr"} after every outer step;
-        `augment`, if given, augments every fold and its real batches differentiably."""
+        `augment`, if given, augments every fold and its real batches differentiably; `codec`, the memory's: where
+        it stores pixels of its own (lower resolution), a fold's stored tensor is what descends (`descend_stored`),
+        so the adjusted exemplar is one the memory keeps as it was optimised."""
         s = self.settings
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         ids = fold_ids(labels, s.k, generator).to(exemplars.device)
@@ -110,7 +114,7 @@ class Folds(Adjustment):
             real = tensor_batches(exemplars[outside].detach(), labels[outside], self.mnemonics.val_batch_size,
                                   generator)
             loss_of = self.inner.loss_of(model, labels[inside].long(), generator, classes, augment)
-            x = descend(exemplars[inside], loss_of, real, self.schedule(), progress, {"fold": f})
+            x = descend_stored(exemplars[inside], loss_of, real, self.schedule(), progress, {"fold": f}, codec)
             out[inside] = x.to(exemplars.dtype)
         return out
 
@@ -118,6 +122,7 @@ class Folds(Adjustment):
         x0, y = stack_group(exemplars, group, ctx.device)
         g = seeds.generator("exemplars", ctx.seed, ctx.phase, group[0], 2)
         trace = Trace("adjust", group, ctx.phase, self.notes)
-        x = self.adjust_tensors(model, x0, y, g, trace, group_augment(ctx, group[0], 5, self.settings.augment))
+        x = self.adjust_tensors(model, x0, y, g, trace, group_augment(ctx, group[0], 5, self.settings.augment),
+                                ctx.codec)
         trace.report(x0, x)
         return unstack_group(x, exemplars, group)

@@ -19,7 +19,7 @@ from core import seeds
 from core.errors import check_choice
 from exemplars.objectives.base import REGISTRY as OBJECTIVES
 from exemplars.objectives.base import GroupTask, OldClasses, Trace, group_augment, stack_group, unstack_group
-from exemplars.pixel_descent import Schedule, descend
+from exemplars.pixel_descent import Schedule, descend_stored
 from exemplars.selections.base import Selection, register
 from exemplars.selections.herding import herd
 from exemplars.selections.random import pick_random
@@ -91,18 +91,6 @@ def paper_settings(**overrides):
     return mnemonics_settings_type()(**{**PAPER, **overrides})
 
 
-def descend_stored(x0, loss_of, real, schedule: Schedule, trace, codec) -> torch.Tensor:
-    """`descend` on the pixels the memory keeps: where the codec stores pixels of its own (`parametrises`: lower
-    resolution), the descent moves the stored tensor and the objective sees it decoded, so the exemplar kept is the
-    one optimised (the codec stores a decoded exemplar as the tensor it came from); else the model-side pixels."""
-    if codec is None or not codec.parametrises:
-        return descend(x0, loss_of, real, schedule, trace)
-    side = x0.shape[-1]
-    low = codec.store(x0).to(x0.device, torch.float32)
-    low = descend(low, lambda z, batches: loss_of(codec.decode(z, side), batches), real, schedule, trace)
-    return codec.decode(low, side)
-
-
 @register
 class Mnemonics(Selection):
     name = "mnemonics"
@@ -137,7 +125,7 @@ class Mnemonics(Selection):
                          group_augment(ctx, group[0], 3, s.augment), self.old)
         trace = Trace("select", group, ctx.phase, self.notes)
         loss_of, real = self.objective.loss(task)
-        x = descend_stored(x0, loss_of, real, s.schedule(), trace, ctx.codec)
+        x = descend_stored(x0, loss_of, real, s.schedule(), trace, codec=ctx.codec)
         trace.report(x0, x, self.objective.probe(task, x))
         return unstack_group(x, out, group)
 

@@ -149,20 +149,19 @@ def test_lowres_stores_a_decoded_exemplar_as_what_it_came_from():
 def test_mnemonics_through_a_low_resolution_memory_optimises_the_stored_pixels():
     """With `lowres` the descent moves the stored tensor: what the selection returns is a decoded low-resolution
     image (storing it loses nothing but the rounding), moved from herding's by the objective."""
-    from exemplars.selections.mnemonics import descend_stored
-    from exemplars.pixel_descent import Schedule
+    from exemplars.pixel_descent import Schedule, descend_stored
 
     codec = Lowres(LowresSettings(factor=2, encoding="pixels"))
     x0 = smooth(4, 16, seed=4)
     target = smooth(4, 16, seed=5)
     loss_of = lambda x, real: (x - target).square().sum()                                  # noqa: E731
     schedule = Schedule(epochs=3, steps_per_epoch=2, batches_per_step=1, lr=0.05, halve_every=10)
-    got = descend_stored(x0, loss_of, lambda epoch: [(torch.zeros(1), torch.zeros(1))] * 2, schedule, None, codec)
+    got = descend_stored(x0, loss_of, lambda epoch: [(torch.zeros(1), torch.zeros(1))] * 2, schedule, codec=codec)
     assert got.shape == x0.shape
     assert torch.allclose(codec.decode(codec.store(got), 16).float(), got.float(), atol=1 / 255)   # decodable
     start = codec.decode(codec.store(x0), 16).float()
     assert (got.float() - target).square().sum() < (start - target).square().sum()         # it descended
-    plain = descend_stored(x0, loss_of, lambda epoch: [(torch.zeros(1), torch.zeros(1))] * 2, schedule, None, None)
+    plain = descend_stored(x0, loss_of, lambda epoch: [(torch.zeros(1), torch.zeros(1))] * 2, schedule)
     assert not torch.allclose(codec.decode(codec.store(plain), 16).float(), plain.float(), atol=1 / 255)
 
 

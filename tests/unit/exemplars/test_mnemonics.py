@@ -252,6 +252,23 @@ def test_adjust_changes_every_fold_and_keeps_order():
     assert torch.equal(dist.argmin(1), torch.arange(len(ex_x)))
 
 
+def test_adjustment_through_a_low_resolution_memory_adjusts_the_stored_pixels():
+    """With `lowres` Eq. 10 moves each fold's stored tensor through the decode: every adjusted exemplar is one the
+    memory keeps as it is (storing it again changes nothing but the rounding to 8-bit levels), and it moved."""
+    from exemplars.codecs.lowres import Lowres, LowresSettings
+    model = tiny_net()
+    ex_x, ex_y = class_images(4, seed=14)
+    codec = Lowres(LowresSettings(factor=2, encoding="pixels"))
+    start = codec.decode(codec.store(ex_x), 8).double()
+    folds = make_folds(dict(inner_steps=2, inner_lr=0.3), dict(val_batch_size=8), k=2, lr=2.0, epochs=2)
+    out = folds.adjust_tensors(model, start, ex_y, generator=torch.Generator().manual_seed(1), codec=codec)
+    assert out.shape == ex_x.shape
+    assert torch.allclose(codec.decode(codec.store(out), 8).double(), out, atol=1 / 255)
+    assert (out - start).abs().amax() > 1e-3
+    plain = folds.adjust_tensors(model, start, ex_y, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(codec.decode(codec.store(plain), 8).double(), plain, atol=1 / 255)
+
+
 def test_adjustment_has_its_own_momentum():
     """Eq. 10 runs with exemplars.folds.momentum, never with the new exemplars' exemplars.mnemonics.momentum: the
     new objectives' momentum 0.9 leaves a default adjustment exactly the paper's plain SGD, and its own changes it."""
