@@ -7,7 +7,8 @@ Run dirs are grouped by name: `<configuration>_s<seed>`. For every configuration
 reference, the difference configuration − reference of Ā (CNN and NME), F and the exemplars held a class after the
 last phase; the table gives their mean ± standard error over those seeds (sample standard deviation / √n), the
 figure to compare methods by when each seed's runs share phase 0 (`train.base_from`), and each configuration's
-mean runtime against the reference's. Incomplete runs are left out and counted.
+mean runtime against the reference's, phase 0's model training left out of both (one run of a seed trains it, the
+others reuse it). Incomplete runs are left out and counted.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ FIGURES = (("A", "average_accuracy"), ("A_nme", "average_accuracy_nme"), ("F", "
 
 
 def figures(run: Path) -> dict | None:
-    """Ā, Ā NME, F, exemplars held a class after the last phase and minutes of a complete run; None otherwise."""
+    """Ā, Ā NME, F, exemplars held a class after the last phase and minutes of a complete run (without phase 0's
+    model training, which the runs of a seed share through `train.base_from`); None otherwise."""
     try:
         m = json.loads((run / "metrics.json").read_text())
     except (OSError, ValueError):
@@ -33,8 +35,9 @@ def figures(run: Path) -> dict | None:
         return None
     last = m["phases"][-1]
     held = last.get("held_mean", last.get("exemplars_per_class"))
+    shared = m["phases"][0].get("timings", {}).get("train_s", 0.0)     # phase 0's training: one run's, reused
     return {**{k: m.get(key) for k, key in FIGURES}, "held": held,
-            "minutes": sum(p.get("wall_s", 0.0) for p in m["phases"]) / 60}
+            "minutes": (sum(p.get("wall_s", 0.0) for p in m["phases"]) - shared) / 60}
 
 
 def collect(root: Path) -> tuple[dict[str, dict[int, dict]], int]:
@@ -67,7 +70,7 @@ def table(runs: dict[str, dict[int, dict]], reference: str) -> str:
         raise SystemExit(f"analysis.paired: no complete run of the reference '{reference}' (names <config>_s<seed>)")
     ref = runs[reference]
     lines = [f"| configuration − {reference} | seeds | Ā (%) | Ā NME (%) | F (%) | held a class | minutes (vs "
-             f"{reference}) |", "|---|---|---:|---:|---:|---:|---:|"]
+             f"{reference}; phase 0's training left out) |", "|---|---|---:|---:|---:|---:|---:|"]
     for config, by_seed in runs.items():
         if config == reference:
             continue
