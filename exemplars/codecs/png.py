@@ -3,7 +3,6 @@ exemplar would take as a file. The round trip loses only the quantisation to 8 b
 from __future__ import annotations
 
 import torch
-from torchvision.io import encode_png
 
 from exemplars.codecs.base import Codec, as_levels, quantise, register
 
@@ -12,6 +11,9 @@ LEVEL = 6
 
 def png_bytes(x8: torch.Tensor) -> torch.Tensor:
     """int64 (n,): the PNG size of each uint8 image (n, C, H, W)."""
+    # imported here: torchvision's import takes seconds (it loads its models and ops), and every mnemo process
+    # imports the codecs to build its config, while only a run that stores PNG-costed exemplars encodes one
+    from torchvision.io import encode_png
     return torch.tensor([len(encode_png(x, compression_level=LEVEL)) for x in x8], dtype=torch.int64)
 
 
