@@ -17,11 +17,12 @@ schedule both implementations share. FACIL runs unchanged but for what the recip
 - image size: below 32 px ResNet-32's fixed 8x8 average pool is replaced by the global average it computes at
   32 px (mnemo's ResNet-32 pools globally at any size);
 - with `"batches": "join"` in the recipe (implementation `facil_join` of analysis/parity/run.py), an epoch's last
-  batch of one or two images (JOIN_BELOW) joins the batch before it; with `"batches": "even"` (`facil_even`) an
-  epoch is cut into ceil(n / batch) batches of near-equal size, as mnemo's default (`train.last_batch=even`). FACIL's loader keeps it: a training step on
-  one image, whose BatchNorm statistics then make a tenth of the running statistics the evaluation uses. Its plain-CE phase 0 on
-  the `one_class` protocol (1,665 images, a tail of one at batch 128) ends at 51-84 % or NaN; with one base image
-  fewer (no tail) at 91 %, as its BiC's (2 images a class held out) and mnemo's.
+  batch of one or two images (JOIN_BELOW) joins the batch before it. FACIL's loader keeps it: a training step on
+  one image, whose BatchNorm statistics then make a tenth of the running statistics the evaluation uses. Its
+  plain-CE phase 0 on the `one_class` protocol (1,665 images, a tail of one at batch 128) ends at 51-84 % or NaN;
+  with one base image fewer (no tail) at 91 %, as its BiC's (2 images a class held out) and mnemo's. With
+  `"batches": "even"` (`facil_even`) an epoch is cut into ceil(n / batch) batches of near-equal size, as mnemo's
+  default (`train.last_batch=even`).
 Writes DIR/metrics.json in mnemo's form (accuracy on all seen classes per phase, on the base classes, Ā, F)
 and DIR/facil.log.
 """
@@ -65,6 +66,20 @@ def even_batches(perm: list[int], batch: int) -> list[list[int]]:
 # how FACIL's epochs are cut (the recipe's "batches"): short, its own loader (None: left as it is); join, a last
 # batch of fewer than JOIN_BELOW images joined to the one before; even, near-equal batches as mnemo's default
 BATCHES = {"short": None, "join": joined_batches, "even": even_batches}
+
+
+def lucir_for_torch2():
+    """FACIL's approach.lucir (its src/ on sys.path) with the margin-ranking target shaped as its inputs: torch 2
+    refuses the [n] target beside [n, 1] inputs that older torch broadcast."""
+    import torch
+    from approach import lucir
+
+    class MarginRankingLoss(torch.nn.MarginRankingLoss):
+        def forward(self, input1, input2, target):
+            return super().forward(input1, input2, target.view_as(input1))
+
+    lucir.nn = types.SimpleNamespace(**{**vars(torch.nn), "MarginRankingLoss": MarginRankingLoss})
+    return lucir
 
 
 def _patch(facil_src: Path, arrays, job: dict) -> None:
@@ -154,14 +169,8 @@ def _patch(facil_src: Path, arrays, job: dict) -> None:
             layer.beta = torch.nn.Parameter(torch.zeros(1, requires_grad=False))
 
         bic.BiasLayer.__init__ = bias_layer_init
-    if job["method"] == "lucir":               # torch 2 wants the target shaped as the inputs
-        from approach import lucir
-
-        class MarginRankingLoss(torch.nn.MarginRankingLoss):
-            def forward(self, input1, input2, target):
-                return super().forward(input1, input2, target.view_as(input1))
-
-        lucir.nn = types.SimpleNamespace(**{**vars(torch.nn), "MarginRankingLoss": MarginRankingLoss})
+    if job["method"] == "lucir":
+        lucir_for_torch2()
 
 
 def mnemo_metrics(acc_tag: np.ndarray, test_counts: list[int], seconds: float) -> dict:

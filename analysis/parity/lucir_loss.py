@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from analysis.parity.facil import lucir_for_torch2
 from trainer.methods.models.heads import CosineHead
 from trainer.methods.strategies.lucir import less_forget_loss, margin_ranking_loss
 
@@ -28,20 +29,9 @@ SIZES = (5, 1, 1)          # one_class's phase 2: five base classes, two one-cla
 TOL = 1e-5
 
 
-def facil_lucir(facil_src: Path):
-    sys.path.insert(0, str(facil_src))
-    from approach import lucir
-
-    class MarginRankingLoss(torch.nn.MarginRankingLoss):
-        def forward(self, input1, input2, target):
-            return super().forward(input1, input2, target.view_as(input1))
-
-    lucir.nn = types.SimpleNamespace(**{**vars(torch.nn), "MarginRankingLoss": MarginRankingLoss})
-    return lucir
-
-
 def compare(facil_src: Path, seed: int = 0, batch: int = 64, dim: int = 64) -> dict:
-    lucir = facil_lucir(facil_src)
+    sys.path.insert(0, str(facil_src))
+    lucir = lucir_for_torch2()
     torch.manual_seed(seed)
     head = CosineHead(dim)
     for n in SIZES:
