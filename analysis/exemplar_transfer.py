@@ -105,7 +105,7 @@ def measure(runs: list[Path], phase: int, horizons: list[int], inner_lrs: list[f
         if sealed_phases.weights_digest(m) != ref:
             raise UserError(f"{r}: its phase-{phase} model differs from {runs[0]}'s; compare runs that share "
                             "phase 0 (train.base_from) so that only the exemplars differ")
-    mn = cfg.exemplars.mnemonics
+    mn = cfg.exemplars.optimised
     inner = mn.unrolled
     lrs = inner_lrs or [inner.inner_lr]
     regimes = [(b, b) for b in bns] if bns else [(inner.inner_bn, inner.val_bn)]
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phase", type=int, default=0)
     ap.add_argument("--horizons", type=int, nargs="+", default=[0, 5, 25, 50, 100])
     ap.add_argument("--inner-lr", type=float, nargs="+", default=None,
-                    help="α2 values (default: the first run's exemplars.mnemonics.unrolled.inner_lr)")
+                    help="α2 values (default: the first run's exemplars.optimised.unrolled.inner_lr)")
     ap.add_argument("--bn", nargs="+", choices=("batch", "running"), default=None,
                     help="BN regimes of Θ' (default: the first run's inner_bn/val_bn)")
     ap.add_argument("--max-images", type=int, default=None,

@@ -143,7 +143,7 @@ class Grid:
 def profile_mnemonics(grid: Grid = Grid(), timeout: float | None = None, log=None) -> dict:
     """Measure every (image size, T, checkpoint) combination of `grid`, each in a fresh subprocess.
 
-    With checkpointing on, each value of `segments` is measured (exemplars.mnemonics.unrolled.
+    With checkpointing on, each value of `segments` is measured (exemplars.optimised.unrolled.
     checkpoint_segment: 0 = two-level, ceil(sqrt(T)) steps per segment, the default; 1 = per-step
     checkpointing only). `threads` sets torch.set_num_threads in the subprocess (None: default).
 
@@ -351,7 +351,7 @@ def main(argv=None) -> None:
     ap.add_argument("--verbose", action="store_true", help="each result on stderr as it comes")
     ap.add_argument("--run", action="append", default=[],
                     help="also report the share of each phase's wall time spent on exemplars in this run "
-                         "directory (repeatable), e.g. a glyph-default run with exemplars.selection=mnemonics")
+                         "directory (repeatable), e.g. a glyph-default run with exemplars.selection=optimised")
     ap.add_argument("--share-only", action="store_true", help="with --run: skip the outer-step measurements")
     ap.add_argument("--objectives", action="store_true",
                     help="instead: each exemplar objective's cost per class at --sizes, projected onto the "

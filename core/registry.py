@@ -29,7 +29,7 @@ class Plugin:
     @classmethod
     def settings_type(cls) -> type | None:
         """The dataclass of its config section: `Settings`, unless the plug-in assembles one (from plug-ins of
-        its own, as the mnemonics selection mounts its objectives' sections)."""
+        its own, as the optimised selection mounts its objectives' sections)."""
         return cls.Settings
 
     @classmethod

@@ -33,6 +33,20 @@ class Schedule:
     halve_every: int
     momentum: float = 0.0
     anchor: float = 0.0           # weight of (anchor/2)·||x - x0||², summed over pixels
+    # per-channel factors of the rate (None: 1). A rate meant for pixels the model normalises, x_n = (x - μ)/σ
+    # (the paper's code optimises normalised tensors), moves [0, 1] pixels by lr·σ²·∂L/∂x: `paper_units`.
+    rate_scale: tuple[float, ...] | None = None
+
+
+def paper_units(model) -> tuple[float, ...]:
+    """σ² per channel of the normalisation `model` applies to its [0, 1] input (its `normalize` module): the
+    factors (`Schedule.rate_scale`) that make a pixel rate the paper's, a rate on normalised pixels."""
+    norm = getattr(getattr(model, "module", model), "normalize", None)
+    std = getattr(norm, "std", None)
+    if std is None:
+        raise ValueError(f"pixel rates in the paper's units need the model's input normalisation, and "
+                         f"{type(model).__name__} has no `normalize` module with a `std`")
+    return tuple(float(v) ** 2 for v in std.flatten())
 
 
 def descend(x0: Tensor, loss_of: LossOf, batches_of: Callable[[int], Iterable[Batch]], schedule: Schedule,
@@ -45,6 +59,8 @@ def descend(x0: Tensor, loss_of: LossOf, batches_of: Callable[[int], Iterable[Ba
     start = x0.detach().to(torch.promote_types(x0.dtype, torch.float32))   # float16 storage: add in float32
     x = start.clone().requires_grad_(True)
     velocity = torch.zeros_like(start) if schedule.momentum else None
+    scale = None if schedule.rate_scale is None else \
+        torch.tensor(schedule.rate_scale, dtype=start.dtype, device=start.device).view(1, -1, 1, 1)
     for epoch in range(schedule.epochs):
         lr = schedule.lr * 0.5 ** (epoch // schedule.halve_every)
         batches = iter(batches_of(epoch))
@@ -61,7 +77,8 @@ def descend(x0: Tensor, loss_of: LossOf, batches_of: Callable[[int], Iterable[Ba
                     grad = grad + schedule.anchor * (x - start)
                 if velocity is not None:
                     grad = velocity.mul_(schedule.momentum).add_(grad)
-                x.sub_(lr * grad).clamp_(0.0, 1.0)
+                step = lr * grad if scale is None else grad * (scale * lr)
+                x.sub_(step).clamp_(0.0, 1.0)
             if progress is not None:
                 progress({**(extra or {}), "epoch": epoch, "step": step, "loss": loss.item(), "lr": lr})
     return x.detach()

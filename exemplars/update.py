@@ -2,8 +2,8 @@
 configured selection, adjust old exemplars with the configured adjustment (the paper's Eq. 10) when asked, trim
 to the budget.
 
-Work is split into class groups fixed by the protocol and `exemplars.group_size` (never by the
-number of processes); groups are spread over ranks balanced by cost, and the results are gathered,
+Work is split into class groups fixed by the protocol and the group size (`exemplars.group_size`, or the
+selection's own: `Selection.groups`; never the number of processes); groups are spread over ranks balanced by cost, and the results are gathered,
 so every rank ends with the same memory, equal to what a single process computes. Each group's result can be
 kept as it finishes (`GroupResults`), so a stop (core/stop.py) or a crash inside the exemplar level resumes at
 the next group: a rank checks for a stop after every group and while it waits for the other ranks. The selection and the
@@ -26,7 +26,7 @@ from data_pipeline.loading.augment import model_view
 from exemplars.adjustments.base import build_adjustment
 from exemplars.memory import ExemplarMemory, quota
 from exemplars.selections.base import REGISTRY, Selection, SelectionContext
-from exemplars.sharding import assign_groups, class_groups
+from exemplars.sharding import assign_groups
 
 log = logging.getLogger(__name__)
 # Every rank's own progress through its class groups (shown on all ranks: trainer/run/session.py), so a
@@ -133,8 +133,9 @@ def _spread(what: str, groups: list[list[int]], cost_of, work, level: _Level) ->
     idle = sum(1 for a in assignment if not a)
     if idle and rank == 0:
         log.warning("exemplar %s: %d class group(s) for %d ranks, so %d rank(s) wait idle; a smaller "
-                    "exemplars.group_size gives every rank work (it sets which classes mnemonics optimises "
-                    "together, so it is part of the recipe, not picked by the world size)", what, len(groups), world,
+                    "group size (exemplars.group_size, or exemplars.mnemonics.group_size with the paper's method) "
+                    "gives every rank work (it sets which classes are optimised together, so it is part of the "
+                    "recipe, not picked by the world size)", what, len(groups), world,
                     idle)
     mine: dict[int, torch.Tensor] = {}
     t0 = time.perf_counter()
@@ -204,7 +205,7 @@ def update_memory(model, memory: ExemplarMemory, phase: PhaseClasses, settings, 
     counts = phase.counts
     sent: list[int] = []
     level = _Level(ctx.phase, dist, comm, kept, sent)
-    new = _spread("selection", class_groups(list(new_labels), settings.group_size),
+    new = _spread("selection", selection.groups(list(new_labels), settings.group_size),
                   lambda g: sum(min(m, counts[l]) for l in g) + sum(counts[l] for l in g) / 100, select, level)
     t_select = time.perf_counter() - t0
     faults.maybe_fail("exemplars", ctx.phase)
@@ -213,7 +214,7 @@ def update_memory(model, memory: ExemplarMemory, phase: PhaseClasses, settings, 
     adjuster = build_adjustment(settings) if settings.adjust_old else None
     if adjuster is not None and old_present:
         t1 = time.perf_counter()
-        adjusted = _spread("adjustment", class_groups(old_present, settings.group_size),
+        adjusted = _spread("adjustment", selection.groups(old_present, settings.group_size),
                            lambda g: sum(len(memory.get(l)) for l in g),
                            lambda g: adjuster.adjust(model, {l: memory.get(l) for l in g}, g, ctx), level)
         for l, x in adjusted.items():

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from core.errors import UserError
+from trainer.config.migrate import migrate
 from trainer.run.run_profile import build_profile, read_events
 
 STRATEGY_NAMES = {"lwf": "LwF", "icarl": "iCaRL", "bic": "BiC", "lucir": "LUCIR", "lwm": "LwM",
@@ -140,7 +141,7 @@ def load_run(path: str | Path, name: str | None = None) -> RunInfo:
     config: dict = {}
     if (run_dir / "config.yaml").is_file():
         try:
-            config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+            config = migrate(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})   # today's names
         except yaml.YAMLError as e:
             notes.append(f"config.yaml is unreadable ({str(e).splitlines()[0]}); labels use the directory name")
     else:

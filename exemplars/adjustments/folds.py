@@ -1,14 +1,16 @@
 """The `folds` adjustment: the paper's Eq. 10, old exemplars adjusted by k-fold cross-validation.
 
 Each old class's exemplars are dealt into `k` folds (the paper: k = 2, E^A and E^B); every fold is optimised
-as the exemplar set of the unrolled objective (Eq. 8-9, exemplars/objectives/unrolled.py, with its inner loop
-`exemplars.mnemonics.unrolled`) with the other folds as its real data, at rate β2 (`lr`). Every fold is
+as the exemplar set of the unrolled objective (Eq. 8-9, exemplars/objectives/unrolled.py) with the other folds
+as its real data, at rate β2 (`lr`). The inner loop, the real batch size and any key left to inherit come from the
+section of the selection that descends pixels (`exemplars.mnemonics` with the paper's method, whose units the rate
+is then in; `exemplars.optimised` otherwise, also under herding or random). Every fold is
 validated against the *unadjusted* complement (Eq. 10a and 10b both read the pre-adjustment E^A / E^B), so
 the result does not depend on the fold order. Where the memory stores exemplars at a lower resolution
 (exemplars.codec=lowres), a fold's stored pixels descend through the decode, as the new exemplars' do.
 `anchor` > 0 adds (anchor/2)·||E - E_stored||², a pull towards the stored pixels (0 = the paper's Eq. 10). The
 outer loop is its own (`epochs`, `steps_per_epoch`, `lr_halve_every`; None = the same as the new exemplars' keys
-in `exemplars.mnemonics`), and so are the momentum and augmentation (the paper's plain SGD on unaugmented folds by
+in that section), and so are the momentum and augmentation (the paper's plain SGD on unaugmented folds by
 default). Settings: `exemplars.folds`.
 """
 from __future__ import annotations
@@ -24,9 +26,9 @@ from exemplars.adjustments.base import Adjustment, register
 from exemplars.objectives.base import Trace, group_augment, stack_group, unstack_group
 from exemplars.objectives.unrolled import Unrolled
 from exemplars.pixel_descent import Schedule, descend_stored, tensor_batches
-from exemplars.selections.mnemonics import mnemonics_settings_type
+from exemplars.selections.optimised import optimised_settings_type
 
-# Eq. 10 on the new exemplars' outer loop (`exemplars.mnemonics` epochs, steps_per_epoch, lr_halve_every): what
+# Eq. 10 on the new exemplars' outer loop (`exemplars.optimised` epochs, steps_per_epoch, lr_halve_every): what
 # a stored config that lacks these keys ran, being written before Eq. 10 had an outer loop of its own.
 INHERIT = {"epochs": None, "steps_per_epoch": None, "lr_halve_every": None}
 
@@ -38,9 +40,9 @@ class FoldSettings:
     anchor: float = 0.0                  # weight of the pull towards the stored pixels (0 = the paper's Eq. 10)
     momentum: float = 0.0                # heavy-ball momentum of the pixel steps (0 = plain SGD, the paper)
     augment: bool = False                # the model-level exemplar augmentation on the folds (the paper: no)
-    epochs: Optional[int] = 50           # outer epochs (the paper's 50; None: exemplars.mnemonics.epochs)
-    steps_per_epoch: Optional[int] = 1   # outer steps per epoch (None: exemplars.mnemonics.steps_per_epoch)
-    lr_halve_every: Optional[int] = 10   # β2 halved every so many epochs (None: exemplars.mnemonics.lr_halve_every)
+    epochs: Optional[int] = 50           # outer epochs (the paper's 50; None: the section's epochs)
+    steps_per_epoch: Optional[int] = 1   # outer steps per epoch (None: the section's)
+    lr_halve_every: Optional[int] = 10   # β2 halved every so many epochs (None: the section's)
 
     def __post_init__(self) -> None:
         if self.k < 2:
@@ -75,23 +77,33 @@ class Folds(Adjustment):
 
     def __init__(self, settings=None, exemplars=None):
         super().__init__(settings, exemplars)
-        self.mnemonics = exemplars.mnemonics if exemplars is not None else mnemonics_settings_type()()
-        self.inner = Unrolled(self.mnemonics.unrolled)
+        self.source = self.source_name(exemplars)
+        self.section = getattr(exemplars, self.source) if exemplars is not None else optimised_settings_type()()
+        self.inner = Unrolled(self.section.unrolled)
+
+    @staticmethod
+    def source_name(exemplars) -> str:
+        """The section whose inner loop, real batches and inherited keys Eq. 10 reads: the configured selection's
+        where it has an inner loop of its own (`unrolled`), else `optimised`."""
+        name = getattr(exemplars, "selection", "optimised")
+        return name if hasattr(getattr(exemplars, name, None), "unrolled") else "optimised"
 
     @classmethod
     def keys_read(cls, exemplars) -> list[str]:
-        own = getattr(exemplars, cls.name)
-        return [f"exemplars.{cls.name}", "exemplars.mnemonics.unrolled", "exemplars.mnemonics.val_batch_size",
-                "exemplars.mnemonics.val_batches", *(f"exemplars.mnemonics.{k}" for k in INHERIT
-                                                     if getattr(own, k) is None)]
+        own, src = getattr(exemplars, cls.name), f"exemplars.{cls.source_name(exemplars)}"
+        return [f"exemplars.{cls.name}", f"{src}.unrolled", f"{src}.val_batch_size", f"{src}.val_batches",
+                *([f"{src}.units"] if hasattr(getattr(exemplars, cls.source_name(exemplars)), "units") else []),
+                *(f"{src}.{k}" for k in INHERIT if getattr(own, k) is None)]
 
-    def schedule(self) -> Schedule:
-        s, m = self.settings, self.mnemonics
+    def schedule(self, model=None) -> Schedule:
+        """Eq. 10's outer loop; in the section's rate units where it has them (`model`'s normalisation)."""
+        s, m = self.settings, self.section
 
         def own(key: str):
             return getattr(m, key) if getattr(s, key) is None else getattr(s, key)
+        scale = m.rate_scale(model) if hasattr(m, "rate_scale") and model is not None else None
         return Schedule(own("epochs"), own("steps_per_epoch"), m.val_batches, s.lr, own("lr_halve_every"),
-                        s.momentum, s.anchor)
+                        s.momentum, s.anchor, scale)
 
     def adjust_tensors(self, model: nn.Module, exemplars: Tensor, labels: Tensor,
                        generator: torch.Generator | None = None, progress=None, augment=None, codec=None) -> Tensor:
@@ -111,10 +123,10 @@ class Folds(Adjustment):
             inside, outside = ids == f, ids != f
             if not inside.any() or not outside.any():
                 continue
-            real = tensor_batches(exemplars[outside].detach(), labels[outside], self.mnemonics.val_batch_size,
+            real = tensor_batches(exemplars[outside].detach(), labels[outside], self.section.val_batch_size,
                                   generator)
             loss_of = self.inner.loss_of(model, labels[inside].long(), generator, classes, augment)
-            x = descend_stored(exemplars[inside], loss_of, real, self.schedule(), progress, {"fold": f}, codec)
+            x = descend_stored(exemplars[inside], loss_of, real, self.schedule(model), progress, {"fold": f}, codec)
             out[inside] = x.to(exemplars.dtype)
         return out
 

@@ -1,11 +1,11 @@
 """How an exemplar objective plugs into pixel optimisation: what the exemplar pixels of one class group minimise.
 
 An objective is one module in this package that registers its class; its hyperparameters are its own
-`Settings` dataclass, mounted at `exemplars.mnemonics.<name>` in the config. The mnemonics selection
-(exemplars/selections/mnemonics.py) initialises a group's exemplars, builds its `GroupTask` and asks the
-objective configured in `exemplars.mnemonics.objective` for `loss(task)`: a function `loss_of(x, real)` of
+`Settings` dataclass, mounted at `exemplars.optimised.<name>` in the config. The optimised selection
+(exemplars/selections/optimised.py; the paper's mnemonics runs it with `unrolled`) initialises a group's exemplars, builds its `GroupTask` and asks the
+objective configured in `exemplars.optimised.objective` for `loss(task)`: a function `loss_of(x, real)` of
 the pixels and one outer step's real batches, and the real batches of each epoch. The descent on the pixels
-(epochs, rate, momentum, augmentation, real batch size: the keys of `exemplars.mnemonics` itself) is the same
+(epochs, rate, momentum, augmentation, real batch size: the keys of `exemplars.optimised` itself) is the same
 for every objective (pixel_descent.py), so an objective says only what is minimised.
 
 Also here, because the selection and the adjustment of old exemplars (exemplars/adjustments/) share them: the
@@ -30,7 +30,7 @@ from exemplars.memory import STORE_DTYPE, stack_bank
 from exemplars.pixel_descent import LossOf, ValBatches, pooled_batches, tensor_batches
 from exemplars.selections.base import SelectionContext
 
-REGISTRY = Registry("exemplars.mnemonics.objective", "exemplars.objectives", skip=("base",))
+REGISTRY = Registry("exemplars.optimised.objective", "exemplars.objectives", skip=("base",))
 register = REGISTRY.register
 log = logging.getLogger(__name__)
 Augment = Callable[[Tensor], Tensor]
@@ -64,7 +64,7 @@ class OldClasses:
 
 @dataclass
 class GroupTask:
-    """One class group's pixel problem, as the mnemonics selection hands it to its objective."""
+    """One class group's pixel problem, as the optimised selection (or the paper's mnemonics) hands it to its objective."""
     model: nn.Module                  # Θ_i, eval mode; objectives never change it
     x0: Tensor                        # the initial exemplars: float pixels in [0, 1] on ctx.device
     y: Tensor                         # their labels (int64, on ctx.device)
@@ -72,7 +72,7 @@ class GroupTask:
     labels: Tensor                    # and their labels
     group: list[int]                  # the group's classes, in protocol order
     ctx: SelectionContext
-    settings: object                  # the exemplars.mnemonics section (the shared descent keys)
+    settings: object                  # the selection's section (the shared descent keys)
     generator: torch.Generator        # the real batches' shuffles and the objective's own CPU draws
     augment: Augment | None           # the exemplar augmentation, differentiable (None: augment=false)
     old: OldClasses
@@ -86,7 +86,7 @@ class GroupTask:
 
 
 class Objective(Plugin):
-    """An objective's `Settings` are mounted at exemplars.mnemonics.<name>."""
+    """An objective's `Settings` are mounted at exemplars.optimised.<name>."""
 
     def loss(self, task: GroupTask) -> tuple[LossOf, ValBatches]:
         """What the group's pixels minimise, `loss_of(x, real)`, and the real batches of each epoch."""
@@ -142,7 +142,7 @@ class Trace:
         self.notes.append({"what": self.what, "classes": [int(c) for c in self.group], "before": float(first),
                            "after": float(last)})
         delta = (after.float() - before.float().to(after.device)).abs().mul_(255)
-        log.info("phase %d mnemonics %s classes %s: meta-loss %.4f -> %.4f over %d outer steps%s, pixel change "
+        log.info("phase %d exemplar %s classes %s: meta-loss %.4f -> %.4f over %d outer steps%s, pixel change "
                  "mean %.3f max %.1f (of 255), %.1fs", self.phase, self.what, self.group[0] if len(self.group) == 1
                  else f"{self.group[0]}-{self.group[-1]}", self.losses[0], self.losses[-1], len(self.losses),
                  "" if fixed is None else f" (on one fixed real batch: {fixed[0]:.4f} -> {fixed[1]:.4f})",

@@ -9,7 +9,7 @@ class's term lies in [0, 2] whatever the network's width; the loss sums the clas
 then teach a network what the real class would teach it, step by step, which a mean in feature space
 (`match=features`) does not ask for.
 
-Embedders as for feature matching (`exemplars.mnemonics.matching.embedders`): "current" = Θ itself (a frozen copy,
+Embedders as for feature matching (`exemplars.optimised.matching.embedders`): "current" = Θ itself (a frozen copy,
 eval mode, Θ's running statistics); "random" = a copy with weights freshly drawn at every outer step
 (BatchNorm on batch statistics), the paper's random-initialisation regime without its inner training;
 "both" = the sum. The pixels' gradient passes through the exemplar gradient (second order), so a step

@@ -2,7 +2,7 @@
 
 For each class of the group, the squared distance between the mean embedding of its (augmented)
 exemplars and the mean embedding of its (augmented) real images in the step's real batches, summed
-over the classes present. Embedders (`exemplars.mnemonics.matching.embedders`):
+over the classes present. Embedders (`exemplars.optimised.matching.embedders`):
 
   current  Θ's own L2-normalised features, frozen, eval mode: the space herding and the NME classifier
            work in, so the exemplars' mean is pulled to the class mean there (herding can only pick it).
@@ -14,7 +14,7 @@ over the classes present. Embedders (`exemplars.mnemonics.matching.embedders`):
 
 One forward and backward of the exemplars and one forward of the real batch per embedder and step.
 With `match=gradients` the objective matches per-class network gradients instead (gradient_matching.py).
-Settings: `exemplars.mnemonics.matching`.
+Settings: `exemplars.optimised.matching`.
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def matching_loss(model: nn.Module, labels: Tensor, embedders: str, generator: t
     return loss_of
 
 
-# exemplars.mnemonics.matching.match -> the loss builder (the selection and `mnemo profile mnemonics --objectives`)
+# exemplars.optimised.matching.match -> the loss builder (the selection and `mnemo profile mnemonics --objectives`)
 MATCH_LOSSES = {"features": matching_loss, "gradients": gradient_matching_loss}
 
 

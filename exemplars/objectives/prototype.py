@@ -10,7 +10,7 @@ from the old classes and from the group's other classes: the NME prototype the m
 
 There is no inner model to unroll, so a step costs one forward and backward of the exemplars and one
 forward of a real batch (no gradient); BatchNorm uses Θ's running statistics throughout.
-Settings: `exemplars.mnemonics.prototype`.
+Settings: `exemplars.optimised.prototype`.
 """
 from __future__ import annotations
 

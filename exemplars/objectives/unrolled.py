@@ -5,7 +5,7 @@ exemplars/unroll.py), and the exemplars' pixels descend the cross-entropy of Θ'
 what the exemplars teach a model in T steps is judged on real data. Θ' starts at Θ_i (the paper), at Θ_{i-1}
 with the new classes imprinted, or at a snapshot of the phase's own training (`start`). The adjustment of old
 exemplars (Eq. 10, exemplars/adjustments/folds.py) reuses this objective with a fold of exemplars as the real
-data. Settings: `exemplars.mnemonics.unrolled`.
+data. Settings: `exemplars.optimised.unrolled`.
 """
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from core.registry import Plugin, Registry
 from exemplars.codecs.base import Codec
+from exemplars.sharding import class_groups
 
 REGISTRY = Registry("exemplars.selection", "exemplars.selections", skip=("base",))
 register = REGISTRY.register
@@ -62,6 +63,11 @@ class Selection(Plugin):
         best first. `images`: the group's real images (uint8, model input size; see takes_lazy_images),
         `labels` theirs."""
         raise NotImplementedError
+
+    def groups(self, classes: list[int], group_size: int) -> list[list[int]]:
+        """The class groups (in protocol order) that `select`, and an adjustment of old exemplars, work on:
+        `exemplars.group_size` classes each, unless the selection groups its own way. Never by the world size."""
+        return class_groups(classes, group_size)
 
     def snapshot_epoch(self) -> int:
         """Epochs of the phase's model-level training after which the run keeps a copy of the model for this

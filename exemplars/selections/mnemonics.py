@@ -1,133 +1,88 @@
-"""Mnemonics exemplars (Liu et al., CVPR 2020) as a selection: exemplars are pixel tensors, optimised.
+"""Mnemonics training's exemplar level in the paper's form (Liu et al., CVPR 2020, Section 4 and 5.1):
+`exemplars.selection=mnemonics`.
 
-Per class group: initialise (a random subset, Algorithm 1 step 10, or herding's picks, as the authors'
-released code starts), then let the pixels descend the objective named by `exemplars.mnemonics.objective`
-(a plug-in of exemplars/objectives/: the paper's `unrolled` Eq. 8-9, the authors' released one-level
-`prototype`, feature or gradient `matching`) on the group's real batches. The descent is the same for every
-objective: the keys of `exemplars.mnemonics` itself (epochs, outer steps per epoch, β1 and its halving,
-momentum, augmentation, real batch size); an objective's own keys are `exemplars.mnemonics.<objective>`.
-Old exemplars are adjusted by an adjustment plug-in (exemplars/adjustments/), whatever the selection.
+E_i starts as a random subset of each new class (Algorithm 1, step 10) and its pixels descend Eq. 9, the
+bilevel objective `unrolled` (exemplars/objectives/unrolled.py): a temporary model Θ' starts at Θ_i, is trained on
+E_i for T steps at α2 (Eq. 8), and the cross-entropy of Θ' on D_i is back-propagated to the pixels. In the
+paper's form:
+- Θ' is trained on all the phase's new classes at once (`group_size: 0`); a positive group size splits them
+  into groups of that many, to spread the work over ranks (each group then has a Θ' of its own);
+- an epoch is a pass over D_i (`steps_per_epoch: 0`), 50 epochs, β1 = 0.01 halved every 10, plain SGD on
+  unaugmented pixels;
+- rates are the paper's pixel units (`units: paper`): the authors' code optimises normalised tensors,
+  x_n = (x - μ)/σ, so a step of β on them moves the [0, 1] pixels the memory keeps by β·σ²·∂L/∂x;
+- with `exemplars.adjust_old` and the `folds` adjustment, Eq. 10 adjusts all the old classes' exemplars jointly
+  (the same groups), on the inner loop of this section and in its units.
+
+The descent itself is the `optimised` selection's (selections/optimised.py), which runs any objective with
+any initialisation, momentum and augmentation per group of `exemplars.group_size` classes: the one-level
+objective of the authors' released code is `exemplars.selection=optimised exemplars.optimised.objective=prototype`.
 """
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass, field, make_dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-import torch
+from exemplars.objectives.unrolled import UnrolledSettings
+from exemplars.pixel_descent import Schedule, paper_units
+from exemplars.selections.base import register
+from exemplars.selections.optimised import Optimised
+from exemplars.sharding import class_groups
 
-from core import seeds
-from core.errors import check_choice
-from exemplars.objectives.base import REGISTRY as OBJECTIVES
-from exemplars.objectives.base import GroupTask, OldClasses, Trace, group_augment, stack_group, unstack_group
-from exemplars.pixel_descent import Schedule, descend_stored
-from exemplars.selections.base import Selection, register
-from exemplars.selections.herding import herd
-from exemplars.selections.random import pick_random
-
-# The settings that make the exemplar level the paper's (Section 5.1) with the objective `unrolled`: a random
-# initial subset, plain SGD on unaugmented pixels, 50 epochs of one outer step, β1 0.01 halved every 10. These
-# were the defaults of the keys below before the recommended objective became the default, so a stored config
-# that lacks one of them was written when it had this value (trainer.config.stored_defaults).
-PAPER = {"objective": "unrolled", "lr": 0.01, "init": "random", "momentum": 0.0, "augment": False, "epochs": 50,
-         "steps_per_epoch": 1, "lr_halve_every": 10}
+UNITS = ("paper", "pixels")
 
 
 @dataclass
-class MnemonicsShared:
-    """The keys of `exemplars.mnemonics` that every objective shares. The defaults are the recommended objective
-    (`prototype`, chosen on the glyph validation split with its cost bounded: docs/results.md) and its validated
-    outer loop; `PAPER` holds the paper's."""
-    objective: str = "prototype"         # a registered objective (exemplars/objectives/)
-    init: str = "herding"                # initial exemplars: "random" (the paper) or "herding" (the authors' code)
-    # Outer epochs of the pixel descent (paper: 50); an epoch is `steps_per_epoch` outer steps on that epoch's
-    # real batches, 0 = until the epoch's batches run out (a full pass over the real data)
-    epochs: int = 10
-    steps_per_epoch: int = 5
-    lr: float = 0.5                      # β1, the pixel rate (the paper's Eq. 9: 0.01; the recommended one's: 0.5)
-    lr_halve_every: int = 4              # β1 halved every so many epochs (paper: 10)
-    momentum: float = 0.9                # heavy-ball momentum of the pixel steps (0 = plain SGD, the paper)
-    augment: bool = True                 # the model-level exemplar augmentation on exemplars and real batches
-    val_batch_size: int = 128            # real images per batch
-    val_batches: int = 1                 # real batches per outer step
+class MnemonicsSettings:
+    epochs: int = 50                # outer epochs of Eq. 9
+    steps_per_epoch: int = 0        # outer steps per epoch; 0 = a pass over D_i (the paper)
+    lr: float = 0.01                # β1, halved every `lr_halve_every` epochs
+    lr_halve_every: int = 10
+    units: str = "paper"            # "paper": rates on normalised pixels; "pixels": on the [0, 1] pixels kept
+    group_size: int = 0             # 0 = all the phase's classes at once; k > 0: groups of k (to spread over ranks)
+    val_batch_size: int = 128       # images of D_i per outer step's batch
+    val_batches: int = 1            # batches per outer step
+    unrolled: UnrolledSettings = field(default_factory=UnrolledSettings)   # Θ': T, α2, checkpointing (Eq. 8)
+    # the paper's form, not settings (the `optimised` selection varies them)
+    objective: ClassVar[str] = "unrolled"
+    init: ClassVar[str] = "random"
+    momentum: ClassVar[float] = 0.0
+    augment: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        check_choice("mnemonics: objective", self.objective, OBJECTIVES.known())
-        check_choice("mnemonics: init", self.init, ("random", "herding"))
-        if self.epochs < 0 or self.steps_per_epoch < 0:
-            raise ValueError("mnemonics: epochs and steps_per_epoch must be >= 0")
+        if self.units not in UNITS:
+            raise ValueError(f"mnemonics: units must be one of {', '.join(UNITS)}, got {self.units!r}")
+        if min(self.epochs, self.steps_per_epoch, self.group_size) < 0:
+            raise ValueError("mnemonics: epochs, steps_per_epoch and group_size must be >= 0")
         if min(self.lr_halve_every, self.val_batch_size, self.val_batches) < 1:
             raise ValueError("mnemonics: lr_halve_every, val_batch_size and val_batches must be >= 1")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"mnemonics: momentum must be in [0, 1), got {self.momentum}")
 
     def schedule(self) -> Schedule:
-        """The outer loop of the new exemplars' pixel descent (Eq. 9)."""
-        return Schedule(self.epochs, self.steps_per_epoch, self.val_batches, self.lr, self.lr_halve_every,
-                        self.momentum)
+        """Eq. 9's outer loop, its rate in [0, 1] pixel units (`Mnemonics.schedule` converts the paper's)."""
+        return Schedule(self.epochs, self.steps_per_epoch, self.val_batches, self.lr, self.lr_halve_every)
 
-
-SHARED_KEYS = tuple(MnemonicsShared.__dataclass_fields__)
-_TYPES: dict[tuple, type] = {}
-
-
-def mnemonics_settings_type() -> type:
-    """The `exemplars.mnemonics` section for the objectives registered now: the shared keys, and one section per
-    objective with settings (exemplars.mnemonics.<objective>). Built once per set of objectives."""
-    objectives = OBJECTIVES.classes()
-    key = tuple(objectives.items())
-    if key not in _TYPES:
-        _TYPES[key] = make_dataclass("MnemonicsSettings", [
-            (name, cls.Settings, field(default_factory=cls.Settings))
-            for name, cls in objectives.items() if cls.Settings is not None], bases=(MnemonicsShared,))
-    cls = _TYPES[key]
-    cls.__module__ = __name__                    # configs pickle (submitit sends them to jobs)
-    setattr(sys.modules[__name__], "MnemonicsSettings", cls)
-    return cls
-
-
-def paper_settings(**overrides):
-    """The `exemplars.mnemonics` section with the paper's shared keys (`PAPER`) and `overrides` (an objective's
-    section as its settings object, e.g. unrolled=UnrolledSettings(inner_steps=5))."""
-    return mnemonics_settings_type()(**{**PAPER, **overrides})
+    def rate_scale(self, model) -> tuple[float, ...] | None:
+        """The per-channel factors that put this section's rates (β1, and β2 of Eq. 10) in its `units`."""
+        return paper_units(model) if self.units == "paper" else None
 
 
 @register
-class Mnemonics(Selection):
+class Mnemonics(Optimised):
     name = "mnemonics"
-    takes_lazy_images = True        # indexes its images and decodes what it takes
-    before_keys = PAPER
+    Settings = MnemonicsSettings
+    before_keys: ClassVar[dict] = {}
 
     @classmethod
     def settings_type(cls) -> type:
-        return mnemonics_settings_type()
+        return MnemonicsSettings
 
     @classmethod
     def section_keys(cls, settings) -> list[str]:
-        return [*SHARED_KEYS, settings.objective]
+        return [""]
 
-    def __init__(self, settings=None):
-        super().__init__(settings)
-        name = self.settings.objective
-        self.objective = OBJECTIVES.get(name)(getattr(self.settings, name, None))
-        self.old = OldClasses()
+    def schedule(self, model) -> Schedule:
+        return dataclasses.replace(self.settings.schedule(), rate_scale=self.settings.rate_scale(model))
 
-    def select(self, model, images, labels, group, m, ctx):
-        s = self.settings
-        # herding's decodes stay cached: the real batches below read the same images
-        init = (lambda *args: herd(*args, keep=True)) if s.init == "herding" else \
-            (lambda model, *rest: pick_random(*rest))
-        out = init(model, images, labels, group, m, ctx)
-        if m <= 0:
-            return out
-        x0, y = stack_group(out, group, ctx.device)
-        task = GroupTask(model, x0, y, images, labels, group, ctx, s,
-                         seeds.generator("exemplars", ctx.seed, ctx.phase, group[0], 1),
-                         group_augment(ctx, group[0], 3, s.augment), self.old)
-        trace = Trace("select", group, ctx.phase, self.notes)
-        loss_of, real = self.objective.loss(task)
-        x = descend_stored(x0, loss_of, real, s.schedule(), trace, codec=ctx.codec)
-        trace.report(x0, x, self.objective.probe(task, x))
-        return unstack_group(x, out, group)
-
-    def snapshot_epoch(self) -> int:
-        return self.objective.snapshot_epoch()
+    def groups(self, classes: list[int], group_size: int) -> list[list[int]]:
+        return class_groups(classes, self.settings.group_size or max(len(classes), 1))

@@ -1,9 +1,10 @@
 """A run directory written by an older mnemo still resumes, mid-phase, to what the older code computed.
 
 tests/fixtures/old_layout_run was written by commit ddcb3a5 (trainer/ one flat package, checkpoints read with the
-full unpickler, the exemplar objectives' and the adjustment's settings in one exemplars.mnemonics section) on the
-digits fixture (this file's FIX), killed by MNEMO_FAULT=train:1:0 after epoch 1 of phase 1: a sealed phase 0, an
-in-phase DeepSpeed checkpoint and extra-*.pt of phase 1, made on a 2 vCPU AMD EPYC.
+full unpickler, the exemplar objectives' and the adjustment's settings in one exemplars.mnemonics section, when that
+name meant today's `optimised` selection) on the digits fixture (this file's FIX, in today's keys), killed by
+MNEMO_FAULT=train:1:0 after epoch 1 of phase 1: a sealed phase 0, an in-phase DeepSpeed checkpoint and extra-*.pt
+of phase 1, made on a 2 vCPU AMD EPYC.
 
 Two checks of the resume, on the machine the test runs on:
 * exact: the older layout is read as faithfully as today's. The same state with its config.yaml rewritten in
@@ -32,12 +33,12 @@ EXPECTED = ROOT / "tests" / "fixtures" / "old_layout_run.expected"
 BASE = ["train.epochs=2", "train.base_epochs=2", "train.finetune_epochs=1", "protocol.base_classes=4",
         "protocol.phases=1", "exemplars.per_class=3", "data.image_size=16", "train.batch_size=32", "eval.batch_size=64",
         "train.checkpoint_minutes=0"]
-FIX = [*BASE, "exemplars.selection=mnemonics", "exemplars.adjust_old=true", "exemplars.mnemonics.epochs=1",
-       "exemplars.mnemonics.unrolled.inner_steps=1"]
+FIX = [*BASE, "exemplars.selection=optimised", "exemplars.adjust_old=true", "exemplars.optimised.epochs=1",
+       "exemplars.optimised.unrolled.inner_steps=1"]
 # What that run's exemplar level was in today's keys: the paper's objective at glyphs.yaml's β1 of then, and
 # Eq. 10 on the new exemplars' outer loop (the defaults of the keys its config.yaml lacks, then).
-THEN = ["exemplars.mnemonics.objective=unrolled", "exemplars.mnemonics.lr=10", "exemplars.mnemonics.init=random",
-        "exemplars.mnemonics.momentum=0", "exemplars.mnemonics.augment=false", "exemplars.mnemonics.steps_per_epoch=1",
+THEN = ["exemplars.optimised.objective=unrolled", "exemplars.optimised.lr=10", "exemplars.optimised.init=random",
+        "exemplars.optimised.momentum=0", "exemplars.optimised.augment=false", "exemplars.optimised.steps_per_epoch=1",
         "exemplars.folds.epochs=null", "exemplars.folds.steps_per_epoch=null", "exemplars.folds.lr_halve_every=null"]
 SMALLEST_SET = 40                 # test images of the base classes (4 classes x 10), the smallest set a figure counts
 IMAGES = 2                        # test images a figure may differ by: twice the largest measured difference (1)
@@ -81,7 +82,8 @@ def test_an_old_layout_run_directory_resumes_mid_phase_to_the_same_metrics(tmp_p
     shutil.copytree(FIXTURE, run)
     # the same command now means another exemplar level: refused, naming what to restore, nothing written
     refused = train(run, digits_shards)
-    assert refused.returncode == 2 and "exemplars.mnemonics.objective ('unrolled' -> 'prototype')" in refused.stderr
+    assert refused.returncode == 2 and "exemplars.optimised.objective ('unrolled' -> 'prototype')" in refused.stderr
+    assert "that is exemplars.selection=optimised now" in refused.stderr      # the rename, and the keys it needs
     assert "Traceback" not in refused.stderr and not (run / "phases" / "p01").exists()
     r = train(run, digits_shards, *THEN)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -99,7 +101,7 @@ def test_an_old_layout_run_directory_resumes_mid_phase_to_the_same_metrics(tmp_p
     stored = yaml.safe_load((FIXTURE / "config.yaml").read_text())
     dump_config(load_config("configs/glyphs.yaml", [f"data.shards={stored['data']['shards']}", *FIX, *THEN]),
                 today / "config.yaml", extra={k: stored[k] for k in ("git_sha", "world_size")})
-    assert "unrolled" in yaml.safe_load((today / "config.yaml").read_text())["exemplars"]["mnemonics"]
+    assert "unrolled" in yaml.safe_load((today / "config.yaml").read_text())["exemplars"]["optimised"]
     r = train(today, digits_shards, *THEN)
     assert r.returncode == 0, r.stderr[-3000:]
     assert comparable(json.loads((today / "metrics.json").read_text())) == got
@@ -124,7 +126,7 @@ def test_a_run_resumes_whatever_defaults_it_never_reads(tmp_path, digits_shards)
     stored["exemplars"].update(selection="herding", adjust_old=False)
     stored["data"]["shards"] = str(digits_shards)
     (run / "config.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
-    assert stored["exemplars"]["mnemonics"]["lr"] != load_defaults()["exemplars"]["mnemonics"]["lr"]
+    assert stored["exemplars"]["mnemonics"]["lr"] != load_defaults()["exemplars"]["optimised"]["lr"]
     r = train(run, digits_shards, keys=herding)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "phase 1: resuming from" in r.stderr and "after epoch 1" in r.stderr

@@ -123,17 +123,17 @@ def test_unknown_plugin_settings_are_refused_with_the_key(plugins):
 def test_an_exemplar_objective_and_an_adjustment_from_one_file_each(plugins, tmp_path, digits_shards):
     from trainer.config.compare import keys_read
 
-    keys = [*FAST, f"data.shards={digits_shards}", "exemplars.selection=mnemonics",
-            "exemplars.mnemonics.objective=towards_grey", "exemplars.mnemonics.towards_grey.grey=0.25",
-            "exemplars.mnemonics.epochs=3", "exemplars.mnemonics.lr=0.2", "exemplars.mnemonics.augment=false"]
+    keys = [*FAST, f"data.shards={digits_shards}", "exemplars.selection=optimised",
+            "exemplars.optimised.objective=towards_grey", "exemplars.optimised.towards_grey.grey=0.25",
+            "exemplars.optimised.epochs=3", "exemplars.optimised.lr=0.2", "exemplars.optimised.augment=false"]
     cfg = load_config("configs/glyphs.yaml", [*keys, "exemplars.adjust_old=true", "exemplars.adjustment=scale",
                                               "exemplars.scale.factor=0.5"])
-    assert cfg.exemplars.mnemonics.towards_grey.grey == 0.25 and cfg.exemplars.scale.factor == 0.5
+    assert cfg.exemplars.optimised.towards_grey.grey == 0.25 and cfg.exemplars.scale.factor == 0.5
     read = keys_read(cfg)
-    assert "exemplars.mnemonics.towards_grey" in read and "exemplars.scale" in read
-    assert "exemplars.mnemonics.prototype" not in read and "exemplars.folds" not in read
+    assert "exemplars.optimised.towards_grey" in read and "exemplars.scale" in read
+    assert "exemplars.optimised.prototype" not in read and "exemplars.folds" not in read
     assert run(cfg, tmp_path / "run")["status"] == "complete"
-    assert run(load_config("configs/glyphs.yaml", [*keys, "exemplars.mnemonics.epochs=0"]),
+    assert run(load_config("configs/glyphs.yaml", [*keys, "exemplars.optimised.epochs=0"]),
                tmp_path / "start")["status"] == "complete"
     memory = {p: sealed_phases.load_file(tmp_path / "run", p, "memory.pt")["bank"] for p in (0, 1)}
     start = sealed_phases.load_file(tmp_path / "start", 0, "memory.pt")["bank"]      # herding's, not optimised

@@ -71,11 +71,11 @@ def kill_and_resume(reference: Path, shards, tmp_path: Path, fault: str, *extra,
 
 
 LIGHT = ["train.epochs=2", "train.base_epochs=2"]
-MNEMONICS = ["exemplars.selection=mnemonics", "exemplars.mnemonics.epochs=4",
-             "exemplars.mnemonics.unrolled.inner_steps=1", "exemplars.mnemonics.val_batch_size=16"]
+MNEMONICS = ["exemplars.selection=optimised", "exemplars.optimised.epochs=4",
+             "exemplars.optimised.unrolled.inner_steps=1", "exemplars.optimised.val_batch_size=16"]
 # the paper's objective and outer loop, at the glyph preset's β1
-UNROLLED = ["exemplars.mnemonics.objective=unrolled", "exemplars.mnemonics.lr=10", "exemplars.mnemonics.init=random",
-            "exemplars.mnemonics.momentum=0", "exemplars.mnemonics.augment=false", "exemplars.mnemonics.steps_per_epoch=1"]
+UNROLLED = ["exemplars.optimised.objective=unrolled", "exemplars.optimised.lr=10", "exemplars.optimised.init=random",
+            "exemplars.optimised.momentum=0", "exemplars.optimised.augment=false", "exemplars.optimised.steps_per_epoch=1"]
 
 
 STOPPED = r"""
@@ -136,7 +136,7 @@ def test_two_process_run_with_one_rank_killed_resumes_identically(ddp_run, digit
 def test_sigkill_then_resume_with_dali_and_inside_mnemonics_optimisation(digits_shards, tmp_path, case):
     pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
     extra = [*LIGHT, "data.loader=dali"] if case == "dali" else [*LIGHT, *MNEMONICS, *UNROLLED,
-                                                                  "exemplars.mnemonics.unrolled.start=snapshot"]
+                                                                  "exemplars.optimised.unrolled.start=snapshot"]
     fault = "train:1:0" if case == "dali" else "mnemonics:1:3"
     ref = tmp_path / "ref"
     r = mnemo_train(ref, digits_shards, *extra)

@@ -1,5 +1,6 @@
 """Every strategy end to end through `mnemo train` on the digits fixture, tiny settings, with random,
-herding and mnemonics exemplar selection and weight transfer each used at least once.
+herding, optimised and mnemonics (the paper's method, with Eq. 10) exemplar selection and weight transfer each used
+at least once.
 
 Runs in-process (`mnemo.cli.main`) with one intra-op thread: the tensors are tiny, and a subprocess per
 run would pay the torch/deepspeed import each time.
@@ -18,13 +19,17 @@ TINY = ["train.epochs=1", "train.base_epochs=1", "train.finetune_epochs=1", "pro
         "eval.batch_size=128", "data.workers=0", "train.log_every=0",
         "strategy.bic.bias_epochs=2", "strategy.lucir.cbf_epochs=1"]
 MNEMONICS = ["exemplars.selection=mnemonics", "exemplars.adjust_old=true", "exemplars.mnemonics.unrolled.inner_steps=1",
-             "exemplars.mnemonics.epochs=1", "exemplars.folds.epochs=1", "exemplars.mnemonics.val_batch_size=16"]
+             "exemplars.mnemonics.epochs=1", "exemplars.mnemonics.steps_per_epoch=2", "exemplars.folds.epochs=1",
+             "exemplars.mnemonics.val_batch_size=16"]
+OPTIMISED = ["exemplars.selection=optimised", "exemplars.optimised.unrolled.inner_steps=1",
+             "exemplars.optimised.epochs=1", "exemplars.optimised.val_batch_size=16"]
 
 CASES = {
     "lwf-sigmoid-random": ["strategy.name=lwf", "strategy.lwf.loss=sigmoid", "exemplars.selection=random"],
     "icarl-herding": ["strategy.name=icarl", "exemplars.selection=herding"],
     "bic-random": ["strategy.name=bic", "exemplars.selection=random", "strategy.bic.val_fraction=0.25"],
     "lucir-mnemonics-wt": ["strategy.name=lucir", "train.weight_transfer=true", *MNEMONICS],
+    "lwf-optimised": ["strategy.name=lwf", *OPTIMISED],
     "lwm-exemplar-free": ["strategy.name=lwm", "exemplars.per_class=0"],
     "lwm-herding": ["strategy.name=lwm", "exemplars.selection=herding"],
     "finetune": ["strategy.name=finetune"],

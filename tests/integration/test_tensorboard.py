@@ -11,8 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ["train.epochs=3", "train.base_epochs=3", "train.finetune_epochs=1", "protocol.base_classes=4",
        "protocol.phases=2", "exemplars.per_class=3", "data.image_size=16", "train.batch_size=32",
-       "eval.batch_size=64", "exemplars.selection=mnemonics", "exemplars.mnemonics.epochs=1",
-       "exemplars.mnemonics.unrolled.inner_steps=1", "exemplars.mnemonics.val_batch_size=16"]
+       "eval.batch_size=64", "exemplars.selection=optimised", "exemplars.optimised.epochs=1",
+       "exemplars.optimised.unrolled.inner_steps=1", "exemplars.optimised.val_batch_size=16"]
 EPOCH_TAGS = ["loss/train/loss", "loss/train/loss_ce", "loss/train/loss_kd", "train/lr", "train/img_s",
               "train/data_wait_share", "train/peak_mem_mb", "train/data_ms", "train/forward_ms", "train/backward_ms",
               "train/optimizer_ms", "loss/balanced_finetune/loss", "balanced_finetune/lr"]

@@ -3,8 +3,8 @@
 `Config` is assembled from the rooms that own their settings: the sections in `sections.py`, the
 engine's (`engine`), and the plug-in registries: `strategy` holds `name` plus one section per
 strategy that has `Settings` (strategy.<name>), `exemplars` holds the memory keys plus one section per
-selection and per adjustment that has settings (exemplars.<name>; the mnemonics selection's own section
-holds one per exemplar objective, exemplars.mnemonics.<objective>). A plug-in registered later (a test,
+selection and per adjustment that has settings (exemplars.<name>; the optimised selection's own section
+holds one per exemplar objective, exemplars.optimised.<objective>). A plug-in registered later (a test,
 a user's own module) joins at the next `config_type()`. Stored configs in an older layout are read in
 today's (migrate.py); which keys a resumed run compares is compare.py's.
 
@@ -110,7 +110,7 @@ def defaults() -> dict:
 
 def stored_defaults() -> dict:
     """What a key that a stored config.yaml lacks stood for when that config was written: today's default, except
-    where a plug-in says otherwise (`Plugin.before_keys`): e.g. exemplars.mnemonics's shared keys defaulted to the
+    where a plug-in says otherwise (`Plugin.before_keys`): e.g. exemplars.optimised's shared keys defaulted to the
     paper's settings until the recommended objective became the default, so a config without the keys added then
     (objective, momentum, augment) ran at the paper's values; the adjustment ran on the new exemplars' outer loop
     until it had one of its own; BiC's bias stage ran without its β penalty; every run clipped its gradient at

@@ -2,7 +2,7 @@
 
 A resumed run continues the experiment it started, so it refuses a config that changes anything it reads: the
 protocol, the model, its strategy's name and settings and, where the strategy keeps exemplars, the memory, its
-codec's and its selection's settings (narrowed by the selection: mnemonics reads its shared keys and its own
+codec's and its selection's settings (narrowed by the selection: optimised reads its shared keys and its own
 objective's) and, when it adjusts old exemplars, the adjustment's. A default it never reads (another strategy's, another
 objective's) may change between releases without blocking a resume. `train.base_from` compares more: every
 key that phase-0 training could read (trainer/run/base_from.py).
@@ -16,7 +16,7 @@ from trainer.methods.strategies.base import REGISTRY as STRATEGIES
 
 # Keys a run reads that change how a result is computed, not the result (activation checkpointing recomputes
 # the same values): a resumed run may change them, e.g. after running out of memory.
-NEUTRAL_KEYS = ("exemplars.mnemonics.unrolled.checkpoint", "exemplars.mnemonics.unrolled.checkpoint_segment")
+NEUTRAL_KEYS = ("exemplars.optimised.unrolled.checkpoint", "exemplars.optimised.unrolled.checkpoint_segment")
 _MISSING = object()
 
 

@@ -4,6 +4,12 @@ A run directory's config.yaml is read back when the run resumes, when another ru
 (train.base_from) and by the analysis tools. Keys that moved are carried to their place (a dropped key is
 left out), so an older run directory compares with, and loads as, a config of today. A user's own recipe or
 override that still names a moved key is refused with the key to write instead (`check_current`).
+
+One rename changed what a name means: `exemplars.selection=mnemonics` ran the objective descent per class group
+(any objective, the recommended `prototype` by default) until it became the paper's method in the paper's form;
+that descent is now `exemplars.selection=optimised`, its section `exemplars.optimised`. A stored config from before
+(it has an `exemplars.mnemonics` section and no `exemplars.optimised`) is read with both renamed, so it resumes
+and compares as what it ran, and `renamed` says which keys give it back.
 """
 from __future__ import annotations
 
@@ -51,6 +57,17 @@ def _put(data: dict, dotted: str, value) -> None:
     node.setdefault(last, value)
 
 
+# keys of the objective descent's section that the paper's method does not have: in a recipe's exemplars.mnemonics
+# they were written for the descent, which is exemplars.optimised now
+DESCENT_ONLY = ("objective", "init", "momentum", "augment", "prototype", "matching")
+
+
+def _before_rename(data: dict) -> bool:
+    """Whether a stored config was written while `mnemonics` named the objective descent (before `optimised`)."""
+    ex = data.get("exemplars")
+    return isinstance(ex, dict) and "optimised" not in ex and ("mnemonics" in ex or ex.get("selection") == "mnemonics")
+
+
 def migrate(stored: dict) -> dict:
     """`stored` (a config read from a run directory) with every moved key at its place today; a copy."""
     data = copy.deepcopy(stored)
@@ -58,7 +75,24 @@ def migrate(stored: dict) -> dict:
         found, value = _pop(data, old)
         if found and new is not None:
             _put(data, new, value)
+    if _before_rename(data):
+        ex = data["exemplars"]
+        if "mnemonics" in ex:
+            ex["optimised"] = ex.pop("mnemonics")
+        if ex.get("selection") == "mnemonics":
+            ex["selection"] = "optimised"
     return data
+
+
+def renamed(stored: dict) -> list[str]:
+    """What a user must know of a stored config (as read, before `migrate`) whose names changed meaning: the keys
+    that give back what it ran. Empty for a config of today."""
+    if not _before_rename(stored) or stored["exemplars"].get("selection") != "mnemonics":
+        return []
+    return ["this run was started when exemplars.selection=mnemonics named the objective descent per class group; "
+            "that is exemplars.selection=optimised now, with its settings under exemplars.optimised (write "
+            "exemplars.optimised.KEY for each exemplars.mnemonics.KEY you gave), while exemplars.selection=mnemonics "
+            "is the paper's method in its form"]
 
 
 def check_current(data: dict) -> None:
@@ -74,3 +108,9 @@ def check_current(data: dict) -> None:
             where = f"is now '{new}'" if new else "was dropped (it changed nothing a run computes): " + \
                 INSTEAD.get(old, "remove it")
             raise UserError(f"config key '{old}' {where}")
+    section = (data.get("exemplars") or {}).get("mnemonics")
+    for key in DESCENT_ONLY:
+        if isinstance(section, dict) and key in section:
+            raise UserError(f"config key 'exemplars.mnemonics.{key}' is now 'exemplars.optimised.{key}': the "
+                            f"objective descent is exemplars.selection=optimised, and exemplars.selection=mnemonics "
+                            f"is the paper's method in its form, which has no '{key}'")

@@ -14,10 +14,10 @@ def _group_images(n_per_class=12, side=16):
     return lambda group: (images, labels)
 
 
-def _select(selection, init, epochs=0):
-    cfg = load_config("configs/glyphs.yaml", ["data.image_size=16", f"exemplars.selection={selection}",
-                                              f"exemplars.mnemonics.init={init}",
-                                              f"exemplars.mnemonics.epochs={epochs}"])
+def _select(selection, init, epochs=0, section="optimised"):
+    init = [f"exemplars.{section}.init={init}"] if section == "optimised" else []
+    cfg = load_config("configs/glyphs.yaml", ["data.image_size=16", f"exemplars.selection={selection}", *init,
+                                              f"exemplars.{section}.epochs={epochs}"])
     torch.manual_seed(0)
     model = IncrementalNet(cfg.model.arch, cfg.data.preset)
     model.head.grow(2)
@@ -27,15 +27,18 @@ def _select(selection, init, epochs=0):
     return build_selection(cfg.exemplars).select(model, images, labels, [0, 1], 5, ctx)
 
 
-def test_mnemonics_starts_from_random_or_herding_exemplars():
-    """With 0 outer epochs mnemonics returns its initialisation: with mnemonics.init=random the random selection's
-    exemplars (Algorithm 1 step 10), with init=herding (the default) the herding selection's."""
+def test_optimised_exemplars_start_from_random_or_herding_exemplars():
+    """With 0 outer epochs the optimised selection returns its initialisation: with optimised.init=random the random
+    selection's exemplars (Algorithm 1 step 10), with init=herding (the default) the herding selection's; the
+    paper's method (selection=mnemonics) starts from the random subset."""
     random, herding = _select("random", "random"), _select("herding", "random")
     assert any(not torch.equal(random[l], herding[l]) for l in (0, 1))
     for init, expected in (("random", random), ("herding", herding)):
-        got = _select("mnemonics", init)
+        got = _select("optimised", init)
         for label in (0, 1):
             assert torch.equal(got[label], expected[label]), (init, label)
+    paper = _select("mnemonics", None, section="mnemonics")
+    assert all(torch.equal(paper[l], random[l]) for l in (0, 1))
 
 
 def test_fewer_class_groups_than_ranks_is_named_with_the_fix(caplog):

@@ -20,7 +20,7 @@ from torch import nn
 from exemplars.adjustments.folds import FoldSettings, Folds, fold_ids
 from exemplars.objectives.unrolled import Unrolled, UnrolledSettings
 from exemplars.pixel_descent import Schedule
-from exemplars.selections.mnemonics import MnemonicsShared, mnemonics_settings_type, paper_settings
+from exemplars.selections.optimised import OptimisedShared, optimised_settings_type, paper_settings
 from exemplars.sharding import assign_groups, class_groups
 from exemplars.unroll import InnerLoop, unroll, unrolled_meta_loss, validation_loss
 
@@ -41,9 +41,9 @@ PAPER_LOOP = dict(epochs=50, steps_per_epoch=1, lr_halve_every=10)     # Eq. 9's
 
 
 def make_folds(inner: dict | None = None, shared: dict | None = None, **fold) -> Folds:
-    """Eq. 10 with the unrolled objective's `inner` settings, exemplars.mnemonics's `shared` keys and its own."""
-    mnemonics = mnemonics_settings_type()(unrolled=UnrolledSettings(**(inner or {})), **(shared or {}))
-    return Folds(FoldSettings(**fold), SimpleNamespace(mnemonics=mnemonics))
+    """Eq. 10 with the unrolled objective's `inner` settings, exemplars.optimised's `shared` keys and its own."""
+    mnemonics = optimised_settings_type()(unrolled=UnrolledSettings(**(inner or {})), **(shared or {}))
+    return Folds(FoldSettings(**fold), SimpleNamespace(optimised=mnemonics))
 
 
 def tiny_net(dtype=torch.float64, seed=0) -> nn.Module:
@@ -270,7 +270,7 @@ def test_adjustment_through_a_low_resolution_memory_adjusts_the_stored_pixels():
 
 
 def test_adjustment_has_its_own_momentum():
-    """Eq. 10 runs with exemplars.folds.momentum, never with the new exemplars' exemplars.mnemonics.momentum: the
+    """Eq. 10 runs with exemplars.folds.momentum, never with the new exemplars' exemplars.optimised.momentum: the
     new objectives' momentum 0.9 leaves a default adjustment exactly the paper's plain SGD, and its own changes it."""
     model = tiny_net()
     ex_x, ex_y = class_images(4, seed=14)
@@ -291,7 +291,7 @@ def test_adjustment_has_its_own_momentum():
 
 def test_adjustment_has_its_own_outer_loop():
     """Eq. 10 runs exemplars.folds.epochs x steps_per_epoch outer steps, not the new exemplars' loop; a key left
-    None takes exemplars.mnemonics's value (what runs written before Eq. 10 had a loop of its own did)."""
+    None takes exemplars.optimised's value (what runs written before Eq. 10 had a loop of its own did)."""
     model = tiny_net()
     ex_x, ex_y = class_images(4, seed=14)
     steps = []
@@ -313,7 +313,7 @@ def test_adjustment_has_its_own_outer_loop():
 
 
 def test_settings_are_plain_and_validated():
-    s = mnemonics_settings_type()()
+    s = optimised_settings_type()()
     for section in (s, s.unrolled, FoldSettings()):
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
@@ -327,7 +327,7 @@ def test_settings_are_plain_and_validated():
     p = paper_settings()
     assert (p.objective, p.unrolled.inner_steps, p.unrolled.inner_lr, p.epochs, p.lr, p.lr_halve_every,
             p.steps_per_epoch) == ("unrolled", 50, 0.01, 50, 0.01, 10, 1)   # Section 5.1's values
-    assert isinstance(p, MnemonicsShared)
+    assert isinstance(p, OptimisedShared)
     with pytest.raises(ValueError, match="epochs"):
         FoldSettings(epochs=-1)
     with pytest.raises(ValueError, match="lr_halve_every"):
@@ -339,7 +339,7 @@ def test_settings_are_plain_and_validated():
     with pytest.raises(ValueError, match="inner_bn"):
         UnrolledSettings(inner_bn="frozen")
     with pytest.raises(ValueError, match="objective"):
-        mnemonics_settings_type()(objective="bilevel")
+        optimised_settings_type()(objective="bilevel")
 
 
 def test_group_meta_loss_ignores_a_shift_towards_the_group():
@@ -453,3 +453,47 @@ def test_profile_reports_the_exemplar_share_of_each_phase(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     share = out["phase_share"][0]
     assert [p["share"] for p in share["phases"]] == [0.2, 0.5] and share["share_all_phases"] == 0.3
+
+
+# ---- the paper's method in its form (selections/mnemonics.py) ----
+
+def test_paper_form_trains_one_temporary_model_on_all_the_phases_classes():
+    """selection=mnemonics optimises all of a phase's classes with one Θ' (and Eq. 10 adjusts all old exemplars
+    jointly); its own group_size splits them, for ranks. The optimised selection keeps exemplars.group_size."""
+    from exemplars.selections.mnemonics import Mnemonics, MnemonicsSettings
+    classes = list(range(10, 23))
+    assert Mnemonics().groups(classes, 6) == [classes]
+    assert Mnemonics(MnemonicsSettings(group_size=5)).groups(classes, 6) == [classes[:5], classes[5:10], classes[10:]]
+    from exemplars.selections.optimised import Optimised
+    assert Optimised().groups(classes, 6) == class_groups(classes, 6)
+    s = MnemonicsSettings()
+    assert (s.epochs, s.steps_per_epoch, s.lr, s.lr_halve_every, s.unrolled.inner_steps) == (50, 0, 0.01, 10, 50)
+    assert (s.objective, s.init, s.momentum, s.augment) == ("unrolled", "random", 0.0, False)
+
+
+def test_paper_units_scale_the_rate_by_the_normalisation_variance():
+    """A rate in the paper's units (on normalised pixels) moves the [0, 1] pixels by β·σ²·grad: with the glyph
+    preset's σ = 0.5 the descent equals one at β/4 in pixel units, bit for bit; Eq. 10 under selection=mnemonics
+    takes the same units, under herding the pixel units it always had."""
+    from exemplars.pixel_descent import descend, paper_units
+    from exemplars.selections.mnemonics import Mnemonics, MnemonicsSettings
+    from trainer.methods.models.net import IncrementalNet
+    model = IncrementalNet("resnet20", "glyphs")
+    assert paper_units(model) == (0.25, 0.25, 0.25)
+    assert Mnemonics().schedule(model).rate_scale == (0.25, 0.25, 0.25)
+    assert Mnemonics(MnemonicsSettings(units="pixels")).schedule(model).rate_scale is None
+    with pytest.raises(ValueError, match="no `normalize` module"):
+        paper_units(tiny_net())
+    net, (x0, y), real = tiny_net(torch.float32), class_images(2, 0, torch.float32), class_images(4, 1, torch.float32)
+    loss_of = unrolled(inner_steps=2, inner_lr=0.1).loss_of(net, y, torch.Generator(), None)
+    paper = descend(x0, loss_of, lambda e: [real], dataclasses.replace(schedule(3, 0.8), rate_scale=(0.25,) * 3))
+    pixels = descend(x0, loss_of, lambda e: [real], schedule(3, 0.2))
+    assert torch.equal(paper, pixels) and not torch.equal(paper, x0)
+    mn = MnemonicsSettings(unrolled=UnrolledSettings(inner_steps=3))
+    ex = SimpleNamespace(selection="mnemonics", mnemonics=mn, optimised=optimised_settings_type()(), folds=FoldSettings())
+    folds = Folds(FoldSettings(), ex)
+    assert folds.section is mn and folds.schedule(model).rate_scale == (0.25,) * 3
+    assert "exemplars.mnemonics.unrolled" in Folds.keys_read(ex) and "exemplars.mnemonics.units" in Folds.keys_read(ex)
+    ex.selection = "herding"
+    herding = Folds(FoldSettings(), ex)
+    assert herding.section is ex.optimised and herding.schedule(model).rate_scale is None

@@ -1,5 +1,5 @@
 """The exemplar objectives other than the unrolled one (exemplars/objectives/), the shared pixel descent
-(exemplars/pixel_descent.py) and the mnemonics selection that runs them."""
+(exemplars/pixel_descent.py) and the optimised selection that runs them."""
 import pytest
 import torch
 
@@ -13,7 +13,7 @@ from exemplars.objectives.prototype import PrototypeSettings, prototype_loss
 from exemplars.objectives.unrolled import Unrolled, UnrolledSettings
 from exemplars.pixel_descent import Schedule, descend, tensor_batches
 from exemplars.selections.base import SelectionContext
-from exemplars.selections.mnemonics import mnemonics_settings_type
+from exemplars.selections.optimised import optimised_settings_type
 from exemplars.unroll import previous_params
 from exemplars.update import build_selection
 from trainer.config import load_config
@@ -170,10 +170,10 @@ def test_descent_keeps_float16_steps_in_float32():
 
 
 def _select(objective, extra=(), device_seed=0):
-    cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.selection=mnemonics",
-                                              f"exemplars.mnemonics.objective={objective}",
-                                              "exemplars.mnemonics.epochs=2", "exemplars.mnemonics.lr=0.5",
-                                              "exemplars.mnemonics.val_batch_size=8", *extra])
+    cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.selection=optimised",
+                                              f"exemplars.optimised.objective={objective}",
+                                              "exemplars.optimised.epochs=2", "exemplars.optimised.lr=0.5",
+                                              "exemplars.optimised.val_batch_size=8", *extra])
     model = _net(4)
     x, y = _images(6, 4, seed=4)
     images = (x * 255).round().to(torch.uint8)
@@ -185,20 +185,20 @@ def _select(objective, extra=(), device_seed=0):
 
 
 @pytest.mark.parametrize("objective,extra", [
-    ("prototype", ["exemplars.mnemonics.momentum=0.9", "exemplars.mnemonics.augment=true"]),
-    ("matching", ["exemplars.mnemonics.matching.embedders=both", "exemplars.mnemonics.augment=true"]),
-    ("matching", ["exemplars.mnemonics.matching.match=gradients", "exemplars.mnemonics.matching.embedders=both",
-                  "exemplars.mnemonics.augment=true", "exemplars.mnemonics.lr=0.1"]),
-    ("unrolled", ["exemplars.mnemonics.unrolled.inner_steps=1", "exemplars.mnemonics.augment=true"]),
-    ("unrolled", ["exemplars.mnemonics.unrolled.inner_steps=1", "exemplars.mnemonics.unrolled.start=previous",
-                  "exemplars.mnemonics.unrolled.meta_data=phase"]),
+    ("prototype", ["exemplars.optimised.momentum=0.9", "exemplars.optimised.augment=true"]),
+    ("matching", ["exemplars.optimised.matching.embedders=both", "exemplars.optimised.augment=true"]),
+    ("matching", ["exemplars.optimised.matching.match=gradients", "exemplars.optimised.matching.embedders=both",
+                  "exemplars.optimised.augment=true", "exemplars.optimised.lr=0.1"]),
+    ("unrolled", ["exemplars.optimised.unrolled.inner_steps=1", "exemplars.optimised.augment=true"]),
+    ("unrolled", ["exemplars.optimised.unrolled.inner_steps=1", "exemplars.optimised.unrolled.start=previous",
+                  "exemplars.optimised.unrolled.meta_data=phase"]),
 ])
 def test_selection_runs_each_objective_deterministically(objective, extra):
     """Every objective moves the pixels of its group, and a rerun gives the same exemplars bit for bit
     (the exemplars are a function of the model, the group and the context: the same on every rank)."""
     first, selection = _select(objective, extra)
     again, _ = _select(objective, extra)
-    start, _ = _select(objective, [*extra, "exemplars.mnemonics.epochs=0"])
+    start, _ = _select(objective, [*extra, "exemplars.optimised.epochs=0"])
     for label in (2, 3):
         assert first[label].shape == (3, 3, 8, 8)
         assert torch.equal(first[label], again[label])
@@ -227,7 +227,7 @@ def test_old_exemplars_are_stacked_once_per_phase():
 
 
 def test_settings_name_the_bad_objective():
-    settings = mnemonics_settings_type()
+    settings = optimised_settings_type()
     with pytest.raises(ValueError, match="objective"):
         settings(objective="bilevel")
     with pytest.raises(ValueError, match="embedders"):
@@ -289,7 +289,7 @@ def test_snapshot_start_unrolls_from_the_kept_model():
     def run(net, start, snap=None):
         objective = Unrolled(UnrolledSettings(inner_steps=2, inner_lr=0.1, start=start))
         ctx = SelectionContext(0, 1, torch.device("cpu"), snapshot=snap)
-        task = GroupTask(net, x0, y, images, real[0][1], [0, 1, 2, 3], ctx, mnemonics_settings_type()(),
+        task = GroupTask(net, x0, y, images, real[0][1], [0, 1, 2, 3], ctx, optimised_settings_type()(),
                          torch.Generator(), None, None)
         loss_of, _ = objective.loss(task)
         return descend(x0, loss_of, lambda e: iter(real), Schedule(3, 1, 1, 0.5, 10))
@@ -301,7 +301,7 @@ def test_snapshot_start_unrolls_from_the_kept_model():
     with pytest.raises(ValueError, match="snapshot_epoch"):
         UnrolledSettings(snapshot_epoch=0)
     wants = lambda *keys: build_selection(load_config("configs/glyphs.yaml", [  # noqa: E731
-        "exemplars.selection=mnemonics", *[f"exemplars.mnemonics.{k}" for k in keys]]).exemplars).snapshot_epoch()
+        "exemplars.selection=optimised", *[f"exemplars.optimised.{k}" for k in keys]]).exemplars).snapshot_epoch()
     assert wants("objective=unrolled", "unrolled.start=snapshot", "unrolled.snapshot_epoch=3") == 3
     assert wants("unrolled.start=snapshot", "objective=matching") == 0
     assert wants("unrolled.start=snapshot") == 0                                    # default: prototype
@@ -309,7 +309,7 @@ def test_snapshot_start_unrolls_from_the_kept_model():
 
 
 def test_adjustment_uses_the_papers_optimiser_unless_asked():
-    """The new exemplars' momentum and augmentation stay out of Eq. 10: an adjustment under exemplars.mnemonics's
+    """The new exemplars' momentum and augmentation stay out of Eq. 10: an adjustment under exemplars.optimised's
     `momentum=0.9, augment=true` equals the plain one bit for bit; exemplars.folds's own `augment` and `momentum`
     opt in."""
     x, y = _images(4, 2, seed=6)
@@ -317,15 +317,15 @@ def test_adjustment_uses_the_papers_optimiser_unless_asked():
 
     def adjusted(*extra):
         cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.adjust_old=true",
-                                                  "exemplars.mnemonics.unrolled.inner_steps=1",
-                                                  "exemplars.mnemonics.epochs=2", "exemplars.folds.epochs=2",
+                                                  "exemplars.optimised.unrolled.inner_steps=1",
+                                                  "exemplars.optimised.epochs=2", "exemplars.folds.epochs=2",
                                                   "exemplars.folds.lr=5", *extra])
         ctx = SelectionContext(cfg.seed, 2, torch.device("cpu"), 16, "glyphs", old)
         return build_adjustment(cfg.exemplars).adjust(_net(2), dict(old), [0, 1], ctx)
 
     plain = adjusted()
     assert not torch.equal(plain[0], old[0])
-    shared = adjusted("exemplars.mnemonics.momentum=0.9", "exemplars.mnemonics.augment=true")
+    shared = adjusted("exemplars.optimised.momentum=0.9", "exemplars.optimised.augment=true")
     for extra in ("exemplars.folds.augment=true", "exemplars.folds.momentum=0.9"):
         opted = adjusted(extra)
         assert not torch.equal(opted[0], plain[0]), extra

@@ -29,7 +29,7 @@ def test_collect_table(tmp_path, capsys):
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
             for line in out if line.startswith("| ")}
     assert rows["lucir_herding"][6:8] == ["70.00", "30.00"] and rows["lucir_herding"][10] == "2.0"
-    assert rows["lucir_ours"][2:4] == ["mnemonics+adj (β1=0.01, α2=0.01, T=50)", "yes"] and rows["lucir_ours"][6:8] == ["75.00", "15.00"]
+    assert rows["lucir_ours"][2:4] == ["optimised+adj (β1=0.01, α2=0.01, T=50)", "yes"] and rows["lucir_ours"][6:8] == ["75.00", "15.00"]
     assert rows["lwm_exemplar_free"][2] == "none"
     assert "Total runtime of these runs: 4.2 min" in "\n".join(out)
 
@@ -56,7 +56,7 @@ def test_collect_table_names_the_searched_mnemonics_knobs(tmp_path, capsys):
                                      "val_bn": "running", "meta_loss": "group", "init": "herding"}
     cfg_path.write_text(yaml.safe_dump(cfg))
     assert main([str(tmp_path)]) == 0
-    assert "| mnemonics (β1=10, α2=0.01, T=25, val_batches=4, BN inner/val=running/running, meta_loss=group, " \
+    assert "| optimised (β1=10, α2=0.01, T=25, val_batches=4, BN inner/val=running/running, meta_loss=group, " \
         "init=herding) |" in \
         capsys.readouterr().out
 
@@ -73,9 +73,9 @@ def test_collect_table_names_the_objective_and_its_rate(tmp_path, capsys):
         cfg_path.write_text(yaml.safe_dump(cfg))
     assert main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| mnemonics (prototype, β1=0.5) |" in out                     # no unrolled knobs (α2, T) beside it
-    assert "| mnemonics (gradient matching, β1=0.01, embedders=random) |" in out     # a config in the older layout
-    assert "| mnemonics (gradient matching, β1=0.02, embedders=both) |" in out
+    assert "| optimised (prototype, β1=0.5) |" in out                     # no unrolled knobs (α2, T) beside it
+    assert "| optimised (gradient matching, β1=0.01, embedders=random) |" in out     # a config in the older layout
+    assert "| optimised (gradient matching, β1=0.02, embedders=both) |" in out
 
 
 def test_collect_table_tells_a_memory_stored_smaller_from_raw(tmp_path, capsys):

@@ -4,7 +4,7 @@ import pytest
 
 from core.errors import UserError
 from exemplars.adjustments.folds import INHERIT
-from exemplars.selections.mnemonics import PAPER
+from exemplars.selections.optimised import PAPER
 from trainer.config import load_config
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -67,6 +67,9 @@ def test_overrides_parse_types(tmp_path):
     ("exemplars.mnemonics.inner_steps=5", "'exemplars.mnemonics.inner_steps' is now "
                                           "'exemplars.mnemonics.unrolled.inner_steps'"),
     ("exemplars.mnemonics.seed=1", "'exemplars.mnemonics.seed' was dropped"),
+    ("exemplars.mnemonics.objective=prototype", "'exemplars.mnemonics.objective' is now "
+                                                "'exemplars.optimised.objective'"),
+    ("exemplars.mnemonics.units=raw", "units must be one of paper, pixels"),
     ("train.incremental_lr=0", "'train.incremental_lr' must be positive"),
     ("train.epochs", "must look like key=value"),
 ])
@@ -155,17 +158,17 @@ def test_config_guard_compares_only_what_the_run_reads(tmp_path):
 
     old = Config().to_dict()                                          # lwf + herding, no adjustment
     old["strategy"]["bic"]["bias_epochs"] = 7
-    old["exemplars"]["mnemonics"]["lr"] = 3.0
+    old["exemplars"]["optimised"]["lr"] = 3.0
     old["exemplars"]["folds"]["lr"] = 9.0
     _guard(tmp_path, old)
     with pytest.raises(UserError, match=r"exemplars.folds.lr \(9.0 -> 0.01\)"):
         _guard(tmp_path, old, "exemplars.adjust_old=true")          # adjust_old itself differs too
-    old["exemplars"]["selection"] = "mnemonics"
-    old["exemplars"]["mnemonics"]["unrolled"]["inner_steps"] = 3      # not read by the prototype objective
+    old["exemplars"]["selection"] = "optimised"
+    old["exemplars"]["optimised"]["unrolled"]["inner_steps"] = 3      # not read by the prototype objective
     with pytest.raises(UserError) as e:
-        _guard(tmp_path, old, "exemplars.selection=mnemonics")
-    assert "exemplars.mnemonics.lr (3.0 -> 0.5)" in str(e.value) and "inner_steps" not in str(e.value)
-    _guard(tmp_path, old, "exemplars.selection=mnemonics", "exemplars.mnemonics.lr=3.0")
+        _guard(tmp_path, old, "exemplars.selection=optimised")
+    assert "exemplars.optimised.lr (3.0 -> 0.5)" in str(e.value) and "inner_steps" not in str(e.value)
+    _guard(tmp_path, old, "exemplars.selection=optimised", "exemplars.optimised.lr=3.0")
     free = Config().to_dict()
     free["strategy"]["name"] = "finetune"
     free["exemplars"]["per_class"] = 3                                # finetune keeps no exemplars
@@ -181,7 +184,8 @@ OLD_MNEMONICS = {"inner_steps": 50, "inner_lr": 0.01, "epochs": 10, "lr": 10.0, 
 
 
 def test_config_guard_keeps_a_resumed_run_on_its_exemplar_level(tmp_path):
-    """A run started before the recommended objective became the default of selection=mnemonics (its config.yaml
+    """A run started before the recommended objective became the default of selection=mnemonics (today's optimised;
+    its config.yaml
     lacks `objective`, so it ran the paper's; its keys in the older layout) is refused when the same command now
     means another objective, naming the keys to restore; given them it resumes. Keys that change how a result is
     computed but not the result (activation checkpointing) may change."""
@@ -189,16 +193,21 @@ def test_config_guard_keeps_a_resumed_run_on_its_exemplar_level(tmp_path):
 
     old = Config().to_dict()
     old["exemplars"].update(selection="mnemonics", adjust_old=True, mnemonics=dict(OLD_MNEMONICS))
-    del old["exemplars"]["folds"], old["exemplars"]["adjustment"]
-    same = ["exemplars.selection=mnemonics", "exemplars.adjust_old=true", "exemplars.mnemonics.lr=10.0"]
+    del old["exemplars"]["folds"], old["exemplars"]["adjustment"], old["exemplars"]["optimised"]
+    # the command as it was then now names the paper's method: refused, told which keys give back what it ran
+    with pytest.raises(UserError) as e:
+        _guard(tmp_path, old, "exemplars.selection=mnemonics", "exemplars.adjust_old=true")
+    assert "exemplars.selection ('optimised' -> 'mnemonics')" in str(e.value)
+    assert "that is exemplars.selection=optimised now" in str(e.value)
+    same = ["exemplars.selection=optimised", "exemplars.adjust_old=true", "exemplars.optimised.lr=10.0"]
     with pytest.raises(UserError) as e:
         _guard(tmp_path, old, *same)
-    for diff in ("exemplars.mnemonics.objective ('unrolled' -> 'prototype')", "exemplars.mnemonics.init ('random' ->",
-                 "exemplars.mnemonics.momentum (0.0 -> 0.9)", "exemplars.folds.epochs (None -> 50)"):
+    for diff in ("exemplars.optimised.objective ('unrolled' -> 'prototype')", "exemplars.optimised.init ('random' ->",
+                 "exemplars.optimised.momentum (0.0 -> 0.9)", "exemplars.folds.epochs (None -> 50)"):
         assert diff in str(e.value)
-    restored = [*same, *(f"exemplars.mnemonics.{k}={v}" for k, v in PAPER.items() if k != "lr"),
-                "exemplars.mnemonics.epochs=10", "exemplars.mnemonics.lr_halve_every=4",
-                *(f"exemplars.folds.{k}=null" for k in INHERIT), "exemplars.mnemonics.unrolled.checkpoint=false"]
+    restored = [*same, *(f"exemplars.optimised.{k}={v}" for k, v in PAPER.items() if k != "lr"),
+                "exemplars.optimised.epochs=10", "exemplars.optimised.lr_halve_every=4",
+                *(f"exemplars.folds.{k}=null" for k in INHERIT), "exemplars.optimised.unrolled.checkpoint=false"]
     _guard(tmp_path, old, *restored)                                   # accepted
     with pytest.raises(UserError, match=r"exemplars.per_class \(20 -> 10\)"):
         _guard(tmp_path, old, *restored, "exemplars.per_class=10")
@@ -211,9 +220,29 @@ def test_stored_configs_in_the_older_layout_are_read_in_todays(tmp_path):
 
     old = Config().to_dict()
     old["exemplars"]["mnemonics"] = {**OLD_MNEMONICS, "embedders": "both", "adjust_epochs": 7}
-    del old["exemplars"]["folds"]
+    del old["exemplars"]["folds"], old["exemplars"]["optimised"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"git_sha": "abc", **old}))
     cfg = config_from_dict(stored_config(tmp_path / "config.yaml"))
-    mn = cfg.exemplars.mnemonics
+    mn = cfg.exemplars.optimised
     assert (mn.lr, mn.unrolled.inner_steps, mn.matching.embedders) == (10.0, 50, "both")
     assert (cfg.exemplars.folds.k, cfg.exemplars.folds.lr, cfg.exemplars.folds.epochs) == (2, 0.01, 7)
+
+
+def test_the_descent_once_named_mnemonics_is_read_as_optimised():
+    """A config stored while `mnemonics` named the objective descent (an exemplars.mnemonics section, no
+    exemplars.optimised) is read as `optimised`, with a note naming the keys; a config of today keeps
+    selection=mnemonics (the paper's method) and gets no note."""
+    from trainer.config import Config
+    from trainer.config.migrate import migrate, renamed
+
+    today = Config().to_dict()
+    today["exemplars"]["selection"] = "mnemonics"
+    assert migrate(today) == today and renamed(today) == []
+    old = Config().to_dict()
+    section = old["exemplars"].pop("optimised")
+    old["exemplars"].update(selection="mnemonics", mnemonics=dict(section, lr=3.0))
+    got = migrate(old)["exemplars"]
+    assert got["selection"] == "optimised" and got["optimised"]["lr"] == 3.0 and "mnemonics" not in got
+    assert "exemplars.selection=optimised" in renamed(old)[0]
+    old["exemplars"]["selection"] = "herding"                       # renamed, but ran no descent: nothing to tell
+    assert migrate(old)["exemplars"]["selection"] == "herding" and renamed(old) == []

@@ -216,12 +216,12 @@ for name, objective, match, codec in (("prototype", "prototype", "features", "ra
                                       ("matching", "matching", "features", "raw"),
                                       ("gradients", "matching", "gradients", "raw"),
                                       ("lowres", "prototype", "features", "lowres")):
-    cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.selection=mnemonics",
-                      "exemplars.group_size=1", f"exemplars.mnemonics.objective={objective}",
-                      f"exemplars.mnemonics.matching.match={match}",
-                      "exemplars.mnemonics.epochs=2", "exemplars.mnemonics.val_batch_size=8",
-                      "exemplars.mnemonics.matching.embedders=both", "exemplars.mnemonics.augment=true",
-                      "exemplars.mnemonics.momentum=0.9", "exemplars.per_class=2", f"exemplars.codec={codec}",
+    cfg = load_config("configs/glyphs.yaml", ["data.image_size=8", "exemplars.selection=optimised",
+                      "exemplars.group_size=1", f"exemplars.optimised.objective={objective}",
+                      f"exemplars.optimised.matching.match={match}",
+                      "exemplars.optimised.epochs=2", "exemplars.optimised.val_batch_size=8",
+                      "exemplars.optimised.matching.embedders=both", "exemplars.optimised.augment=true",
+                      "exemplars.optimised.momentum=0.9", "exemplars.per_class=2", f"exemplars.codec={codec}",
                       "exemplars.lowres.encoding=pixels"])
     torch.manual_seed(0)
     model = IncrementalNet("resnet20", "glyphs")

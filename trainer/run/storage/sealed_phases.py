@@ -21,11 +21,13 @@ import shutil
 from pathlib import Path
 
 import torch
+import yaml
 
 from core import faults
 from core.errors import UserError
 from trainer.config import stored_config
 from trainer.config.compare import read_diffs
+from trainer.config.migrate import renamed
 from trainer.run.storage import checkpoint_io
 
 log = logging.getLogger(__name__)
@@ -157,7 +159,11 @@ def guard_config(run_dir: Path, cfg_dict: dict, defaults: dict, keys: list[str])
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
+    notes = renamed(yaml.safe_load(path.read_text()) or {})
+    for note in notes:
+        log.info("%s: %s", run_dir, note)
     diffs = read_diffs(stored_config(path), cfg_dict, defaults, keys)
     if diffs:
         raise UserError(f"run directory {run_dir} was started with a different configuration: "
-                        f"{'; '.join(diffs)}. Use a new --run-dir, or restore these keys to resume")
+                        f"{'; '.join(diffs)}. Use a new --run-dir, or restore these keys to resume"
+                        + "".join(f" ({note})" for note in notes))
