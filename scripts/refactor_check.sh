@@ -19,9 +19,9 @@ SHORT="data.image_size=16 protocol.num_classes=12 protocol.base_classes=6 protoc
 train.base_epochs=2 train.finetune_epochs=1 train.lr_milestones=[1] exemplars.per_class=5 exemplars.group_size=3 \
 logging.tensorboard=false data.loader=torch"
 # The exemplar level's settings: mnemonics' outer loop, its objectives' and Eq. 10's.
-MN="exemplars.mnemonics.epochs=2 exemplars.mnemonics.steps_per_epoch=2 exemplars.mnemonics.unrolled.inner_steps=2 \
+MN="exemplars.optimised.epochs=2 exemplars.optimised.steps_per_epoch=2 exemplars.optimised.unrolled.inner_steps=2 \
 exemplars.folds.epochs=2"
-MN_UNROLLED="exemplars.mnemonics.objective=unrolled"
+MN_UNROLLED="exemplars.optimised.objective=unrolled"
 declare -A RUNS=(
   [lwf_herding]="strategy.name=lwf"
   [icarl_random]="strategy.name=icarl exemplars.selection=random"
@@ -32,11 +32,11 @@ declare -A RUNS=(
   [joint]="strategy.name=joint"
   [lwf_wt]="strategy.name=lwf train.weight_transfer=true"
   [lwf_herding_adjust]="strategy.name=lwf exemplars.adjust_old=true $MN"
-  [lwf_prototype]="exemplars.selection=mnemonics $MN"
-  [lwf_features]="exemplars.selection=mnemonics $MN exemplars.mnemonics.objective=matching exemplars.mnemonics.matching.embedders=both"
-  [lwf_gradients]="exemplars.selection=mnemonics $MN exemplars.mnemonics.objective=matching exemplars.mnemonics.matching.match=gradients"
-  [icarl_unrolled_adjust]="strategy.name=icarl exemplars.selection=mnemonics exemplars.adjust_old=true $MN $MN_UNROLLED exemplars.mnemonics.unrolled.start=previous"
-  [lwf_unrolled_snapshot]="exemplars.selection=mnemonics $MN $MN_UNROLLED exemplars.mnemonics.unrolled.start=snapshot exemplars.mnemonics.unrolled.meta_data=phase"
+  [lwf_prototype]="exemplars.selection=optimised $MN"
+  [lwf_features]="exemplars.selection=optimised $MN exemplars.optimised.objective=matching exemplars.optimised.matching.embedders=both"
+  [lwf_gradients]="exemplars.selection=optimised $MN exemplars.optimised.objective=matching exemplars.optimised.matching.match=gradients"
+  [icarl_unrolled_adjust]="strategy.name=icarl exemplars.selection=optimised exemplars.adjust_old=true $MN $MN_UNROLLED exemplars.optimised.unrolled.start=previous"
+  [lwf_unrolled_snapshot]="exemplars.selection=optimised $MN $MN_UNROLLED exemplars.optimised.unrolled.start=snapshot exemplars.optimised.unrolled.meta_data=phase"
   [lwf_dali]="strategy.name=lwf data.loader=dali"
   [lwf_two_ranks]="strategy.name=lwf engine.zero_stage=1 --nproc-per-node 2"
 )

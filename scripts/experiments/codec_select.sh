@@ -5,7 +5,7 @@
 #
 #   bash scripts/experiments/codec_select.sh
 #   SEEDS="0 1 2" RECIPE=configs/glyphs_b12_25.yaml OUT=runs/codec_select_b12 bash scripts/experiments/codec_select.sh
-#   CODECS="png:codec=png" SELECTION=mnemonics bash scripts/experiments/codec_select.sh
+#   CODECS="png:codec=png" SELECTION=optimised bash scripts/experiments/codec_select.sh
 #
 # A form is NAME:key=value,key=value over the exemplars section (codec=lowres, lowres.factor=4, ...). Every seed
 # trains phase 0 once (raw_s<seed>, herding as the memory stood before codecs) and each form's run of that seed

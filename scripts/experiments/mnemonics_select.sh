@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Choose the mnemonics exemplar-level learning rates on a validation split, never the test fonts.
+# Choose the optimised selection's exemplar-level learning rates on a validation split, never the test fonts.
 # The split is carved out of the glyph TRAIN split (`mnemo holdout`); every setting runs the glyph
-# protocol with mnemonics exemplars (no adjustment) from one shared phase 0 trained on that split,
+# protocol with optimised exemplars (exemplars.selection=optimised, no adjustment) from one shared phase 0 trained on that split,
 # beside random (mnemonics' initialisation) and herding (the base run itself) as references.
 #
 #   bash scripts/experiments/mnemonics_select.sh
 #   SETTINGS="b0.5:lr=0.5 b5:lr=5" EXTRA="data.image_size=16" JOBS=2 bash scripts/experiments/mnemonics_select.sh
 #
-# A setting is NAME:key=value,key=value over the exemplars section (lr = β1 is exemplars.mnemonics.lr; a key
+# A setting is NAME:key=value,key=value over the exemplars section (lr = β1 is exemplars.optimised.lr; a key
 # with a dot names its section below exemplars: unrolled.inner_lr = α2, folds.lr = β2), on top of MNEMONICS
-# (overrides for every mnemonics run; default none: the recommended objective, whose β1 grid is the default
+# (overrides for every optimised run; default none: the recommended objective, whose β1 grid is the default
 # SETTINGS). The searches of docs/results.md on the paper's objective ran with MNEMONICS="$PAPER_GLYPHS"
 # (scripts/experiments/common.sh), e.g. β2 with adjustment on (no β2 helps):
 #   MNEMONICS="$PAPER_GLYPHS" EXTRA="data.image_size=16 exemplars.adjust_old=true" \
@@ -19,7 +19,7 @@
 #     T25:unrolled.inner_steps=25 vb4:val_batches=4 vbn_running:unrolled.val_bn=running \
 #     bn_frozen:unrolled.val_bn=running,unrolled.inner_bn=running group:unrolled.meta_loss=group \
 #     hinit:init=herding" bash scripts/...
-# Writes OUT/<name>/ and OUT/table.md; the mnemonics setting with the highest validation Ā wins
+# Writes OUT/<name>/ and OUT/table.md; the setting with the highest validation Ā wins
 # (analysis/choose_setting.py; herding and random are shown as references).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -56,12 +56,12 @@ THREADS=${BASE_THREADS:-2} run_one herding herding   # the shared phase 0 (and t
 specs=()
 for s in $SETTINGS; do
   name=${s%%:*}; kv=${s#*:}
-  specs+=("$name mnemonics $MNEMONICS $(echo "$kv" | tr ',' '\n' \
-    | sed -E 's/^(folds\.)/exemplars.\1/; /^exemplars\./!s/^/exemplars.mnemonics./' | paste -sd' ')")
+  specs+=("$name optimised $MNEMONICS $(echo "$kv" | tr ',' '\n' \
+    | sed -E 's/^(folds\.)/exemplars.\1/; /^exemplars\./!s/^/exemplars.optimised./' | paste -sd' ')")
 done
 specs+=("random random")
 printf '%s\n' "${specs[@]}" | xargs -P "$JOBS" -L1 bash -c 'run_one "$@"' _
 $PYTHON -m analysis.collect_table "$OUT" --out "$OUT/table.md"
 cat "$OUT/table.md"
-grep -h "mnemonics select" "$OUT"/*.log | sed 's/^[0-9:]* //' | head -40
+grep -h "exemplar select" "$OUT"/*.log | sed 's/^[0-9:]* //' | head -40
 $PYTHON -m analysis.choose_setting "$OUT" --not-candidate herding random

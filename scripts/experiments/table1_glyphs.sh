@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Table 1 of the mnemonics paper at glyph scale: every baseline without ("herding") and with mnemonics
-# ("ours": mnemonics exemplars with the recommended objective + weight transfer; Eq. 10 stays off, as the
+# Table 1 of the mnemonics paper at glyph scale: every baseline without ("herding") and with optimised exemplars
+# ("ours": exemplars.selection=optimised with the recommended objective + weight transfer; Eq. 10 stays off, as the
 # validation split chose, docs/results.md), plus the bounds and LwM exemplar-free, one seed.
 #
 #   bash scripts/experiments/table1_glyphs.sh            # all runs, then runs/table1/table.md
@@ -21,7 +21,7 @@ EXTRA=${EXTRA:-}
 MNEMONICS=${MNEMONICS:-}
 HERDING="exemplars.selection=herding"
 FREE="exemplars.per_class=0 train.incremental_lr=0.01"   # exemplar-free, LwM's step lr
-OURS="exemplars.selection=mnemonics train.weight_transfer=true $MNEMONICS"
+OURS="exemplars.selection=optimised train.weight_transfer=true $MNEMONICS"
 ensure_glyphs
 
 # name | recipe | overrides
