@@ -41,7 +41,7 @@ from data_pipeline.shards.manifest import load_manifest
 from data_pipeline.shards.reader import read_classes
 from exemplars.memory import ExemplarMemory, stack_bank
 from exemplars.unroll import InnerLoop, start_params, theta_logits, unroll
-from exemplars.sharding import class_groups
+from exemplars.update import build_selection
 from trainer.config import config_from_dict, stored_config
 from trainer.run.session import build_strategy
 from trainer.run.storage import sealed_phases
@@ -105,11 +105,13 @@ def measure(runs: list[Path], phase: int, horizons: list[int], inner_lrs: list[f
         if sealed_phases.weights_digest(m) != ref:
             raise UserError(f"{r}: its phase-{phase} model differs from {runs[0]}'s; compare runs that share "
                             "phase 0 (train.base_from) so that only the exemplars differ")
-    mn = cfg.exemplars.optimised
+    ex = cfg.exemplars
+    mn = getattr(ex, ex.selection, None)
+    mn = mn if hasattr(mn, "unrolled") else ex.optimised       # Θ''s settings: the pixel-descending selection's
     inner = mn.unrolled
     lrs = inner_lrs or [inner.inner_lr]
     regimes = [(b, b) for b in bns] if bns else [(inner.inner_bn, inner.val_bn)]
-    groups = class_groups(plan.new_labels(phase), cfg.exemplars.group_size)
+    groups = build_selection(ex).groups(plan.new_labels(phase), ex.group_size)
     for r, (_, _, _, _, bank) in zip(runs, loaded):
         missing = [l for l in plan.new_labels(phase) if len(bank.get(l, ())) == 0]
         if missing:
