@@ -3,11 +3,11 @@ configured selection, adjust old exemplars with the configured adjustment (the p
 to the budget.
 
 Work is split into class groups fixed by the protocol and the group size (`exemplars.group_size`, or the
-selection's own: `Selection.groups`; never the number of processes); groups are spread over ranks balanced by cost, and the results are gathered,
-so every rank ends with the same memory, equal to what a single process computes. Each group's result can be
-kept as it finishes (`GroupResults`), so a stop (core/stop.py) or a crash inside the exemplar level resumes at
-the next group: a rank checks for a stop after every group and while it waits for the other ranks. The selection and the
-adjustment are plug-ins (exemplars/selections/, exemplars/adjustments/): nothing here names one.
+selection's own: `Selection.groups`; never the number of processes); groups are spread over ranks balanced by
+cost, and the results are gathered, so every rank ends with the same memory, equal to what a single process
+computes. Each group's result can be kept as it finishes (`GroupResults`), so a stop (core/stop.py) or a crash
+inside the exemplar level resumes at the next group: a rank checks for a stop after every group and while it waits
+for the other ranks. The selection and the adjustment are plug-ins (exemplars/selections/, exemplars/adjustments/): nothing here names one.
 """
 from __future__ import annotations
 

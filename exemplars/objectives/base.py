@@ -2,9 +2,10 @@
 
 An objective is one module in this package that registers its class; its hyperparameters are its own
 `Settings` dataclass, mounted at `exemplars.optimised.<name>` in the config. The optimised selection
-(exemplars/selections/optimised.py; the paper's mnemonics runs it with `unrolled`) initialises a group's exemplars, builds its `GroupTask` and asks the
-objective configured in `exemplars.optimised.objective` for `loss(task)`: a function `loss_of(x, real)` of
-the pixels and one outer step's real batches, and the real batches of each epoch. The descent on the pixels
+(exemplars/selections/optimised.py; the paper's mnemonics runs it with `unrolled`) initialises a group's
+exemplars, builds its `GroupTask` and asks the objective configured in `exemplars.optimised.objective` for
+`loss(task)`: a function `loss_of(x, real)` of the pixels and one outer step's real batches, and the real
+batches of each epoch. The descent on the pixels
 (epochs, rate, momentum, augmentation, real batch size: the keys of `exemplars.optimised` itself) is the same
 for every objective (pixel_descent.py), so an objective says only what is minimised.
 
@@ -64,7 +65,7 @@ class OldClasses:
 
 @dataclass
 class GroupTask:
-    """One class group's pixel problem, as the optimised selection (or the paper's mnemonics) hands it to its objective."""
+    """One class group's pixel problem, as the optimised selection (or the paper's mnemonics) hands it over."""
     model: nn.Module                  # Θ_i, eval mode; objectives never change it
     x0: Tensor                        # the initial exemplars: float pixels in [0, 1] on ctx.device
     y: Tensor                         # their labels (int64, on ctx.device)

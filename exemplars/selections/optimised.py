@@ -27,10 +27,12 @@ from exemplars.selections.base import Selection, register
 from exemplars.selections.herding import herd
 from exemplars.selections.random import pick_random
 
-# The settings that make the exemplar level the paper's (Section 5.1) with the objective `unrolled`: a random
-# initial subset, plain SGD on unaugmented pixels, 50 epochs of one outer step, β1 0.01 halved every 10. These
-# were the defaults of the keys below before the recommended objective became the default, so a stored config
-# that lacks one of them was written when it had this value (trainer.config.stored_defaults).
+# The paper's exemplar-level values (Section 5.1) on this selection, with the objective `unrolled`: a random
+# initial subset, plain SGD on unaugmented pixels, 50 epochs of one outer step, β1 0.01 (in [0, 1] pixel units)
+# halved every 10. Not the paper's form (an epoch a pass over D_i, rates on normalised pixels, one Θ' a phase:
+# selections/mnemonics.py). These were the defaults of the keys below before the recommended objective became
+# the default, so a stored config that lacks one of them was written when it had this value
+# (trainer.config.stored_defaults).
 PAPER = {"objective": "unrolled", "lr": 0.01, "init": "random", "momentum": 0.0, "augment": False, "epochs": 50,
          "steps_per_epoch": 1, "lr_halve_every": 10}
 

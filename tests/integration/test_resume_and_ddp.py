@@ -75,7 +75,8 @@ MNEMONICS = ["exemplars.selection=optimised", "exemplars.optimised.epochs=4",
              "exemplars.optimised.unrolled.inner_steps=1", "exemplars.optimised.val_batch_size=16"]
 # the paper's objective and outer loop, at the glyph preset's β1
 UNROLLED = ["exemplars.optimised.objective=unrolled", "exemplars.optimised.lr=10", "exemplars.optimised.init=random",
-            "exemplars.optimised.momentum=0", "exemplars.optimised.augment=false", "exemplars.optimised.steps_per_epoch=1"]
+            "exemplars.optimised.momentum=0", "exemplars.optimised.augment=false",
+            "exemplars.optimised.steps_per_epoch=1"]
 
 
 STOPPED = r"""

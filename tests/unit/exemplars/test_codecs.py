@@ -146,7 +146,7 @@ def test_lowres_stores_a_decoded_exemplar_as_what_it_came_from():
     assert (codec.decode(codec.store(x), 16).float() - x).square().mean() < (block - x).square().mean()
 
 
-def test_mnemonics_through_a_low_resolution_memory_optimises_the_stored_pixels():
+def test_a_pixel_descent_through_a_low_resolution_memory_optimises_the_stored_pixels():
     """With `lowres` the descent moves the stored tensor: what the selection returns is a decoded low-resolution
     image (storing it loses nothing but the rounding), moved from herding's by the objective."""
     from exemplars.pixel_descent import Schedule, descend_stored

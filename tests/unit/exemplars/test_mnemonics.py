@@ -490,7 +490,8 @@ def test_paper_units_scale_the_rate_by_the_normalisation_variance():
     pixels = descend(x0, loss_of, lambda e: [real], schedule(3, 0.2))
     assert torch.equal(paper, pixels) and not torch.equal(paper, x0)
     mn = MnemonicsSettings(unrolled=UnrolledSettings(inner_steps=3))
-    ex = SimpleNamespace(selection="mnemonics", mnemonics=mn, optimised=optimised_settings_type()(), folds=FoldSettings())
+    ex = SimpleNamespace(selection="mnemonics", mnemonics=mn, optimised=optimised_settings_type()(),
+                         folds=FoldSettings())
     folds = Folds(FoldSettings(), ex)
     assert folds.section is mn and folds.schedule(model).rate_scale == (0.25,) * 3
     assert "exemplars.mnemonics.unrolled" in Folds.keys_read(ex) and "exemplars.mnemonics.units" in Folds.keys_read(ex)
