@@ -9,8 +9,9 @@ paper's form:
   into groups of that many, to spread the work over ranks (each group then has a Θ' of its own);
 - an epoch is a pass over D_i (`steps_per_epoch: 0`), 50 epochs, β1 = 0.01 halved every 10, plain SGD on
   unaugmented pixels;
-- rates are the paper's pixel units (`units: paper`): the authors' code optimises normalised tensors,
-  x_n = (x - μ)/σ, so a step of β on them moves the [0, 1] pixels the memory keeps by β·σ²·∂L/∂x;
+- rates are the paper's pixel units (`units: paper`): the authors' released code optimises normalised tensors,
+  x_n = (x - μ)/σ (it turns them back into images with the data's mean and std), so a step of β on them moves the
+  [0, 1] pixels the memory keeps by β·σ²·∂L/∂x;
 - with `exemplars.adjust_old` and the `folds` adjustment, Eq. 10 adjusts all the old classes' exemplars jointly
   (the same groups), on the inner loop of this section and in its units.
 
