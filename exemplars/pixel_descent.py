@@ -77,8 +77,7 @@ def descend(x0: Tensor, loss_of: LossOf, batches_of: Callable[[int], Iterable[Ba
                     grad = grad + schedule.anchor * (x - start)
                 if velocity is not None:
                     grad = velocity.mul_(schedule.momentum).add_(grad)
-                step = lr * grad if scale is None else grad * (scale * lr)
-                x.sub_(step).clamp_(0.0, 1.0)
+                x.sub_(lr * grad if scale is None else grad * (scale * lr)).clamp_(0.0, 1.0)
             if progress is not None:
                 progress({**(extra or {}), "epoch": epoch, "step": step, "loss": loss.item(), "lr": lr})
     return x.detach()

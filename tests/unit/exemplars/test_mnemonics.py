@@ -486,9 +486,12 @@ def test_paper_units_scale_the_rate_by_the_normalisation_variance():
         paper_units(tiny_net())
     net, (x0, y), real = tiny_net(torch.float32), class_images(2, 0, torch.float32), class_images(4, 1, torch.float32)
     loss_of = unrolled(inner_steps=2, inner_lr=0.1).loss_of(net, y, torch.Generator(), None)
-    paper = descend(x0, loss_of, lambda e: [real], dataclasses.replace(schedule(3, 0.8), rate_scale=(0.25,) * 3))
+    records = []
+    paper = descend(x0, loss_of, lambda e: [real], dataclasses.replace(schedule(3, 0.8), rate_scale=(0.25,) * 3),
+                    records.append)
     pixels = descend(x0, loss_of, lambda e: [real], schedule(3, 0.2))
     assert torch.equal(paper, pixels) and not torch.equal(paper, x0)
+    assert [(r["epoch"], r["step"]) for r in records] == [(0, 0), (1, 0), (2, 0)]   # progress names the step
     mn = MnemonicsSettings(unrolled=UnrolledSettings(inner_steps=3))
     ex = SimpleNamespace(selection="mnemonics", mnemonics=mn, optimised=optimised_settings_type()(),
                          folds=FoldSettings())
