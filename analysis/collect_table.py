@@ -48,8 +48,9 @@ def row(run: Path) -> dict:
     memory = ex.get("budget") if ex.get("budget") is not None else ex.get("per_class")
     free = strat in ("finetune", "joint") or memory == 0
     selection = "none" if free else ex.get("selection", "?") + ("+adj" if ex.get("adjust_old") else "")
-    if selection.split("+")[0] in ("optimised", "mnemonics"):     # the exemplar-level knobs a search varies
-        mn = ex.get(selection.split("+")[0]) or {}  # a key an older config lacks: its value then (the paper's)
+    descent = selection.split("+")[0]
+    if descent in ("optimised", "mnemonics"):       # the exemplar-level knobs a search varies
+        mn = ex.get(descent) or {}                  # a key an older config lacks: its value then (the paper's)
         inner, matching = mn.get("unrolled") or {}, mn.get("matching") or {}
         objective = mn.get("objective", "unrolled")
         if objective == "unrolled":

@@ -40,6 +40,7 @@ from data_pipeline.loading.augment import model_view
 from data_pipeline.shards.manifest import load_manifest
 from data_pipeline.shards.reader import read_classes
 from exemplars.memory import ExemplarMemory, stack_bank
+from exemplars.selections.optimised import descent_section
 from exemplars.unroll import InnerLoop, start_params, theta_logits, unroll
 from exemplars.update import build_selection
 from trainer.config import config_from_dict, stored_config
@@ -106,8 +107,7 @@ def measure(runs: list[Path], phase: int, horizons: list[int], inner_lrs: list[f
             raise UserError(f"{r}: its phase-{phase} model differs from {runs[0]}'s; compare runs that share "
                             "phase 0 (train.base_from) so that only the exemplars differ")
     ex = cfg.exemplars
-    mn = getattr(ex, ex.selection, None)
-    mn = mn if hasattr(mn, "unrolled") else ex.optimised       # Θ''s settings: the pixel-descending selection's
+    mn = getattr(ex, descent_section(ex))                     # Θ''s settings: the pixel-descending selection's
     inner = mn.unrolled
     lrs = inner_lrs or [inner.inner_lr]
     regimes = [(b, b) for b in bns] if bns else [(inner.inner_bn, inner.val_bn)]

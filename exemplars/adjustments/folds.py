@@ -26,7 +26,7 @@ from exemplars.adjustments.base import Adjustment, register
 from exemplars.objectives.base import Trace, group_augment, stack_group, unstack_group
 from exemplars.objectives.unrolled import Unrolled
 from exemplars.pixel_descent import Schedule, descend_stored, tensor_batches
-from exemplars.selections.optimised import optimised_settings_type
+from exemplars.selections.optimised import descent_section, optimised_settings_type
 
 # Eq. 10 on the new exemplars' outer loop (`exemplars.optimised` epochs, steps_per_epoch, lr_halve_every): what
 # a stored config that lacks these keys ran, being written before Eq. 10 had an outer loop of its own.
@@ -77,33 +77,27 @@ class Folds(Adjustment):
 
     def __init__(self, settings=None, exemplars=None):
         super().__init__(settings, exemplars)
-        self.source = self.source_name(exemplars)
-        self.section = getattr(exemplars, self.source) if exemplars is not None else optimised_settings_type()()
+        # the inner loop, real batches, inherited keys and rate units: the pixel-descending selection's section
+        self.section = getattr(exemplars, descent_section(exemplars)) if exemplars is not None else \
+            optimised_settings_type()()
         self.inner = Unrolled(self.section.unrolled)
-
-    @staticmethod
-    def source_name(exemplars) -> str:
-        """The section whose inner loop, real batches and inherited keys Eq. 10 reads: the configured selection's
-        where it has an inner loop of its own (`unrolled`), else `optimised`."""
-        name = getattr(exemplars, "selection", "optimised")
-        return name if hasattr(getattr(exemplars, name, None), "unrolled") else "optimised"
 
     @classmethod
     def keys_read(cls, exemplars) -> list[str]:
-        own, src = getattr(exemplars, cls.name), f"exemplars.{cls.source_name(exemplars)}"
+        name = descent_section(exemplars)
+        own, src = getattr(exemplars, cls.name), f"exemplars.{name}"
         return [f"exemplars.{cls.name}", f"{src}.unrolled", f"{src}.val_batch_size", f"{src}.val_batches",
-                *([f"{src}.units"] if hasattr(getattr(exemplars, cls.source_name(exemplars)), "units") else []),
+                *([f"{src}.units"] if hasattr(getattr(exemplars, name), "units") else []),
                 *(f"{src}.{k}" for k in INHERIT if getattr(own, k) is None)]
 
-    def schedule(self, model=None) -> Schedule:
-        """Eq. 10's outer loop; in the section's rate units where it has them (`model`'s normalisation)."""
+    def schedule(self, model) -> Schedule:
+        """Eq. 10's outer loop, its rate in the section's units for `model`."""
         s, m = self.settings, self.section
 
         def own(key: str):
             return getattr(m, key) if getattr(s, key) is None else getattr(s, key)
-        scale = m.rate_scale(model) if hasattr(m, "rate_scale") and model is not None else None
         return Schedule(own("epochs"), own("steps_per_epoch"), m.val_batches, s.lr, own("lr_halve_every"),
-                        s.momentum, s.anchor, scale)
+                        s.momentum, s.anchor, m.rate_scale(model))
 
     def adjust_tensors(self, model: nn.Module, exemplars: Tensor, labels: Tensor,
                        generator: torch.Generator | None = None, progress=None, augment=None, codec=None) -> Tensor:

@@ -21,7 +21,6 @@ objective of the authors' released code is `exemplars.selection=optimised exempl
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -60,7 +59,7 @@ class MnemonicsSettings:
             raise ValueError("mnemonics: lr_halve_every, val_batch_size and val_batches must be >= 1")
 
     def schedule(self) -> Schedule:
-        """Eq. 9's outer loop, its rate in [0, 1] pixel units (`Mnemonics.schedule` converts the paper's)."""
+        """Eq. 9's outer loop, its rate as given (`Optimised.schedule` adds `rate_scale`)."""
         return Schedule(self.epochs, self.steps_per_epoch, self.val_batches, self.lr, self.lr_halve_every)
 
     def rate_scale(self, model) -> tuple[float, ...] | None:
@@ -81,9 +80,6 @@ class Mnemonics(Optimised):
     @classmethod
     def section_keys(cls, settings) -> list[str]:
         return [""]
-
-    def schedule(self, model) -> Schedule:
-        return dataclasses.replace(self.settings.schedule(), rate_scale=self.settings.rate_scale(model))
 
     def groups(self, classes: list[int], group_size: int) -> list[list[int]]:
         return class_groups(classes, self.settings.group_size or max(len(classes), 1))

@@ -13,6 +13,7 @@ was, that name ran this selection (trainer/config/migrate.py carries stored conf
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field, make_dataclass
 
@@ -69,6 +70,18 @@ class OptimisedShared:
         """The outer loop of the new exemplars' pixel descent (Eq. 9)."""
         return Schedule(self.epochs, self.steps_per_epoch, self.val_batches, self.lr, self.lr_halve_every,
                         self.momentum)
+
+    def rate_scale(self, model) -> tuple[float, ...] | None:
+        """The per-channel factors of this section's rates (`Schedule.rate_scale`): None, they are in [0, 1] pixel
+        units."""
+        return None
+
+
+def descent_section(exemplars) -> str:
+    """The section of `exemplars` (the config section) whose Θ' settings a pixel descent reads, Eq. 10's included:
+    the configured selection's where it has an inner loop of its own (`unrolled`), else `optimised`."""
+    name = getattr(exemplars, "selection", "optimised")
+    return name if hasattr(getattr(exemplars, name, None), "unrolled") else "optimised"
 
 
 SHARED_KEYS = tuple(OptimisedShared.__dataclass_fields__)
@@ -135,8 +148,8 @@ class Optimised(Selection):
         return unstack_group(x, out, group)
 
     def schedule(self, model) -> Schedule:
-        """The outer loop of the pixel descent for `model` (rates in [0, 1] pixel units here)."""
-        return self.settings.schedule()
+        """The outer loop of the pixel descent, its rates in the section's units for `model`."""
+        return dataclasses.replace(self.settings.schedule(), rate_scale=self.settings.rate_scale(model))
 
     def snapshot_epoch(self) -> int:
         return self.objective.snapshot_epoch()
