@@ -55,6 +55,7 @@ from trainer.engine import distributed
 info = distributed.init("cpu")
 print(json.dumps({v: os.environ.get(v) for v in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")}
                  | {"line": distributed.network_line(), "sum": distributed.all_gather_object(info.rank)}))
+distributed.shutdown()      # as a run ends: a rank that exits with its gloo group alive may abort (SIGABRT)
 """
 
 
