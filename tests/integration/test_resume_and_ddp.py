@@ -149,15 +149,19 @@ def test_sigkill_then_resume_with_dali_and_inside_mnemonics_optimisation(digits_
     assert "no snapshot" not in resumed.stderr and "no snapshot" not in r.stderr
 
 
-def test_sigkill_then_resume_with_a_compressed_memory(digits_shards, tmp_path):
-    """Exemplars stored at half the side as PNG-costed pixels (more of them than raw holds): a run killed in phase 1
-    reads phase 0's stored memory back and ends with the uninterrupted run's metrics, held exemplars and bytes."""
-    extra = [*LIGHT, "exemplars.codec=lowres", "exemplars.lowres.factor=2"]
+@pytest.mark.parametrize("codec", ["lowres", "jpeg"])
+def test_sigkill_then_resume_with_a_compressed_memory(digits_shards, tmp_path, codec):
+    """Exemplars stored at half the side as PNG-costed pixels (more of them than raw holds), or as JPEG (whose round
+    trip is not idempotent: a resume must read the stored pixels back, never store them again): a run killed in
+    phase 1 reads phase 0's stored memory back and ends with the uninterrupted run's metrics, held exemplars and
+    bytes."""
+    extra = [*LIGHT, f"exemplars.codec={codec}", "exemplars.lowres.factor=2"]
     ref = tmp_path / "ref"
     r = mnemo_train(ref, digits_shards, *extra)
     assert r.returncode == 0, r.stderr[-3000:]
     phases = json.loads((ref / "metrics.json").read_text())["phases"]
-    assert all(p["bytes"] <= p["budget_bytes"] and p["held_min"] > 5 for p in phases), phases   # 5: per_class
+    assert all(p["bytes"] <= p["budget_bytes"] for p in phases), phases
+    assert all(p["held_min"] > 5 if codec == "lowres" else p["held_min"] >= 1 for p in phases), phases   # 5: per_class
     kill_and_resume(ref, digits_shards, tmp_path, "train:1:0", *extra)
 
 
