@@ -9,7 +9,8 @@ ImageNet). Each form stores `--images` training images of each of the first `--c
 input side `--size` (as the memory holds them) and is decoded back:
 
 * `fp16`: the memory before codecs (`exemplars.codec=raw`: float16 pixels, 2 bytes a value); `uint8`: 8-bit pixels;
-* `png`: lossless 8-bit (`exemplars.codec=png`); `jpeg_qQ`: JPEG at quality Q (no codec yet);
+* `png`: lossless 8-bit (`exemplars.codec=png`); `jpeg_qQ`: JPEG at quality Q (`exemplars.codec=jpeg`,
+  `quality: Q`; the cost is the stored pixels' own file, within 1 % of the exemplar's, exemplars/codecs/jpeg.py);
 * `lowres_F`: 8-bit pixels at 1/F of the side, bilinear back to the side at use (`exemplars.codec=lowres`,
   `factor: F`, `encoding: pixels`); `lowres_F_png` (`encoding: png`), `lowres_F_jpeg_q75`: the same, encoded.
 
@@ -17,7 +18,10 @@ Per form: mean bytes per exemplar, exemplars per class at the bytes of `--per-cl
 mean absolute error and PSNR on [0, 1] pixels. Bytes are exact (no timing), so any machine gives the same figures
 for the same shards. `imagenet_1k` gives the arithmetic at ImageNet-1k scale (224 px, 1000 classes, originals of
 `--imagenet-image-bytes`) for `raw` and `lowres` as pixels: exemplars a class at the budget's bytes, the sealed
-memory and the device bank (today's loaders hold every exemplar decoded at the model's side).
+memory and the device bank (today's loaders hold every exemplar decoded at the model's side). JPEG's bytes depend on
+the images, so its rows are there only when the shards measured are ImageNet's at 224 px (`--size 224`), from the
+`jpeg_qQ` forms measured; the memory keeps JPEG exemplars decoded (float16 at the model's side), so its sealed
+memory and device bank grow with the exemplars it holds.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from data_pipeline.shards.manifest import load_manifest
 from data_pipeline.shards.reader import read_classes
 from data_pipeline.shards.wds_index import mean_image_bytes
 from exemplars.codecs.base import quantise
+from exemplars.codecs.jpeg import Jpeg, JpegSettings
 from exemplars.codecs.lowres import Lowres, LowresSettings
 from exemplars.codecs.png import Png
 from exemplars.codecs.raw import Raw
@@ -43,27 +48,22 @@ def _codec_form(codec):
     return store
 
 
-def _jpeg(q: int, low=None):
-    """JPEG at quality q of the image (or of `low`'s stored low-resolution pixels, decoded through it)."""
+def _lowres_jpeg(q: int, low: Lowres):
+    """JPEG at quality q of `low`'s stored low-resolution pixels, decoded through it (no codec)."""
     def store(x):
-        kept = low.store(x[None].float().div(255)) if low is not None else None
-        pixels = quantise(kept)[0] if low is not None else x
-        b = encode_jpeg(pixels, quality=q)
-        back = decode_jpeg(b)
-        if low is None:
-            return len(b), back.float()
-        return len(b), low.decode(back[None].float().div(255), x.shape[-1])[0].float().mul(255)
+        b = encode_jpeg(quantise(low.store(x[None].float().div(255)))[0], quality=q)
+        return len(b), low.decode(decode_jpeg(b)[None].float().div(255), x.shape[-1])[0].float().mul(255)
     return store
 
 
 def _forms() -> dict:
     """name -> (uint8 image (C, S, S)) -> (stored bytes, decoded float image in [0, 255])."""
     forms = {"fp16": _codec_form(Raw()), "uint8": lambda x: (x.numel(), x.float()), "png": _codec_form(Png())}
-    forms.update({f"jpeg_q{q}": _jpeg(q) for q in (95, 75, 50, 25)})
+    forms.update({f"jpeg_q{q}": _codec_form(Jpeg(JpegSettings(q))) for q in (95, 75, 50, 25)})
     for f in (2, 4):
         forms.update({f"lowres_{f}": _codec_form(Lowres(LowresSettings(f, "pixels"))),
                       f"lowres_{f}_png": _codec_form(Lowres(LowresSettings(f, "png"))),
-                      f"lowres_{f}_jpeg_q75": _jpeg(75, Lowres(LowresSettings(f, "pixels")))})
+                      f"lowres_{f}_jpeg_q75": _lowres_jpeg(75, Lowres(LowresSettings(f, "pixels")))})
     return forms
 
 
@@ -93,13 +93,16 @@ def measure(shards: str, preset: str, size: int, classes: int, images: int, per_
     return {"shards": str(shards), "encoding": manifest.encoding, "size": size, "classes": len(ids),
             "images_per_class": images, "per_class_budget": per_class,
             "original_bytes_per_image": round(sum(original.values()) / len(original), 1), "forms": out,
-            "imagenet_1k": imagenet_bank(per_class, image_bytes)}
+            "imagenet_1k": imagenet_bank(per_class, image_bytes, jpeg_bytes=None if size != 224 else {
+                name: form["bytes_per_exemplar"] for name, form in out.items() if name.startswith("jpeg_q")})}
 
 
-def imagenet_bank(per_class: int, image_bytes: float, classes: int = 1000, side: int = 224) -> dict:
+def imagenet_bank(per_class: int, image_bytes: float, classes: int = 1000, side: int = 224,
+                  jpeg_bytes: dict[str, float] | None = None) -> dict:
     """The memory at ImageNet-1k for the fixed-size forms, at the bytes of `per_class` original images a class of
     `image_bytes` each: exemplars held, the sealed memory (the stored values, float16) and the device bank (the
-    loaders hold exemplars decoded at the model's side, float16), in GB."""
+    loaders hold exemplars decoded at the model's side, float16), in GB. `jpeg_bytes`: {form: bytes an exemplar
+    costs}, measured at `side`, for JPEG rows (JPEG exemplars are kept decoded: sealed as the device bank)."""
     values = 3 * side * side
     out = {"image_bytes": image_bytes}
     for name, factor in (("raw", 1), ("lowres_2", 2), ("lowres_4", 4)):
@@ -107,6 +110,13 @@ def imagenet_bank(per_class: int, image_bytes: float, classes: int = 1000, side:
         held = per_class if name == "raw" else int(per_class * image_bytes // stored)   # raw counts images
         out[name] = {"per_class": held, "sealed_gb": round(2 * held * classes * stored / 1e9, 2),
                      "device_gb": round(2 * held * classes * values / 1e9, 2)}
+    for name, cost in (jpeg_bytes or {}).items():
+        held = int(per_class * image_bytes // cost)
+        out[name] = {"per_class": held, "bytes_per_exemplar": cost,
+                     "sealed_gb": round(2 * held * classes * values / 1e9, 2),
+                     "device_gb": round(2 * held * classes * values / 1e9, 2)}
+    if jpeg_bytes is None:
+        out["jpeg"] = "measured only from ImageNet shards at --size 224"
     return out
 
 

@@ -3,7 +3,7 @@ trips are what they claim (lossless forms exact, lossy ones close)."""
 import json
 import tarfile
 
-from benchmarks.exemplar_bytes_profile import main, measure
+from benchmarks.exemplar_bytes_profile import imagenet_bank, main, measure
 from data_pipeline.shards.manifest import load_manifest
 from data_pipeline.shards.wds_index import mean_image_bytes
 
@@ -25,6 +25,11 @@ def test_the_forms_cost_what_they_store(digits_shards, capsys):
     assert net["raw"] == {"per_class": 20, "sealed_gb": 6.02, "device_gb": 6.02}     # 20 000 float16 224 px images
     assert net["lowres_2"]["per_class"] == 20 * 110_000 // (3 * 112 * 112)            # 58: stored at 112 px
     assert net["lowres_2"]["sealed_gb"] < net["raw"]["sealed_gb"] < net["lowres_2"]["device_gb"]
+    assert "jpeg_q75" not in net and "224" in net["jpeg"]          # JPEG's bytes are measured, not assumed
+    # JPEG rows from measured bytes: 20 originals of 110 KB hold 110 exemplars of 20 KB, kept decoded (float16)
+    jpeg = imagenet_bank(20, 110_000, jpeg_bytes={"jpeg_q75": 20_000.0})["jpeg_q75"]
+    assert jpeg["per_class"] == 110 and jpeg["sealed_gb"] == jpeg["device_gb"] == round(2 * 110 * 1000 * 3 * 224 ** 2
+                                                                                          / 1e9, 2)
     assert main(["--shards", str(digits_shards), "--classes", "1", "--images", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["classes"] == 1
 
