@@ -18,9 +18,10 @@ Per form: mean bytes per exemplar, exemplars per class at the bytes of `--per-cl
 mean absolute error and PSNR on [0, 1] pixels. Bytes are exact (no timing), so any machine gives the same figures
 for the same shards. `imagenet_1k` gives the arithmetic at ImageNet-1k scale (224 px, 1000 classes, originals of
 `--imagenet-image-bytes`) for `raw` and `lowres` as pixels: exemplars a class at the budget's bytes, the sealed
-memory and the device bank (today's loaders hold every exemplar decoded at the model's side). JPEG's bytes depend on
-the images, so its rows are there only when the shards measured are ImageNet's at 224 px (`--size 224`), from the
-`jpeg_qQ` forms measured; the memory keeps JPEG exemplars decoded (float16 at the model's side), so its sealed
+memory (float16 stored values) and the device bank (what the loaders keep for a stage, ExemplarMemory.packed: `raw`
+as float16 pixels, the 8-bit forms as uint8 at the stored side, unpacked per batch). JPEG's bytes depend on the
+images, so its rows are there only when the shards measured are ImageNet's at 224 px (`--size 224`), from the
+`jpeg_qQ` forms measured; the memory keeps JPEG exemplars decoded (8-bit at the model's side), so its sealed
 memory and device bank grow with the exemplars it holds.
 """
 from __future__ import annotations
@@ -100,21 +101,22 @@ def measure(shards: str, preset: str, size: int, classes: int, images: int, per_
 def imagenet_bank(per_class: int, image_bytes: float, classes: int = 1000, side: int = 224,
                   jpeg_bytes: dict[str, float] | None = None) -> dict:
     """The memory at ImageNet-1k for the fixed-size forms, at the bytes of `per_class` original images a class of
-    `image_bytes` each: exemplars held, the sealed memory (the stored values, float16) and the device bank (the
-    loaders hold exemplars decoded at the model's side, float16), in GB. `jpeg_bytes`: {form: bytes an exemplar
-    costs}, measured at `side`, for JPEG rows (JPEG exemplars are kept decoded: sealed as the device bank)."""
+    `image_bytes` each: exemplars held, the sealed memory (the stored values, float16) and the device bank (what the
+    loaders keep for a stage: `raw` float16 pixels, the 8-bit forms uint8 at their stored side), in GB.
+    `jpeg_bytes`: {form: bytes an exemplar costs}, measured at `side`, for JPEG rows (kept as 8-bit pixels at the
+    model's side)."""
     values = 3 * side * side
     out = {"image_bytes": image_bytes}
     for name, factor in (("raw", 1), ("lowres_2", 2), ("lowres_4", 4)):
         stored = values // (factor * factor)
         held = per_class if name == "raw" else int(per_class * image_bytes // stored)   # raw counts images
         out[name] = {"per_class": held, "sealed_gb": round(2 * held * classes * stored / 1e9, 2),
-                     "device_gb": round(2 * held * classes * values / 1e9, 2)}
+                     "device_gb": round((2 if name == "raw" else 1) * held * classes * stored / 1e9, 2)}
     for name, cost in (jpeg_bytes or {}).items():
         held = int(per_class * image_bytes // cost)
         out[name] = {"per_class": held, "bytes_per_exemplar": cost,
                      "sealed_gb": round(2 * held * classes * values / 1e9, 2),
-                     "device_gb": round(2 * held * classes * values / 1e9, 2)}
+                     "device_gb": round(held * classes * values / 1e9, 2)}
     if jpeg_bytes is None:
         out["jpeg"] = "measured only from ImageNet shards at --size 224"
     return out

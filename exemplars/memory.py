@@ -27,14 +27,15 @@ def quota(per_class: int, budget: int | None, num_seen: int) -> int:
     return per_class
 
 
-def stack_bank(bank: Mapping[int, torch.Tensor], labels, dtype: torch.dtype = torch.float32
+def stack_bank(bank: Mapping[int, torch.Tensor], labels, dtype: torch.dtype | None = torch.float32
                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(images (N,C,H,W) in `dtype`, labels int64) of the given classes of a {label: images} bank, in the
-    order of `labels` (classes not in the bank are skipped); (None, None) when that is no image."""
+    """(images (N,C,H,W) in `dtype` (None: as the bank holds them), labels int64) of the given classes of a
+    {label: images} bank, in the order of `labels` (classes not in the bank are skipped); (None, None) when that is
+    no image."""
     labels = [l for l in labels if l in bank]
     if not labels or not any(len(bank[l]) for l in labels):
         return None, None
-    xs = [bank[l].to(dtype) for l in labels]
+    xs = [bank[l] if dtype is None else bank[l].to(dtype) for l in labels]
     ys = [torch.full((len(bank[l]),), l, dtype=torch.int64) for l in labels]
     return torch.cat(xs), torch.cat(ys)
 
@@ -100,6 +101,17 @@ class ExemplarMemory:
         gives the values at half the bytes of float32 (what the loaders keep on the device)."""
         labels = self.labels() if labels is None else labels
         return stack_bank(self.view(labels), labels, dtype)
+
+    def packed(self, labels=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(exemplars (N,C,h,w) of the given (default: all) classes in the codec's packed form, labels int64): what
+        a loader keeps on the device for a stage, `unpack`ed per batch to the pixels `tensors(labels, STORE_DTYPE)`
+        gives (raw: those pixels; 8-bit forms: uint8 at the stored side, a quarter of `lowres` x1/2's pixels)."""
+        labels = self.labels() if labels is None else labels
+        return stack_bank({l: self.codec.packed(self.bank[l]) for l in labels if l in self.bank}, labels, None)
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        """Pixels (STORE_DTYPE, at the model's side) of a batch of `packed` exemplars, where they are."""
+        return self.codec.unpack(packed, self.side)
 
     def state_dict(self) -> dict:
         return {"bank": {int(k): v for k, v in self.bank.items()}}

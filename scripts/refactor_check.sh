@@ -38,6 +38,9 @@ declare -A RUNS=(
   [icarl_unrolled_adjust]="strategy.name=icarl exemplars.selection=optimised exemplars.adjust_old=true $MN $MN_UNROLLED exemplars.optimised.unrolled.start=previous"
   [lwf_unrolled_snapshot]="exemplars.selection=optimised $MN $MN_UNROLLED exemplars.optimised.unrolled.start=snapshot exemplars.optimised.unrolled.meta_data=phase"
   [lwf_dali]="strategy.name=lwf data.loader=dali"
+  [bic_png]="strategy.name=bic exemplars.codec=png"
+  [lucir_lowres]="strategy.name=lucir exemplars.codec=lowres"
+  [lwf_dali_lowres]="strategy.name=lwf data.loader=dali exemplars.codec=lowres exemplars.lowres.encoding=pixels"
   [lwf_two_ranks]="strategy.name=lwf engine.zero_stage=1 --nproc-per-node 2"
 )
 names=${ONLY:-$(printf '%s\n' "${!RUNS[@]}" | sort)}

@@ -68,7 +68,7 @@ class DaliPhaseBatches:
         self.samples = phase_samples(manifest, split, class_ids)
         self.reader = SampleReader(self.samples)                   # every shard of the phase stays open
         self.labels = _lut(label_of, self.samples.class_id).to(self.device)   # incremental labels (or class ids)
-        self.ex = ExemplarBank(*(exemplars or (None, None)), self.device)
+        self.ex = ExemplarBank.of(exemplars, self.device)
         self.n_real, self.n_ex = len(self.samples), len(self.ex)
         if self.n_real + self.n_ex < plan.dist.world:
             raise ValueError(f"phase has {self.n_real + self.n_ex} training samples for {plan.dist.world} ranks")

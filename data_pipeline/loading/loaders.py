@@ -12,6 +12,7 @@ stage whose real data a strategy's stage narrowed (`Stage.data`) keeps the in-me
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -63,15 +64,17 @@ def resolve_loader(name: str, device: torch.device = torch.device("cpu")) -> str
 
 @dataclass
 class StageData:
-    """Training data of a stage: real images (uint8) and exemplar tensors (float16 as stored, or float), with
-    labels.
+    """Training data of a stage: real images (uint8) and exemplar tensors, with labels.
 
     `real_images` is a uint8 tensor, or the run's lazily decoded PhaseImages (indexing it with a
-    mask or index tensor decodes only the classes selected; `.images` decodes all of it)."""
+    mask or index tensor decodes only the classes selected; `.images` decodes all of it). `ex_images` are pixels
+    (float16 as stored, or float), or, with `ex_unpack`, the memory's packed form (ExemplarMemory.packed), which the
+    loader keeps on the device and unpacks per batch."""
     real_images: object | None
     real_labels: torch.Tensor | None
     ex_images: torch.Tensor | None
     ex_labels: torch.Tensor | None
+    ex_unpack: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return sum(len(t) for t in (self.real_labels, self.ex_labels) if t is not None)
@@ -89,7 +92,7 @@ def train_batches(loader: str, settings: DataSettings, data: StageData, phase_re
     from data_pipeline.loading.phase_images import PhaseImages
 
     plan = replace(plan, exemplar_share=settings.exemplar_share)
-    exemplars = (data.ex_images, data.ex_labels) if data.ex_labels is not None else None
+    exemplars = (data.ex_images, data.ex_labels, data.ex_unpack) if data.ex_labels is not None else None
     if loader == "dali" and data.real_images is not None and data.real_images is phase_real:
         from data_pipeline.loading.dali_batches import DaliPhaseBatches
 

@@ -3,7 +3,8 @@ what it could have had there already, and never indexes a device tensor with hos
 index is a blocking host-to-device copy, a stream synchronisation on a GPU).
 
 * `ExemplarBank`: the stage's exemplar tensors, kept in their stored dtype (float16: 6 GB for the
-  20k exemplars of ImageNet-1k at 224 px) on the device the batches are assembled on, with their labels.
+  20k exemplars of ImageNet-1k at 224 px) or in the memory's packed form (8-bit codecs: uint8 at the stored side,
+  unpacked per batch where it is used) on the device the batches are assembled on, with their labels.
 * `plan_on`: an epoch plan's index tensors on that device, in one copy per epoch.
 On the CPU both are the identity: CPU runs are unchanged, bit for bit.
 
@@ -13,6 +14,8 @@ host allocator, which rounds each block up to a power of two and keeps it: up to
 per rank, ~96 GB per node, over a run.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -65,19 +68,28 @@ def _copy(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 class ExemplarBank:
-    """Exemplar images (stored dtype) and labels of one stage, on `device`."""
+    """Exemplar images (stored dtype, or packed with `unpack` to pixels) and labels of one stage, on `device`."""
 
-    def __init__(self, images: torch.Tensor | None, labels: torch.Tensor | None, device: torch.device):
+    def __init__(self, images: torch.Tensor | None, labels: torch.Tensor | None, device: torch.device,
+                 unpack: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.device = torch.device(device)
         self.labels = _copy(labels if labels is not None else torch.empty(0, dtype=torch.int64), self.device)
         self.images = _copy(images, self.device) if images is not None else None
+        self.unpack = unpack
+
+    @classmethod
+    def of(cls, exemplars: tuple | None, device: torch.device) -> ExemplarBank:
+        """The bank of a loader's `exemplars`: None, (images, labels) or (packed, labels, unpack)."""
+        images, labels, *unpack = exemplars or (None, None)
+        return cls(images, labels, device, *unpack)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Float32 images and labels at `idx` (a tensor on the bank's device)."""
-        return self.images[idx].float(), self.labels[idx]
+        x = self.images[idx]
+        return (x if self.unpack is None else self.unpack(x)).float(), self.labels[idx]
 
 
 def plan_on(plan: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -37,7 +37,7 @@ class PhaseBatches:
         self.device = plan.dist.device
         self.real_images, real_labels = real if real is not None else (None, empty)   # augmented on the host
         self.real_labels = real_labels.to(self.device)
-        self.ex = ExemplarBank(*(exemplars or (None, None)), self.device)
+        self.ex = ExemplarBank.of(exemplars, self.device)
         self.n_real, self.n_ex = len(self.real_labels), len(self.ex)
         self.total = self.n_real + self.n_ex
         if self.total < plan.dist.world:

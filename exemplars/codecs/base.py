@@ -31,7 +31,8 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
 
 
 def as_levels(x8: torch.Tensor) -> torch.Tensor:
-    """The stored tensor of uint8 pixels: their levels k / 255 in STORE_DTYPE (quantise(as_levels(q)) == q)."""
+    """The stored tensor of uint8 pixels: their levels k / 255 in STORE_DTYPE (quantise(as_levels(q)) == q, and
+    as_levels(quantise(s)) == s for such a stored `s`: float16 holds k / 255 within 1/8 of a level)."""
     return x8.to(torch.float32).div_(255).to(STORE_DTYPE)
 
 
@@ -55,11 +56,31 @@ class Codec(Plugin):
         """int64 (n,): the bytes each stored exemplar costs."""
         raise NotImplementedError
 
+    def packed(self, stored: torch.Tensor) -> torch.Tensor:
+        """The form a loader keeps on the device for a stage (the stored tensor; 8-bit forms: uint8, half the bytes),
+        unpacked per batch where it is used (`unpack`)."""
+        return stored
+
+    def unpack(self, packed: torch.Tensor, side: int) -> torch.Tensor:
+        """Pixels (n, C, side, side) of a batch of packed exemplars, on their device: bit for bit what `decode` gives
+        for the stored exemplars they pack."""
+        return self.decode(packed, side)
+
     def describe(self) -> str:
         return self.name
 
     def check(self, side: int) -> None:
         """ValueError naming the setting when the codec cannot store exemplars of this side (checked at start)."""
+
+
+class EightBit(Codec):
+    """A codec whose stored values are 8-bit levels (`as_levels`): packed as those levels, one byte a value."""
+
+    def packed(self, stored: torch.Tensor) -> torch.Tensor:
+        return quantise(stored)
+
+    def unpack(self, packed: torch.Tensor, side: int) -> torch.Tensor:
+        return self.decode(as_levels(packed), side)
 
 
 def codec_from_dict(exemplars: Mapping | None) -> Codec:

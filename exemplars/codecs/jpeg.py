@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from exemplars.codecs.base import Codec, as_levels, quantise, register
+from exemplars.codecs.base import EightBit, as_levels, quantise, register
 
 
 @dataclass
@@ -44,7 +44,7 @@ def jpeg_bytes(x8: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 @register
-class Jpeg(Codec):
+class Jpeg(EightBit):
     name = "jpeg"
     Settings = JpegSettings
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from exemplars.codecs.base import Codec, as_levels, quantise, register
+from exemplars.codecs.base import EightBit, as_levels, quantise, register
 from exemplars.codecs.png import png_bytes
 
 ENCODINGS = ("png", "pixels")
@@ -49,7 +49,7 @@ def upsample(low: torch.Tensor, side: int) -> torch.Tensor:
 
 
 @register
-class Lowres(Codec):
+class Lowres(EightBit):
     name = "lowres"
     Settings = LowresSettings
     parametrises = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from exemplars.codecs.base import Codec, as_levels, quantise, register
+from exemplars.codecs.base import EightBit, as_levels, quantise, register
 
 LEVEL = 6
 
@@ -18,7 +18,7 @@ def png_bytes(x8: torch.Tensor) -> torch.Tensor:
 
 
 @register
-class Png(Codec):
+class Png(EightBit):
     name = "png"
 
     def store(self, images: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,6 @@ from core import faults, seeds, stop
 from data_pipeline.loading.batch_plan import BatchPlan
 from data_pipeline.loading.loaders import resolve_loader, train_batches
 from data_pipeline.shards.wds_index import mean_image_bytes
-from exemplars.memory import STORE_DTYPE
 from exemplars.selections.base import SelectionContext
 from exemplars.update import Collectives, PhaseClasses, update_memory
 from trainer.engine import distributed
@@ -74,10 +73,10 @@ class ModelStage:
         stage narrows it."""
         s, ctx = phase.s, phase.ctx
         if not stage.rehearses:
-            data = StageData(None, None, *s.memory.tensors(ctx.seen_labels, STORE_DTYPE))
+            data = StageData(None, None, *s.memory.packed(ctx.seen_labels), ex_unpack=s.memory.unpack)
         else:
-            ex = s.memory.tensors(ctx.old_labels, STORE_DTYPE) if s.strategy.uses_exemplars else (None, None)
-            data = StageData(phase.real, phase.real_labels, *ex)
+            ex = s.memory.packed(ctx.old_labels) if s.strategy.uses_exemplars else (None, None)
+            data = StageData(phase.real, phase.real_labels, *ex, ex_unpack=s.memory.unpack)
         return stage.data(ctx, data)
 
     def train(self, phase: Phase, k: int, stage: Stage, resume: Resume | None) -> bool:

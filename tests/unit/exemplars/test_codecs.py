@@ -165,6 +165,31 @@ def test_a_fixed_total_in_bytes_shrinks_the_old_classes_as_classes_arrive():
     assert got[0][1]["budget_bytes"] == 2 * 6 * 700 and got[-1][1]["bytes"] <= got[-1][1]["budget_bytes"]
 
 
+@pytest.mark.parametrize("codec", [Raw(), Png(), Jpeg(JpegSettings(quality=75)),
+                                   Lowres(LowresSettings(factor=2, encoding="pixels"))], ids=lambda c: c.name)
+def test_a_loader_keeps_the_packed_memory_and_unpacks_each_batch_to_the_same_pixels(codec):
+    """What the loaders keep on the device for a stage (ExemplarMemory.packed: uint8 at the stored side for the 8-bit
+    forms) unpacks, a batch at a time, to the pixels the decoded memory gives, bit for bit."""
+    from data_pipeline.loading.on_device import ExemplarBank
+    from exemplars.codecs.base import STORE_DTYPE
+
+    memory = ExemplarMemory(codec, side=16)
+    for label in (4, 1, 7):
+        memory.set(label, smooth(5, 16, seed=label))
+    pixels, labels = memory.tensors([1, 4, 7], STORE_DTYPE)
+    packed, packed_labels = memory.packed([1, 4, 7])
+    assert torch.equal(packed_labels, labels)
+    values = 2 if codec.name == "raw" else 1
+    side = 8 if codec.name == "lowres" else 16
+    assert packed.dtype == (torch.float16 if codec.name == "raw" else torch.uint8)
+    assert packed.numel() * packed.element_size() == 15 * 3 * side * side * values    # lowres x1/2: a quarter
+    idx = torch.tensor([14, 0, 3, 3, 9])
+    x, y = ExemplarBank(packed, packed_labels, torch.device("cpu"), memory.unpack).take(idx)
+    x0, y0 = ExemplarBank(pixels, labels, torch.device("cpu")).take(idx)
+    assert x.dtype == torch.float32 and torch.equal(x, x0) and torch.equal(y, y0)
+    assert memory.packed([3]) == (None, None)
+
+
 def test_lowres_stores_a_decoded_exemplar_as_what_it_came_from():
     codec = Lowres(LowresSettings(factor=2))
     stored = codec.store(torch.rand(6, 3, 16, 16))

@@ -22,7 +22,7 @@ phases). BiC replaces the generic balanced fine-tune, so it has none.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -76,8 +76,8 @@ class BiCTrain(Train):
         if split is None:
             return data
         real_val, ex_val = split
-        return StageData(data.real_images[~real_val], data.real_labels[~real_val],
-                         data.ex_images[~ex_val], data.ex_labels[~ex_val])
+        return replace(data, real_images=data.real_images[~real_val], real_labels=data.real_labels[~real_val],
+                       ex_images=data.ex_images[~ex_val], ex_labels=data.ex_labels[~ex_val])
 
 
 class BiasCorrection(Stage):
@@ -93,8 +93,8 @@ class BiasCorrection(Stage):
         if split is None:
             return StageData(None, None, None, None)
         real_val, ex_val = split
-        return StageData(data.real_images[real_val], data.real_labels[real_val],
-                         data.ex_images[ex_val], data.ex_labels[ex_val])
+        return replace(data, real_images=data.real_images[real_val], real_labels=data.real_labels[real_val],
+                       ex_images=data.ex_images[ex_val], ex_labels=data.ex_labels[ex_val])
 
     def spec(self, ctx) -> StageSpec:
         s, gamma = self.bic.settings, self.bic.setup.lr_gamma
