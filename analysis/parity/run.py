@@ -111,11 +111,15 @@ def table(out: Path, protocol: str, methods: list[str]) -> str:
     for method in methods:
         got = {}
         for impl in IMPLEMENTATIONS:
-            dirs = sorted(p for p in (out / protocol / impl).glob(f"{method}_s*") if _done(p))
+            # a mnemo-only variant is set beside the peer's runs of the method it varies
+            runs = METHODS[method].peer_runs if impl in PEERS and METHODS[method].peer_runs else method
+            dirs = sorted(p for p in (out / protocol / impl).glob(f"{runs}_s*")
+                          if p.name[len(runs) + 2:].isdigit() and _done(p))   # icarl_s*: not icarl_softmax_s0
             got[impl] = [summary(d) for d in dirs]
             if got[impl]:
                 s = got[impl]
-                rows.append(f"| {method} | {impl} | {len(s)} | " + " | ".join(
+                name = method if runs == method else f"{runs} (its runs)"
+                rows.append(f"| {name} | {impl} | {len(s)} | " + " | ".join(
                     _ms([r[k] for r in s]) for k in ("A", "last", "base", "F"))
                     + f" | {statistics.mean(r['wall'] for r in s) / 60:.1f} |")
         for one, other, name in DIFFERENCES:

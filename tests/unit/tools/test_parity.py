@@ -26,7 +26,8 @@ def test_the_recipe_is_the_same_schedule_in_both(method):
         (job["batch_size"], job["momentum"], job["weight_decay"])
     m = METHODS[method]
     # FACIL has no balanced fine-tune: only the mnemo-only variants run the product's
-    assert cfg.exemplars.per_class == job["per_class"] and cfg.train.finetune_epochs == (4 if m.mnemo_only else 0)
+    assert cfg.exemplars.per_class == job["per_class"]
+    assert cfg.train.finetune_epochs == (4 if m.mnemo_only and m.peer_runs is None else 0)
     assert cfg.train.grad_clip == 0.0                        # FACIL does not clip (the glyph recipe does)
     assert cfg.train.last_batch == "short"                   # FACIL's loader ends an epoch in a short batch
     even = load_config("configs/glyphs.yaml", recipe.mnemo_overrides(method, seed=2, last_batch="even"))
@@ -112,6 +113,21 @@ def test_the_table_gives_each_peer_variant_its_difference(tmp_path):
     out = table(tmp_path, "one_class", ["lwf"])
     assert "| lwf | facil_join | 2 | 66.50 ± 0.71 |" in out
     assert "| lwf | mnemo − FACIL, tail joined | | +4.00 ± 0.71 |" in out and "mnemo − FACIL |" not in out
+
+
+def test_a_mnemo_variant_sits_beside_the_peers_runs_of_its_method(tmp_path):
+    """icarl_softmax (mnemo only) is set beside FACIL's iCaRL runs, and icarl's rows never take its runs."""
+    for impl, method, a in (("mnemo", "icarl", 10.0), ("mnemo", "icarl_softmax", 70.0), ("facil", "icarl", 66.0)):
+        for seed in range(2):
+            d = tmp_path / "default" / impl / f"{method}_s{seed}"
+            d.mkdir(parents=True)
+            phases = [{"phase": 0, "accuracy": a, "accuracy_base": a, "wall_s": 60.0}]
+            (d / "metrics.json").write_text(json.dumps({"status": "complete", "average_accuracy": a + seed,
+                                                        "forgetting": 5.0, "phases": phases}))
+    out = table(tmp_path, "default", ["icarl", "icarl_softmax"])
+    assert "| icarl | mnemo | 2 | 10.50 ± 0.71 |" in out and "| icarl_softmax | mnemo | 2 | 70.50 ± 0.71 |" in out
+    assert "| icarl (its runs) | facil | 2 | 66.50 ± 0.71 |" in out
+    assert "| icarl_softmax | mnemo − FACIL | | +4.00 ± 0.71 |" in out and "| icarl | mnemo − FACIL | | -56.00" in out
 
 
 def test_a_peer_runs_only_the_methods_it_has(tmp_path):
