@@ -60,6 +60,25 @@ def test_the_exemplar_bank_travels_through_two_reused_pinned_buffers_and_pins_no
     assert pinned is None or pinned <= 4 * on_device.STAGE_BYTES
 
 
+def test_a_packed_memory_unpacks_on_the_gpu_to_the_pixels_the_host_decodes():
+    """The loaders keep an 8-bit memory packed on the device (uint8 at its stored side) and unpack each batch there:
+    png's levels exactly, lowres x1/2's bilinear decode within float16 rounding of the host's."""
+    from data_pipeline.loading.on_device import ExemplarBank
+    from exemplars.codecs.base import STORE_DTYPE
+    from exemplars.codecs.lowres import Lowres, LowresSettings
+    from exemplars.codecs.png import Png
+    from exemplars.memory import ExemplarMemory
+
+    for codec, tol in ((Png(), 0.0), (Lowres(LowresSettings(factor=2, encoding="pixels")), 1e-3)):
+        memory = ExemplarMemory(codec, side=224)
+        memory.set(0, torch.rand(64, 3, 224, 224))
+        packed, labels = memory.packed([0])
+        host, _ = memory.tensors([0], STORE_DTYPE)
+        idx = torch.arange(0, 64, 3, device="cuda")
+        x, _ = ExemplarBank(packed, labels, torch.device("cuda"), memory.unpack).take(idx)
+        assert packed.dtype == torch.uint8 and (x.cpu() - host[idx.cpu()].float()).abs().max() <= tol
+
+
 def test_cudnn_benchmark_is_on_only_while_an_engine_trains():
     from trainer.engine import distributed
     from trainer.engine.deepspeed_engine import Engine, EngineSettings
