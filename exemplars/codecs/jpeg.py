@@ -5,9 +5,10 @@ The memory holds the decode of the exemplar's file, exactly. Its cost must be a 
 (nothing beside the bank is kept, sent between ranks or sealed), so `nbytes` encodes the stored pixels again at the
 same quality: a second-generation file, whose size is within 1 % of the first's (measured on glyphs at 16 and 32 px
 and on smooth colour images, quality 25-95: mean ratio 0.998-1.000, extremes 0.989 and 1.010; uniform noise, no
-exemplar's content, to 0.965) and which decodes to within a generation's drift of the stored pixels (about a third of the first round trip's error). Repeating the
-round trip until the pixels stop changing would make the two files one, but at high quality the generations drift
-four times as far from the exemplar as one round trip (0.043 against 0.011 a value at quality 90), so it is not done.
+exemplar's content, to 0.965) and which decodes to within a generation's drift of the stored pixels (about a third
+of the first round trip's error). Repeating the round trip until the pixels stop changing would make the two files
+one, but at high quality the generations drift four times as far from the exemplar as one round trip (0.043 against
+0.011 a value at quality 90), so it is not done.
 
 The lever this codec is for is ImageNet's: photos at the training side (224 px) as JPEG against originals of
 about 110 KB (Wang et al., *Memory Replay with Data Compression*, ICLR 2022). On glyphs (flat images, sharp strokes,
