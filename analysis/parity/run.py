@@ -118,7 +118,7 @@ def table(out: Path, protocol: str, methods: list[str]) -> str:
             got[impl] = [summary(d) for d in dirs]
             if got[impl]:
                 s = got[impl]
-                name = method if runs == method else f"{runs} (its runs)"
+                name = method if runs == method else f"{method} (the peer's {runs})"
                 rows.append(f"| {name} | {impl} | {len(s)} | " + " | ".join(
                     _ms([r[k] for r in s]) for k in ("A", "last", "base", "F"))
                     + f" | {statistics.mean(r['wall'] for r in s) / 60:.1f} |")

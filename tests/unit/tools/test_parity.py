@@ -126,7 +126,7 @@ def test_a_mnemo_variant_sits_beside_the_peers_runs_of_its_method(tmp_path):
                                                         "forgetting": 5.0, "phases": phases}))
     out = table(tmp_path, "default", ["icarl", "icarl_softmax"])
     assert "| icarl | mnemo | 2 | 10.50 ± 0.71 |" in out and "| icarl_softmax | mnemo | 2 | 70.50 ± 0.71 |" in out
-    assert "| icarl (its runs) | facil | 2 | 66.50 ± 0.71 |" in out
+    assert "| icarl_softmax (the peer's icarl) | facil | 2 | 66.50 ± 0.71 |" in out
     assert "| icarl_softmax | mnemo − FACIL | | +4.00 ± 0.71 |" in out and "| icarl | mnemo − FACIL | | -56.00" in out
 
 
