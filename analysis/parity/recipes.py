@@ -52,6 +52,12 @@ METHODS = {
                   notes="stage 2: both the authors' code's (rate 0.1, momentum 0.9, 200 epochs, 0.1·β²/2); the "
                         "validation exemplars: FACIL keeps 2 per class apart from the memory from the phase the class "
                         "arrived, mnemo holds out 2 of the 20 stored ones in each phase"),
+    # FACIL's form of the bias stage's split, per_class less its set-apart images: 18 stored + 2 set apart, as FACIL
+    "bic_arrival": Method(("strategy.name=bic", "strategy.bic.validation=arrival", "strategy.bic.arrival_per_class=2",
+                           "exemplars.per_class=18"), "bic", mnemo_only=True, peer_runs="bic",
+                          notes="mnemo's BiC with FACIL's validation split: 2 images a class set apart when it "
+                                "arrives, never trained on, 18 stored exemplars a class: which part of the BiC "
+                                "difference the split is"),
     "lucir": Method(("strategy.name=lucir", "strategy.lucir.cbf_epochs=0"), "lucir",
                     notes="LUCIR's class-balanced fine-tune off in mnemo: FACIL has none. K hard negatives: 2, or "
                           "the phase's new classes where fewer (mnemo takes min(K, new) itself; FACIL's topk fails)"),

@@ -28,6 +28,8 @@ CASES = {
     "lwf-sigmoid-random": ["strategy.name=lwf", "strategy.lwf.loss=sigmoid", "exemplars.selection=random"],
     "icarl-herding": ["strategy.name=icarl", "exemplars.selection=herding"],
     "bic-random": ["strategy.name=bic", "exemplars.selection=random", "strategy.bic.val_fraction=0.25"],
+    "bic-arrival-herding": ["strategy.name=bic", "exemplars.selection=herding", "strategy.bic.validation=arrival",
+                            "strategy.bic.arrival_per_class=1"],
     "lucir-mnemonics-wt": ["strategy.name=lucir", "train.weight_transfer=true", *MNEMONICS],
     "lwf-optimised": ["strategy.name=lwf", *OPTIMISED],
     "lwm-exemplar-free": ["strategy.name=lwm", "exemplars.per_class=0"],

@@ -26,7 +26,9 @@ def test_the_recipe_is_the_same_schedule_in_both(method):
         (job["batch_size"], job["momentum"], job["weight_decay"])
     m = METHODS[method]
     # FACIL has no balanced fine-tune: only the mnemo-only variants run the product's
-    assert cfg.exemplars.per_class == job["per_class"]
+    apart = cfg.strategy.bic.arrival_per_class if (cfg.strategy.name, cfg.strategy.bic.validation) == \
+        ("bic", "arrival") else 0                             # BiC's set-apart images count in the memory's images
+    assert cfg.exemplars.per_class + apart == job["per_class"]
     assert cfg.train.finetune_epochs == (4 if m.mnemo_only and m.peer_runs is None else 0)
     assert cfg.train.grad_clip == 0.0                        # FACIL does not clip (the glyph recipe does)
     assert cfg.train.last_batch == "short"                   # FACIL's loader ends an epoch in a short batch

@@ -4,6 +4,7 @@ import pytest
 import torch
 from strategy_kit import PLAN, batch, fill_memory, perturb, stage_of, start
 
+from core.errors import UserError
 from exemplars.memory import ExemplarMemory
 from trainer.engine import distributed
 from trainer.engine.deepspeed_engine import Engine
@@ -98,3 +99,56 @@ def test_bias_stage_follows_the_authors_schedule_and_penalises_beta():
         at[beta] = out["loss"] - out["ce"]
     assert at[0.0].item() == 0.0 and at[2.0].item() == pytest.approx(strategy.settings.beta_l2 * 2.0 ** 2 / 2)
     assert stored_defaults()["strategy"]["bic"]["beta_l2"] == 0.0
+
+
+def _uint8_rows(t: torch.Tensor) -> set:
+    return {bytes(x.flatten().tolist()) for x in t}
+
+
+def test_arrival_validation_is_set_apart_when_a_class_arrives_and_never_trained_on():
+    """FACIL's form: each class's set-apart images are drawn in the phase it arrives (phase 0 too), left out of
+    that phase's training, kept beside the memory, and are the old classes' part of every later bias stage;
+    the training stage rehearses every stored exemplar. A resumed strategy (its state reloaded) gives the same."""
+    arrival = ("strategy.bic.validation=arrival", "strategy.bic.arrival_per_class=2")
+    strategy, model, ctx0 = start("bic", 0, *arrival, memory=ExemplarMemory())
+    data0 = _phase_data(ctx0)
+    train0 = stage_of(strategy, ctx0, "train").data(ctx0, data0)
+    assert "bias" not in {s.name for s in strategy.stages(ctx0)}
+    for c in ctx0.new_labels:
+        assert int((train0.real_labels == c).sum()) == 10 - 2
+    held0 = _uint8_rows(data0.real_images) - _uint8_rows(train0.real_images)
+    assert len(held0) == 2 * len(ctx0.new_labels)
+
+    fill_memory(ctx0.memory, ctx0.new_labels, per_class=10)
+    strategy.after_phase(ctx0)
+    ctx1 = type(ctx0)(1, ctx0.plan, model, ctx0.device, ctx0.memory)
+    strategy.before_phase(ctx1)
+    data1 = _phase_data(ctx1, seed=1)
+    train1 = stage_of(strategy, ctx1, "train").data(ctx1, data1)
+    assert torch.equal(train1.ex_labels, data1.ex_labels)           # every stored exemplar trains
+    val = stage_of(strategy, ctx1, "bias").data(ctx1, data1)
+    assert val.ex_labels is None and val.real_images.dtype == torch.uint8
+    for c in ctx1.seen_labels:
+        assert int((val.real_labels == c).sum()) == 2
+    old = val.real_images[torch.isin(val.real_labels, torch.tensor(ctx1.old_labels))]
+    assert _uint8_rows(old) == held0                                  # phase 0's set-apart images
+    new = val.real_images[torch.isin(val.real_labels, torch.tensor(ctx1.new_labels))]
+    assert not _uint8_rows(new) & _uint8_rows(train1.real_images)     # never in this phase's training
+
+    sd = strategy.state_dict()                                        # a resume: a fresh strategy, its state reloaded
+    again, _, ctx_again = start("bic", 1, *arrival, memory=ctx1.memory)
+    again.load_state_dict(sd)
+    val_again = stage_of(again, ctx_again, "bias").data(ctx_again, data1)
+    assert torch.equal(val_again.real_images, val.real_images) and torch.equal(val_again.real_labels, val.real_labels)
+
+
+def test_arrival_validation_names_what_it_lacks():
+    with pytest.raises(UserError, match="strategy.bic': validation must be one of memory, arrival, got 'held'"):
+        start("bic", 0, "strategy.bic.validation=held")
+    strategy, _, ctx = start("bic", 0, "strategy.bic.validation=arrival", "strategy.bic.arrival_per_class=10",
+                             memory=ExemplarMemory())
+    with pytest.raises(ValueError, match="arrival_per_class=10 leaves class .* no training image"):
+        stage_of(strategy, ctx, "train").data(ctx, _phase_data(ctx))
+    lwf_like, _, ctx1 = start("bic", 1, "strategy.bic.validation=arrival", memory=ExemplarMemory())
+    with pytest.raises(RuntimeError, match="holds no set-apart images of classes"):
+        stage_of(lwf_like, ctx1, "bias").data(ctx1, _phase_data(ctx1))

@@ -8,8 +8,16 @@ Stage "train" (phase i > 0): L = λ·L_d + (1-λ)·L_c with λ = |old| / |seen| 
 all seen classes, L_d the distillation of the old classes' logits against the (bias-corrected) previous
 model at temperature T = strategy.bic.kd_temperature (Eq. 3, no T² factor, as in the paper; computed as a
 KL, i.e. minus the teacher entropy, same gradient). A class-balanced validation split is held out of the
-stage's data: k = round(val_fraction · m) exemplars of every old class (m: exemplars per old class, at
-least 1, leaving at least 1 for training) and k images of every new class.
+stage's data. Where it comes from is `strategy.bic.validation`:
+- `memory` (default; PyCIL's form): drawn afresh in each phase i > 0, k = round(val_fraction · m) of every old
+  class's m stored exemplars (at least 1, leaving at least 1 for training) and k images of every new class. The
+  old classes' held-out exemplars were trained on when their class was new.
+- `arrival` (FACIL's form, the split of the BiC paper's Fig. 2 kept across phases): `arrival_per_class` images of
+  every class are set apart in the phase it arrives (phase 0 too), never trained on, and kept by the strategy
+  beside the memory for every later bias stage; the training stage rehearses every stored exemplar. The set costs
+  that many images a class on top of the memory: to hold M images a class in all, as FACIL's BiC does, set
+  exemplars.per_class to M - arrival_per_class. The memory is still selected from all of D_i, so it may hold a
+  held-out image (about one chance in n/m per image, n images of the class).
 
 Stage "bias" (phase i > 0, before the exemplar update): only the newest layer's alpha and beta train
 (everything else frozen, BatchNorm statistics included), with CE of the corrected logits on the held-out
@@ -50,10 +58,20 @@ class BiCSettings:
     bias_lr: float = 0.1                 # the authors' code: the model's starting rate, held constant
     bias_lr_milestones: list[int] = field(default_factory=list)
     beta_l2: float = 0.1                 # the authors' code: + beta_l2·β²/2 on the newest layer's β
+    validation: str = "memory"           # the bias stage's split: "memory" (drawn from the stored exemplars each
+    #                                      phase) | "arrival" (set apart when a class arrives, kept; module doc)
+    arrival_per_class: int = 2           # "arrival": images of each class set apart (FACIL: ceil(0.1 · 20))
 
     def __post_init__(self):
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.validation not in VALIDATION:
+            raise ValueError(f"validation must be one of {', '.join(VALIDATION)}, got {self.validation!r}")
+        if self.arrival_per_class < 1:
+            raise ValueError(f"arrival_per_class must be at least 1, got {self.arrival_per_class}")
+
+
+VALIDATION = ("memory", "arrival")
 
 
 def balanced_holdout(labels: torch.Tensor, classes: list[int], k: int, g: torch.Generator) -> torch.Tensor:
@@ -76,8 +94,10 @@ class BiCTrain(Train):
         if split is None:
             return data
         real_val, ex_val = split
-        return replace(data, real_images=data.real_images[~real_val], real_labels=data.real_labels[~real_val],
-                       ex_images=data.ex_images[~ex_val], ex_labels=data.ex_labels[~ex_val])
+        data = replace(data, real_images=data.real_images[~real_val], real_labels=data.real_labels[~real_val])
+        if ex_val is None:
+            return data
+        return replace(data, ex_images=data.ex_images[~ex_val], ex_labels=data.ex_labels[~ex_val])
 
 
 class BiasCorrection(Stage):
@@ -89,6 +109,9 @@ class BiasCorrection(Stage):
         self._saved = None
 
     def data(self, ctx, data: StageData) -> StageData:
+        if self.bic.settings.validation == "arrival":
+            self.bic.holdout(ctx, data)               # the new classes' set (kept already when resumed after "train")
+            return self.bic.arrival_set(ctx.seen_labels)
         split = self.bic.holdout(ctx, data)
         if split is None:
             return StageData(None, None, None, None)
@@ -131,7 +154,8 @@ class BiC(Strategy):
 
     def __init__(self, settings=None, setup=None):
         super().__init__(settings, setup)
-        self._split: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._split: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._arrival: dict[int, torch.Tensor] = {}      # "arrival": label -> its held-out images (uint8, CPU)
 
     def build_model(self):
         net = super().build_model()
@@ -156,9 +180,12 @@ class BiC(Strategy):
         stages = [BiCTrain(self), BiasCorrection(self)]
         return stages + [Exemplars()] if self.uses_exemplars else stages
 
-    def holdout(self, ctx, data: StageData) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def holdout(self, ctx, data: StageData) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """(real mask, exemplar mask) of the phase's class-balanced validation split, drawn once per
-        phase (a resumed phase draws the same); None in phase 0 or without old exemplars."""
+        phase (a resumed phase draws the same); None in phase 0 or without old exemplars. "arrival": the real
+        mask of the new classes' set-apart images (every phase), no exemplar mask, and those images kept."""
+        if self.settings.validation == "arrival":
+            return self._arrive(ctx, data)
         if ctx.phase == 0 or data.ex_labels is None or data.real_labels is None:
             return None
         if self._split is None:
@@ -171,6 +198,42 @@ class BiC(Strategy):
             self._split = (balanced_holdout(data.real_labels, ctx.new_labels, k, g),
                            balanced_holdout(data.ex_labels, ctx.old_labels, k, g))
         return self._split
+
+    def _arrive(self, ctx, data: StageData) -> tuple[torch.Tensor, None] | None:
+        if data.real_labels is None:
+            return None
+        if self._split is None:
+            k = self.settings.arrival_per_class
+            for c in ctx.new_labels:
+                n = int((data.real_labels == c).sum())
+                if n <= k:
+                    raise ValueError(f"strategy.bic.arrival_per_class={k} leaves class {c} (of phase {ctx.phase}) "
+                                     f"no training image: it has {n}; lower it")
+            mask = balanced_holdout(data.real_labels, ctx.new_labels, k,
+                                    seeds.generator("bic_holdout", self.setup.seed, ctx.phase))
+            images, labels = data.real_images[mask], data.real_labels[mask]
+            for c in ctx.new_labels:                  # the same images again on a resume: a set, by label
+                self._arrival[c] = images[labels == c].to("cpu", copy=True)
+            self._split = (mask, None)
+        return self._split
+
+    def arrival_set(self, labels: list[int]) -> StageData:
+        """The set-apart images of `labels` ("arrival"), as a stage's real data."""
+        missing = [c for c in labels if c not in self._arrival]
+        if missing:
+            raise RuntimeError(f"BiC holds no set-apart images of classes {missing}: a run that kept its validation "
+                               "in the memory cannot continue with strategy.bic.validation=arrival")
+        images = torch.cat([self._arrival[c] for c in labels])
+        ys = torch.tensor(labels).repeat_interleave(torch.tensor([len(self._arrival[c]) for c in labels]))
+        return StageData(images, ys, None, None)
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        return {**sd, "bic_arrival": dict(self._arrival)} if self.settings.validation == "arrival" else sd
+
+    def load_state_dict(self, sd: dict) -> None:
+        super().load_state_dict(sd)
+        self._arrival = dict(sd.get("bic_arrival", {}))
 
     def loss(self, model, batch: Batch, stage: Stage) -> dict[str, torch.Tensor]:
         logits = model(batch.x)[:, : self.num_seen]
