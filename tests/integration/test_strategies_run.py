@@ -65,6 +65,12 @@ def test_strategy_end_to_end(case, tmp_path, digits_shards, one_thread, caplog):
         again = json.loads((run / "metrics.json").read_text())
         strip = lambda p: {k: v for k, v in p.items() if k not in ("wall_s", "timings")}  # noqa: E731
         assert [strip(p) for p in again["phases"]] == [strip(p) for p in m["phases"]]
+        if "arrival" in case:            # a run from its phase 0 (train.base_from) sets the same images apart
+            based = tmp_path / "based"
+            assert main(["train", "--config", "configs/glyphs.yaml", "--run-dir", str(based),
+                         f"data.shards={digits_shards}", *TINY, *CASES[case], f"train.base_from={run}"]) == 0
+            from_base = json.loads((based / "metrics.json").read_text())
+            assert [strip(p) for p in from_base["phases"]] == [strip(p) for p in m["phases"]]
     if case.startswith("lucir"):
         assert "balanced_finetune" in stages
         assert any(e.get("selection") == "mnemonics" and e.get("adjusted") for e in events if e["event"] == "exemplars")

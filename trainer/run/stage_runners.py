@@ -62,6 +62,7 @@ class ModelStage:
         s = phase.s
         if phase.index == 0 and s.base is not None and stage.main:
             base_from.load_into(s.model, s.base)             # phase-0 training is shared with the base run
+            self.data(phase, stage)              # the stage's own split of D_0 is drawn as in training (BiC's)
             log.info("phase 0: reusing the trained model of %s (train.base_from)", s.base)
             s.events.write(event="base_from", run=str(s.base))
             return True
