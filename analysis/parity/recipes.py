@@ -68,6 +68,14 @@ METHODS = {
     "lwm": Method(("strategy.name=lwm",), "lwm", ("--beta", "2", "--gamma", "4"), incremental_lr=0.01,
                   notes="β 2, γ 4 (mnemo's defaults); incremental phases at the paper's 0.01; L_D: the paper's "
                         "sigmoid distillation in mnemo, a softmax one at τ = 2 in FACIL"),
+    # FACIL's LwM computes no gradient through its attention term, so what it trains on is CE + β·KD(τ = 2):
+    # mnemo's LwF at λ = 2/3, λ·CE + (1 - λ)·τ²·KD, is (2/3)·(CE + 2·KD), and at 1.5x LwM's 0.01 it takes FACIL's
+    # LwM steps (weight decay aside)
+    "lwm_facil_loss": Method(("strategy.name=lwf", "train.kd_lambda=0.6666667"), "lwm", incremental_lr=0.015,
+                             mnemo_only=True, peer_runs="lwm",
+                             notes="FACIL's LwM objective (CE + 2·KD at τ 2; its L_AD has no gradient) run by mnemo, "
+                                   "as its LwF at λ 2/3 and rate 0.015: which part of the LwM difference is the "
+                                   "paper's L_D and L_AD against FACIL's"),
     # the product's runs of LwF and LwM end each phase in the mnemonics paper's balanced fine-tune (Algorithm 1,
     # step 18), the glyph recipe's 4 epochs at 0.01; the matched recipe turns it off (FACIL has none)
     "lwf_ft": Method(("strategy.name=lwf", "train.finetune_epochs=4"), "lwf", mnemo_only=True,
