@@ -147,7 +147,7 @@ def test_arrival_validation_names_what_it_lacks():
         start("bic", 0, "strategy.bic.validation=held")
     strategy, _, ctx = start("bic", 0, "strategy.bic.validation=arrival", "strategy.bic.arrival_per_class=10",
                              memory=ExemplarMemory())
-    with pytest.raises(ValueError, match="arrival_per_class=10 leaves class .* no training image"):
+    with pytest.raises(UserError, match="arrival_per_class=10 leaves class .* no training image"):
         stage_of(strategy, ctx, "train").data(ctx, _phase_data(ctx))
     lwf_like, _, ctx1 = start("bic", 1, "strategy.bic.validation=arrival", memory=ExemplarMemory())
     with pytest.raises(RuntimeError, match="holds no set-apart images of classes"):

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from core import seeds
+from core.errors import UserError
 from trainer.methods.losses import kd_kl
 from trainer.methods.models.heads import BiasCorrectedHead, LinearHead
 from trainer.methods.schedule import step_lr
@@ -207,7 +208,7 @@ class BiC(Strategy):
             for c in ctx.new_labels:
                 n = int((data.real_labels == c).sum())
                 if n <= k:
-                    raise ValueError(f"strategy.bic.arrival_per_class={k} leaves class {c} (of phase {ctx.phase}) "
+                    raise UserError(f"strategy.bic.arrival_per_class={k} leaves class {c} (of phase {ctx.phase}) "
                                      f"no training image: it has {n}; lower it")
             mask = balanced_holdout(data.real_labels, ctx.new_labels, k,
                                     seeds.generator("bic_holdout", self.setup.seed, ctx.phase))
