@@ -110,8 +110,7 @@ class BiasCorrection(Stage):
         self._saved = None
 
     def data(self, ctx, data: StageData) -> StageData:
-        if self.bic.settings.validation == "arrival":
-            self.bic.holdout(ctx, data)               # the new classes' set (kept already when resumed after "train")
+        if self.bic.settings.validation == "arrival":     # drawn by "train", whose checkpoints keep it for a resume
             return self.bic.arrival_set(ctx.seen_labels)
         split = self.bic.holdout(ctx, data)
         if split is None:
