@@ -56,20 +56,24 @@ def _lut(label_of: dict[int, int] | None, class_ids: np.ndarray) -> torch.Tensor
 class DaliPhaseBatches:
     """One stage's batches; the DALI pipeline is built at the first epoch and serves every epoch of the
     stage (`close()` releases it). Reads run ahead of the steps on `threads` threads."""
+    loader = "dali"
 
     def __init__(self, manifest: Manifest, class_ids, plan: BatchPlan, out: LoaderOutput,
                  exemplars: tuple[torch.Tensor, torch.Tensor] | None = None, label_of: dict[int, int] | None = None,
-                 split: str = "train"):
+                 split: str = "train", index: torch.Tensor | None = None):
         """`plan.dist.device`: where batches come out (a GPU decodes there, with nvJPEG); `exemplars`: (pixels,
-        labels) kept there for the stage; `label_of`: incremental label of each class id (default: the ids)."""
+        labels) kept there for the stage; `label_of`: incremental label of each class id (default: the ids);
+        `index`: the stage's real samples, as positions in the classes' (class id, key) order (default: all)."""
         from data_pipeline.loading.dali_pipeline import PipeSpec
 
         self.device = plan.dist.device
         self.samples = phase_samples(manifest, split, class_ids)
         self.reader = SampleReader(self.samples)                   # every shard of the phase stays open
-        self.labels = _lut(label_of, self.samples.class_id).to(self.device)   # incremental labels (or class ids)
+        self.index = torch.arange(len(self.samples)) if index is None else torch.as_tensor(index, dtype=torch.int64)
+        # incremental labels (or class ids) of the stage's real samples, by their position in the stage
+        self.labels = _lut(label_of, self.samples.class_id)[self.index].to(self.device)
         self.ex = ExemplarBank.of(exemplars, self.device)
-        self.n_real, self.n_ex = len(self.samples), len(self.ex)
+        self.n_real, self.n_ex = len(self.index), len(self.ex)
         if self.n_real + self.n_ex < plan.dist.world:
             raise ValueError(f"phase has {self.n_real + self.n_ex} training samples for {plan.dist.world} ranks")
         self.batch_plan, self.preset = plan, out.preset
@@ -77,7 +81,7 @@ class DaliPhaseBatches:
                              threads=out.threads, device_id=device_id(self.device))
         self.read_threads = self.reader.threads(min(MAX_READ_THREADS, out.threads))
         # image sizes from the headers (random-resized-crop windows need them), read once per sample
-        self.sizes = np.full((self.n_real, 2), -1, dtype=np.int64) if out.preset == "imagenet" else None
+        self.sizes = np.full((len(self.samples), 2), -1, dtype=np.int64) if out.preset == "imagenet" else None
         self._pipe = None
         self._feed: Iterator | None = None
         self.pipelines_built = 0
@@ -103,9 +107,11 @@ class DaliPhaseBatches:
         return self.batch_plan.epoch(self.n_real, self.n_ex, epoch)
 
     def _read(self, idx: torch.Tensor) -> list[np.ndarray]:
-        encoded = self.reader.read_many(idx.tolist())
+        """The encoded images of the stage's real samples `idx` (and their sizes, read once)."""
+        pos = self.index[idx].tolist()
+        encoded = self.reader.read_many(pos)
         if self.sizes is not None:
-            for i, data in zip(idx.tolist(), encoded):
+            for i, data in zip(pos, encoded):
                 if self.sizes[i, 0] < 0:
                     self.sizes[i] = image_size_of(data, f"{self.samples.paths[self.samples.shard[i]]}:"
                                                         f"{self.samples.keys[i]}")
@@ -115,7 +121,7 @@ class DaliPhaseBatches:
         """The pipeline's input for each step with real images: (encoded, *draws), read ahead."""
         rng = np.random.default_rng(seeds.seed_of("dali_draws", self.batch_plan.seed, epoch, self.batch_plan.dist.rank))
         for idx, encoded in zip(real_steps, prefetched(self._read, real_steps, self.read_threads)):
-            sizes = self.sizes[idx.numpy()] if self.sizes is not None else None
+            sizes = self.sizes[self.index[idx].numpy()] if self.sizes is not None else None
             yield (encoded, *train_draws(rng, self.preset, sizes, len(idx)))
 
     def _next_input(self):

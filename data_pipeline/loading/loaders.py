@@ -6,8 +6,9 @@
 
 Both loaders follow the same epoch plan (batch_plan.py), so the choice changes decode/augment speed
 and the random augmentation draws, not which samples meet in which batch. The DALI loader reads real
-images from the shards only when a stage trains on the phase's real data as the driver built it; a
-stage whose real data a strategy's stage narrowed (`Stage.data`) keeps the in-memory loader.
+images from the shards when a stage trains on the phase's real data as the driver built it, or on samples of
+it that a strategy's stage chose without decoding them (`Stage.data` with phase_images.narrowed: BiC's
+held-out split); real data a stage built otherwise (decoded tensors) keeps the in-memory loader.
 """
 from __future__ import annotations
 
@@ -66,8 +67,9 @@ def resolve_loader(name: str, device: torch.device = torch.device("cpu")) -> str
 class StageData:
     """Training data of a stage: real images (uint8) and exemplar tensors, with labels.
 
-    `real_images` is a uint8 tensor, or the run's lazily decoded PhaseImages (indexing it with a
-    mask or index tensor decodes only the classes selected; `.images` decodes all of it). `ex_images` are pixels
+    `real_images` is a uint8 tensor, the run's lazily decoded PhaseImages (indexing it with a mask or index
+    tensor decodes only the classes selected; `.images` decodes all of it), or a LazyImages of some of its
+    samples (phase_images.narrowed: nothing decoded until a loader needs it). `ex_images` are pixels
     (float16 as stored, or float), or, with `ex_unpack`, the memory's packed form (ExemplarMemory.packed), which the
     loader keeps on the device and unpacks per batch."""
     real_images: object | None
@@ -85,23 +87,35 @@ def train_batches(loader: str, settings: DataSettings, data: StageData, phase_re
     """The batches of one training stage: an object with `steps_per_epoch` and `epoch(e)`.
 
     `loader`: resolve_loader's answer; `phase_real`: the phase's real data as the run read it (a lazily
-    decoded PhaseImages). The DALI loader is used when `data.real_images` is exactly that set, which then
-    is never decoded in memory; exemplar-only stages (balanced fine-tune) need no decoding and keep
-    PhaseBatches. Either keeps the exemplars on the plan's device for the stage; call `close()` after it."""
+    decoded PhaseImages). The DALI loader is used when `data.real_images` is that set or a LazyImages of its
+    samples, which then are never decoded in memory; exemplar-only stages (balanced fine-tune) need no decoding
+    and keep PhaseBatches. Either keeps the exemplars on the plan's device for the stage; call `close()` after it."""
     from data_pipeline.loading.phase_batches import PhaseBatches
-    from data_pipeline.loading.phase_images import PhaseImages
+    from data_pipeline.loading.phase_images import in_memory
 
     plan = replace(plan, exemplar_share=settings.exemplar_share)
     exemplars = (data.ex_images, data.ex_labels, data.ex_unpack) if data.ex_labels is not None else None
-    if loader == "dali" and data.real_images is not None and data.real_images is phase_real:
+    streams, index = streamed(data.real_images, phase_real)
+    if loader == "dali" and streams:
         from data_pipeline.loading.dali_batches import DaliPhaseBatches
 
         class_ids = sorted(set(phase_real.class_ids.tolist()))
         return DaliPhaseBatches(manifest, class_ids, plan, output(settings, "channels_last"),   # the model's layout
-                                exemplars, label_of=label_of)                                  # (models/net.py)
-    real_images = data.real_images.images if isinstance(data.real_images, PhaseImages) else data.real_images
-    real = (real_images, data.real_labels) if data.real_labels is not None else None
+                                exemplars, label_of=label_of, index=index)                     # (models/net.py)
+    real = (in_memory(data.real_images), data.real_labels) if data.real_labels is not None else None
     return PhaseBatches(real, exemplars, plan, output(settings))
+
+
+def streamed(real_images, phase_real) -> tuple[bool, torch.Tensor | None]:
+    """(whether a stage's `real_images` can be read from the shards of `phase_real`, the phase's real data as the
+    run read it; the positions of its samples in that set, None: all of them)."""
+    from data_pipeline.loading.phase_images import LazyImages
+
+    if real_images is not None and real_images is phase_real:
+        return True, None
+    if isinstance(real_images, LazyImages) and real_images.source is phase_real and real_images.view is None:
+        return True, real_images.index
+    return False, None
 
 
 def output(settings: DataSettings, layout: str = "NCHW") -> LoaderOutput:

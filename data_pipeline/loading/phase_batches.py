@@ -30,6 +30,7 @@ class PhaseBatches:
     """`real`: (uint8 images decoded on the host, labels) or None; `exemplars`: (pixels, labels) or None, kept on
     the plan's device for the stage. Batches come out float32 in [0, 1] (NCHW), on that device; `out` gives the preset's
     augmentation and the side."""
+    loader = "torch"                 # which loader made a stage's batches (its "stage" event says)
 
     def __init__(self, real: Pair | None, exemplars: Pair | None, plan: BatchPlan, out: LoaderOutput,
                  augment: bool = True):

@@ -13,7 +13,9 @@ Images are decoded only for the classes a caller touches:
 * `part(ids, rank, world)`: a rank's share of each class (every world-th sample), decoded alone
   (evaluation: no rank decodes another rank's images);
 * `lazy(ids)`: the classes' images as a LazyImages, decoded sample by sample when a consumer takes
-  them (exemplar selection: a random subset and a few real batches need only those images).
+  them (exemplar selection: a random subset and a few real batches need only those images);
+* `select(index)`: chosen samples as a LazyImages, nothing decoded (a stage that trains on part of the
+  phase, BiC's held-out split: the DALI loader streams them from the shards, `in_memory` decodes them).
 
 Decoded classes are kept in a per-split cache shared by every set of that split (a class's test
 images are decoded once for the whole run) while the set being read fits under `cache_max_gb`;
@@ -170,6 +172,19 @@ class PhaseImages:
             return self.classes(ids)
         return LazyImages(self, self.span(ids))
 
+    def check_holds(self, nbytes: int) -> None:
+        """UserError when the torch loader would hold `nbytes` of this set's images decoded, over data.cache_max_gb."""
+        if self.cache_max_gb is not None and nbytes > self.cache_max_gb * 2**30:
+            raise UserError(f"the torch loader would hold {nbytes / 2**30:.1f} GiB of decoded {self.split} images in "
+                            f"memory, over data.cache_max_gb={self.cache_max_gb}: raise it, or use data.loader=dali")
+
+    def select(self, index) -> LazyImages:
+        """The samples at `index` (a mask, or positions in this set) as a LazyImages: nothing is decoded."""
+        index = torch.as_tensor(index)
+        if index.dtype == torch.bool:
+            index = torch.nonzero(index).flatten()
+        return LazyImages(self, index.to(torch.int64).reshape(-1))
+
     def span(self, ids) -> torch.Tensor:
         """Sample indices (into this set) of class ids `ids`, in order."""
         return self.part_span(ids, 0, 1)
@@ -177,10 +192,7 @@ class PhaseImages:
     @property
     def images(self) -> torch.Tensor:
         """Everything decoded (the in-memory loader); refused above data.cache_max_gb."""
-        if not self.fits:
-            raise UserError(f"the torch loader would hold {self.nbytes / 2**30:.1f} GiB of decoded {self.split} "
-                            f"images in memory, over data.cache_max_gb={self.cache_max_gb}: raise it, or use "
-                            "data.loader=dali")
+        self.check_holds(self.nbytes)
         if self._all is None:
             self._all = self.classes(self.ids)
             for c, (a, b) in self.offsets.items():    # cache entries become views: no second copy
@@ -250,3 +262,21 @@ class LazyImages:
 
     def to(self, *args, **kwargs) -> torch.Tensor:
         return self.tensor().to(*args, **kwargs)
+
+
+def narrowed(images, index):
+    """`images[index]` (a mask, or positions) as lazily as `images` is held: a PhaseImages gives a LazyImages of the
+    samples (nothing decoded), a LazyImages another, a tensor its samples."""
+    return images.select(index) if isinstance(images, PhaseImages) else images[index]
+
+
+def in_memory(images) -> torch.Tensor:
+    """A stage's real images decoded in host memory (the torch loader): a PhaseImages' `images`, a LazyImages'
+    samples alone (refused above data.cache_max_gb, as `images` is), or the tensor itself."""
+    if isinstance(images, PhaseImages):
+        return images.images
+    if not isinstance(images, LazyImages):
+        return images
+    images.source.check_holds(decoded_bytes(len(images), images.source.shape[-1]))
+    x = images.source.samples(images.index)
+    return x if images.view is None else images.view(x)

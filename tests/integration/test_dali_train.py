@@ -128,3 +128,31 @@ def test_imagenet1k_b500_recipe_runs_streamed_on_the_full_size_fixture(tmp_path,
     import torch
     bank = torch.load(run / "phases" / "p01" / "memory.pt", weights_only=False)["bank"]
     assert {tuple(x.shape[1:]) for x in bank.values()} == {(3, 32, 32)}
+
+
+@pytest.mark.parametrize("validation", ["memory", "arrival"])
+def test_bic_streams_its_split_of_a_phase_larger_than_the_cache(tmp_path, digits_shards, validation):
+    """BiC's held-out split is cut by position, not out of decoded images: with DALI and a cache smaller than a
+    class, both of its stages train from the shards (the in-memory loader would refuse the phase less its split
+    with the one-line cache message), and the arrival form decodes only the images it sets apart."""
+    pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
+    run = tmp_path / validation
+    r = subprocess.run([sys.executable, "-m", "mnemo.cli", "train", "--config", "configs/glyphs.yaml",
+                        "--run-dir", str(run), f"data.shards={digits_shards}", *FAST, "data.loader=dali",
+                        "data.cache_max_gb=0.00001", "strategy.name=bic", f"strategy.bic.validation={validation}",
+                        "strategy.bic.arrival_per_class=2", "strategy.bic.bias_epochs=2"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["status"] == "complete"
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    epochs = [(e["phase"], e["stage"], e["images"]) for e in events if e["event"] == "epoch"]
+    # the bias stage's images: 2 set apart of each of the 10 classes seen, or 1 (of 5) of each old class's exemplars
+    # and as many of each new class's images
+    held = 2 * 10 if validation == "arrival" else 1 * 10
+    phase0 = 240 - 2 * 6 if validation == "arrival" else 240
+    assert epochs[0] == (0, "train", phase0) and epochs[-1] == (1, "bias", held)
+    stages = [(e["phase"], e["stage"], e["loader"]) for e in events if e["event"] == "stage"]
+    # the arrival set is held decoded in the strategy's state (a few images a class), so its bias stage trains from
+    # memory
+    bias = "torch" if validation == "arrival" else "dali"
+    assert stages == [(0, "train", "dali"), (1, "train", "dali"), (1, "bias", bias)]

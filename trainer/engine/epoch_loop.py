@@ -165,6 +165,6 @@ def run_epochs(engine: Engine, loss_fn: LossFn, batches, run: StageRun, events: 
             raise stop.StopRequested(f"phase {run.phase} {run.stage}: stopped after epoch {epoch + 1}")
     total = time.perf_counter() - stage_start
     events.write(event="stage", phase=run.phase, stage=run.stage, seconds=round(total, 3),
-                 engine_setup_s=round(getattr(engine, "setup_s", 0.0), 3))
+                 engine_setup_s=round(getattr(engine, "setup_s", 0.0), 3), loader=getattr(batches, "loader", None))
     return {"seconds": total, "img_s": seen_images * engine.world / total if total > 0 else math.nan,
             "final_loss": last.get("loss", math.nan), "profile": timer.summary()}

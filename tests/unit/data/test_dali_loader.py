@@ -106,6 +106,47 @@ def test_same_plan_as_the_in_memory_loader_and_deterministic(id_shards):
     assert other != [y.tolist() for _, y in a]
 
 
+@pytest.mark.parametrize("world", [1, 2])
+def test_a_stage_on_part_of_the_phase_streams_those_samples_alone(id_shards, world):
+    """A stage's real data narrowed to some samples of the phase (BiC's held-out split, by position): every epoch
+    reads each of them exactly once across ranks and no other, under the labels and in the steps of the in-memory
+    loader over the same samples; `train_batches` picks the DALI loader for it as for the whole phase."""
+    from data_pipeline.loading.loaders import StageData, train_batches
+    from data_pipeline.loading.phase_images import PhaseImages, narrowed
+    from data_pipeline.loading.settings import DataSettings
+
+    classes = [1, 2, 4]
+    ids = [c * 100 + k for c in classes for k in range(PER_CLASS)]           # (class, key) order
+    index = torch.tensor([i for i in range(len(ids)) if i % 4 != 1])
+    want = sorted(ids[i] for i in index.tolist())
+    ex_x, ex_ids = _exemplars(3, 16)
+    for epoch in (0, 1):
+        seen = []
+        for rank in range(world):
+            plan, out = BatchPlan(5, 7, DistInfo(rank, world)), LoaderOutput("imagenet", 16)
+            b = DaliPhaseBatches(id_shards, classes, plan, out, (ex_x, ex_ids), index=index)
+            got = list(b.epoch(epoch))
+            labels = torch.tensor([ids[i] // 100 for i in index.tolist()])
+            mem = PhaseBatches((torch.zeros(len(index), 3, 18, 18, dtype=torch.uint8), labels), (ex_x, ex_ids),
+                               plan, out)
+            assert [y.tolist() for _, y in got] == [y.tolist() for _, y in mem.epoch(epoch)]
+            for x, y in got:
+                for i, label in zip(_ids(x), y.tolist()):
+                    if i < 10_000:
+                        assert label == i // 100
+                        seen.append(i)
+        assert sorted(seen) == want
+    phase = PhaseImages(id_shards, "train", classes, "imagenet", 16)
+    labels = phase.class_ids
+    keep = torch.zeros(len(labels), dtype=torch.bool)
+    keep[index] = True
+    data = StageData(narrowed(phase, keep), labels[keep], None, None)
+    b = train_batches("dali", DataSettings(preset="imagenet", image_size=16), data, phase, id_shards,
+                      BatchPlan(5, 0), {c: c for c in classes})
+    assert isinstance(b, DaliPhaseBatches) and torch.equal(b.index, index)
+    assert sorted(_ids(torch.cat([x for x, _ in b.epoch(0)]))) == want
+
+
 def test_a_phase_reads_only_its_classes_shards(id_shards, tmp_path):
     import shutil
 

@@ -18,6 +18,8 @@ stage's data. Where it comes from is `strategy.bic.validation`:
   that many images a class on top of the memory: to hold M images a class in all, as FACIL's BiC does, set
   exemplars.per_class to M - arrival_per_class. The memory is still selected from all of D_i, so it may hold a
   held-out image (about one chance in n/m per image, n images of the class).
+Either split is cut without decoding the phase (phase_images.narrowed): with DALI both stages stream their part
+of the phase from the shards like any other stage, and the arrival set decodes its few images alone.
 
 Stage "bias" (phase i > 0, before the exemplar update): only the newest layer's alpha and beta train
 (everything else frozen, BatchNorm statistics included), with CE of the corrected logits on the held-out
@@ -37,6 +39,7 @@ import torch.nn.functional as F
 
 from core import seeds
 from core.errors import UserError
+from data_pipeline.loading.phase_images import in_memory, narrowed
 from trainer.methods.losses import kd_kl
 from trainer.methods.models.heads import BiasCorrectedHead, LinearHead
 from trainer.methods.schedule import step_lr
@@ -95,7 +98,7 @@ class BiCTrain(Train):
         if split is None:
             return data
         real_val, ex_val = split
-        data = replace(data, real_images=data.real_images[~real_val], real_labels=data.real_labels[~real_val])
+        data = replace(data, real_images=narrowed(data.real_images, ~real_val), real_labels=data.real_labels[~real_val])
         if ex_val is None:
             return data
         return replace(data, ex_images=data.ex_images[~ex_val], ex_labels=data.ex_labels[~ex_val])
@@ -116,7 +119,7 @@ class BiasCorrection(Stage):
         if split is None:
             return StageData(None, None, None, None)
         real_val, ex_val = split
-        return replace(data, real_images=data.real_images[real_val], real_labels=data.real_labels[real_val],
+        return replace(data, real_images=narrowed(data.real_images, real_val), real_labels=data.real_labels[real_val],
                        ex_images=data.ex_images[ex_val], ex_labels=data.ex_labels[ex_val])
 
     def spec(self, ctx) -> StageSpec:
@@ -211,7 +214,7 @@ class BiC(Strategy):
                                      f"no training image: it has {n}; lower it")
             mask = balanced_holdout(data.real_labels, ctx.new_labels, k,
                                     seeds.generator("bic_holdout", self.setup.seed, ctx.phase))
-            images, labels = data.real_images[mask], data.real_labels[mask]
+            images, labels = in_memory(narrowed(data.real_images, mask)), data.real_labels[mask]   # those alone
             for c in ctx.new_labels:                  # the same images again on a resume: a set, by label
                 self._arrival[c] = images[labels == c].to("cpu", copy=True)
             self._split = (mask, None)
