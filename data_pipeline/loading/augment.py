@@ -8,6 +8,8 @@ and never read a device value on the host: on a GPU they queue kernels and never
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -102,3 +104,18 @@ def augment_exemplars(x: torch.Tensor, preset: str, g: torch.Generator) -> torch
     """Light augmentation for exemplar tensors: pad-crop (and flip where the preset allows)."""
     x = random_pad_crop(x, PAD[preset] or max(1, x.shape[-1] // 16), g)
     return random_flip(x, g) if FLIP[preset] else x
+
+
+@dataclass(frozen=True)
+class AsStored:
+    """Real training images shown as the exemplar memory stores them (`exemplars.real_as_stored`): each, with
+    probability `share`, replaced by `round_trip(image)` (the memory codec's store and decode) after its
+    augmentation, so that the form exemplars are stored in (a lower resolution, a lossy code) is no cue to a class
+    being old. The draws come from a generator of their own (BatchPlan.stored_generator), on the CPU, so the
+    augmentation's draws are the same with and without it."""
+    share: float
+    round_trip: Callable[[torch.Tensor], torch.Tensor]
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        pick = (torch.rand(len(x), generator=g) < self.share).to(x.device, non_blocking=True)
+        return torch.where(pick[:, None, None, None], self.round_trip(x), x)

@@ -41,6 +41,7 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
 
 
 EXEMPLAR_STREAM = 1_000_000          # generator stream of the exemplar draws in share mode
+STORED_STREAM = 2_000_000            # generator streams (one a rank) of the real images shown as stored
 LAST_BATCH = ("even", "short")       # how an epoch's samples are cut when they do not fill whole batches
 
 
@@ -140,3 +141,7 @@ class BatchPlan:
     def augment_generator(self, epoch: int) -> torch.Generator:
         """This rank's generator of `epoch`'s augmentation draws (on the CPU)."""
         return epoch_generator(self.seed, epoch, stream=1 + self.dist.rank)
+
+    def stored_generator(self, epoch: int) -> torch.Generator:
+        """This rank's generator of `epoch`'s draws of which real images are shown as stored (augment.AsStored)."""
+        return epoch_generator(self.seed, epoch, stream=STORED_STREAM + self.dist.rank)

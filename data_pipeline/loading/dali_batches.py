@@ -63,7 +63,8 @@ class DaliPhaseBatches:
                  split: str = "train", index: torch.Tensor | None = None):
         """`plan.dist.device`: where batches come out (a GPU decodes there, with nvJPEG); `exemplars`: (pixels,
         labels) kept there for the stage; `label_of`: incremental label of each class id (default: the ids);
-        `index`: the stage's real samples, as positions in the classes' (class id, key) order (default: all)."""
+        `index`: the stage's real samples, as positions in the classes' (class id, key) order (default: all).
+        `out.as_stored` applies to the real images after DALI's augmentation."""
         from data_pipeline.loading.dali_pipeline import PipeSpec
 
         self.device = plan.dist.device
@@ -74,6 +75,7 @@ class DaliPhaseBatches:
         self.labels = _lut(label_of, self.samples.class_id)[self.index].to(self.device)
         self.ex = ExemplarBank.of(exemplars, self.device)
         self.n_real, self.n_ex = len(self.index), len(self.ex)
+        self.as_stored = out.as_stored
         if self.n_real + self.n_ex < plan.dist.world:
             raise ValueError(f"phase has {self.n_real + self.n_ex} training samples for {plan.dist.world} ranks")
         self.batch_plan, self.preset = plan, out.preset
@@ -144,13 +146,15 @@ class DaliPhaseBatches:
         pipe = self._pipeline() if real_steps else None
         g = self.batch_plan.augment_generator(epoch)
         g_dev = device_generator(g, self.device)
+        g_stored = self.batch_plan.stored_generator(epoch) if self.as_stored is not None else None
         finished = False
         try:
             for (real_idx, ex_idx), (real_dev, ex_dev) in zip(plan, plan_on(plan, self.device)):
                 parts, labels = [], []
                 if len(real_idx):
                     (out,) = pipe.run()
-                    parts.append(to_torch(out, self.spec))
+                    x = to_torch(out, self.spec)
+                    parts.append(x if self.as_stored is None else self.stored_view(x, g_stored))
                     labels.append(self.labels[real_dev])
                 if len(ex_idx):
                     x, y = self.ex.take(ex_dev)
@@ -169,6 +173,12 @@ class DaliPhaseBatches:
             self._feed.close()
             if not finished:               # left mid-epoch: the pipeline holds this epoch's prefetch
                 self.close()
+
+    def stored_view(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """`as_stored` on a batch in the pipeline's layout (NHWC: through logical NCHW)."""
+        if self.spec.layout != "NHWC":
+            return self.as_stored(x, g)
+        return self.as_stored(x.permute(0, 3, 1, 2), g).permute(0, 2, 3, 1).contiguous()
 
     def close(self) -> None:
         """Release the pipeline (a later epoch builds a new one)."""

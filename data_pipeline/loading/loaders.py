@@ -20,6 +20,7 @@ import torch
 
 from core.errors import UserError
 from core.ranks import DistInfo
+from data_pipeline.loading.augment import AsStored
 from data_pipeline.loading.batch_plan import BatchPlan
 from data_pipeline.loading.on_device import device_id
 from data_pipeline.loading.settings import DataSettings, LoaderOutput
@@ -83,13 +84,14 @@ class StageData:
 
 
 def train_batches(loader: str, settings: DataSettings, data: StageData, phase_real, manifest, plan: BatchPlan,
-                  label_of: dict[int, int]):
+                  label_of: dict[int, int], as_stored: AsStored | None = None):
     """The batches of one training stage: an object with `steps_per_epoch` and `epoch(e)`.
 
     `loader`: resolve_loader's answer; `phase_real`: the phase's real data as the run read it (a lazily
     decoded PhaseImages). The DALI loader is used when `data.real_images` is that set or a LazyImages of its
     samples, which then are never decoded in memory; exemplar-only stages (balanced fine-tune) need no decoding
-    and keep PhaseBatches. Either keeps the exemplars on the plan's device for the stage; call `close()` after it."""
+    and keep PhaseBatches. Either keeps the exemplars on the plan's device for the stage; call `close()` after it.
+    `as_stored`: real images shown as the exemplar memory stores them (augment.AsStored), or None."""
     from data_pipeline.loading.phase_batches import PhaseBatches
     from data_pipeline.loading.phase_images import in_memory
 
@@ -100,10 +102,10 @@ def train_batches(loader: str, settings: DataSettings, data: StageData, phase_re
         from data_pipeline.loading.dali_batches import DaliPhaseBatches
 
         class_ids = sorted(set(phase_real.class_ids.tolist()))
-        return DaliPhaseBatches(manifest, class_ids, plan, output(settings, "channels_last"),   # the model's layout
-                                exemplars, label_of=label_of, index=index)                     # (models/net.py)
+        out = output(settings, "channels_last", as_stored)            # the model's layout (models/net.py)
+        return DaliPhaseBatches(manifest, class_ids, plan, out, exemplars, label_of=label_of, index=index)
     real = (in_memory(data.real_images), data.real_labels) if data.real_labels is not None else None
-    return PhaseBatches(real, exemplars, plan, output(settings))
+    return PhaseBatches(real, exemplars, plan, output(settings, as_stored=as_stored))
 
 
 def streamed(real_images, phase_real) -> tuple[bool, torch.Tensor | None]:
@@ -118,9 +120,10 @@ def streamed(real_images, phase_real) -> tuple[bool, torch.Tensor | None]:
     return False, None
 
 
-def output(settings: DataSettings, layout: str = "NCHW") -> LoaderOutput:
+def output(settings: DataSettings, layout: str = "NCHW", as_stored: AsStored | None = None) -> LoaderOutput:
     """What the `data` section's loaders hand the model (DALI decodes on data.workers threads)."""
-    return LoaderOutput(settings.preset, settings.image_size, layout=layout, threads=max(1, settings.workers))
+    return LoaderOutput(settings.preset, settings.image_size, layout=layout, threads=max(1, settings.workers),
+                        as_stored=as_stored)
 
 
 def eval_batches(loader: str, settings: DataSettings, manifest, device: torch.device):

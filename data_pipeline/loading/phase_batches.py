@@ -43,7 +43,7 @@ class PhaseBatches:
         self.total = self.n_real + self.n_ex
         if self.total < plan.dist.world:
             raise ValueError(f"phase has {self.total} training samples for {plan.dist.world} ranks")
-        self.plan, self.out, self.augment = plan, out, augment
+        self.plan, self.out, self.augment, self.as_stored = plan, out, augment, out.as_stored
 
     @property
     def steps_per_epoch(self) -> int:
@@ -59,12 +59,14 @@ class PhaseBatches:
         plan = self.plan.epoch(self.n_real, self.n_ex, epoch)
         g = self.plan.augment_generator(epoch)
         g_dev = device_generator(g, self.device)              # g itself on the CPU
+        g_stored = self.plan.stored_generator(epoch) if self.as_stored is not None else None
         preset = self.out.preset
         for (real_idx, ex_idx), (real_dev, ex_dev) in zip(plan, plan_on(plan, self.device)):
             parts, labels = [], []
             if len(real_idx):
                 x = self.real_images[real_idx].float().div_(255)
                 x = augment_real(x, preset, self.out.image_size, g) if self.augment else x
+                x = self.as_stored(x, g_stored) if self.as_stored is not None else x
                 parts.append(x.to(self.device, non_blocking=True))
                 labels.append(self.real_labels[real_dev])
             if len(ex_idx):

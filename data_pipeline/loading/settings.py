@@ -2,6 +2,7 @@
 `LoaderOutput`, what a loader hands the model."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
@@ -25,9 +26,11 @@ class DataSettings:
 @dataclass(frozen=True)
 class LoaderOutput:
     """What a loader hands the model: the preset's transforms (augment.py) at side `image_size`, in `layout`
-    (NCHW, NHWC, or channels_last: logical NCHW over NHWC memory) and `dtype`, made on `threads` threads."""
+    (NCHW, NHWC, or channels_last: logical NCHW over NHWC memory) and `dtype`, made on `threads` threads; real
+    training images shown as the exemplar memory stores them where `as_stored` says (augment.AsStored)."""
     preset: str
     image_size: int
     layout: str = "NCHW"
     dtype: torch.dtype = torch.float32
     threads: int = 2
+    as_stored: Callable | None = None

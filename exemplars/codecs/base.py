@@ -66,6 +66,13 @@ class Codec(Plugin):
         for the stored exemplars they pack."""
         return self.decode(packed, side)
 
+    def round_trip(self, images: torch.Tensor) -> torch.Tensor:
+        """Float pixels (n, C, S, S) in [0, 1] as the memory would give them back after storing them: `decode(store)`,
+        on `images`' device and in their dtype (exemplars.real_as_stored shows real images so). The store runs
+        where the codec stores (the CPU)."""
+        side = images.shape[-1]
+        return self.decode(self.store(images).to(images.device), side).to(images.dtype)
+
     def describe(self) -> str:
         return self.name
 

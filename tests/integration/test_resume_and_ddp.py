@@ -154,15 +154,22 @@ def test_sigkill_then_resume_with_a_compressed_memory(digits_shards, tmp_path, c
     """Exemplars stored at half the side as PNG-costed pixels (more of them than raw holds), or as JPEG (whose round
     trip is not idempotent: a resume must read the stored pixels back, never store them again): a run killed in
     phase 1 reads phase 0's stored memory back and ends with the uninterrupted run's metrics, held exemplars and
-    bytes."""
+    bytes. The lowres run also shows half its real images as the memory stores them (exemplars.real_as_stored), which
+    a resume draws the same, and which changes what the run learns."""
+    shown = ["exemplars.real_as_stored=0.5"] if codec == "lowres" else []
     extra = [*LIGHT, f"exemplars.codec={codec}", "exemplars.lowres.factor=2"]
     ref = tmp_path / "ref"
-    r = mnemo_train(ref, digits_shards, *extra)
+    r = mnemo_train(ref, digits_shards, *extra, *shown)
     assert r.returncode == 0, r.stderr[-3000:]
     phases = json.loads((ref / "metrics.json").read_text())["phases"]
     assert all(p["bytes"] <= p["budget_bytes"] for p in phases), phases
     assert all(p["held_min"] > 5 if codec == "lowres" else p["held_min"] >= 1 for p in phases), phases   # 5: per_class
-    kill_and_resume(ref, digits_shards, tmp_path, "train:1:0", *extra)
+    kill_and_resume(ref, digits_shards, tmp_path, "train:1:0", *extra, *shown)
+    if shown:
+        plain = tmp_path / "plain"
+        assert mnemo_train(plain, digits_shards, *extra).returncode == 0
+        assert comparable(json.loads((plain / "metrics.json").read_text())) != \
+            comparable(json.loads((ref / "metrics.json").read_text()))
 
 
 @pytest.mark.parametrize("fault", ["train:1:1", "exemplars:1", "seal:1"])

@@ -83,6 +83,8 @@ def config_type() -> type:
             ("adjustment", str, field(default="folds")),            # a registered adjustment's name
             ("group_size", int, field(default=10)),                 # classes optimised together (the unit over ranks)
             ("codec", str, field(default="raw")),                   # how exemplars are stored (exemplars/codecs/)
+            # share of real training images shown as the memory stores them (its codec's store and decode), 0-1
+            ("real_as_stored", float, field(default=0.0)),
             *_plugin_fields(SELECTIONS, ADJUSTMENTS, CODECS)]))
         config = _named(dataclasses.make_dataclass("Config", [
             ("seed", int, field(default=0)),
@@ -177,6 +179,12 @@ def validate(cfg):
         raise UserError(f"config key 'data.exemplar_share' must be in (0, 1) or null, got {share}")
     if cfg.exemplars.group_size < 1:
         raise UserError("config key 'exemplars.group_size' must be >= 1")
+    stored = cfg.exemplars.real_as_stored
+    if not 0.0 <= stored <= 1.0:
+        raise UserError(f"config key 'exemplars.real_as_stored' must be in [0, 1], got {stored}")
+    if stored > 0 and cfg.exemplars.codec == "raw":
+        raise UserError("config key 'exemplars.real_as_stored' shows real images as the memory stores them, and "
+                        "exemplars.codec=raw stores them as they are: set a codec (png, jpeg, lowres) or leave it 0")
     if cfg.engine.zero_stage not in (0, 1, 2):
         raise UserError(f"config key 'engine.zero_stage' must be 0, 1 or 2, got {cfg.engine.zero_stage}")
     if not 0.0 <= cfg.train.kd_lambda <= 1.0:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from core import faults, seeds, stop
+from data_pipeline.loading.augment import AsStored
 from data_pipeline.loading.batch_plan import BatchPlan
 from data_pipeline.loading.loaders import resolve_loader, train_batches
 from data_pipeline.shards.wds_index import mean_image_bytes
@@ -80,6 +81,17 @@ class ModelStage:
             data = StageData(phase.real, phase.real_labels, *ex, ex_unpack=s.memory.unpack)
         return stage.data(ctx, data)
 
+    @staticmethod
+    def batches(phase: Phase, data: StageData):
+        """The stage's loader over `data` (train_batches), its epochs planned from the run's seed and the phase."""
+        s, t = phase.s, phase.s.cfg.train
+        plan = BatchPlan(t.batch_size, seeds.seed_of("stage_batches", s.cfg.seed, phase.index), s.dist,
+                         last_batch=t.last_batch)
+        share = s.cfg.exemplars.real_as_stored
+        return train_batches(resolve_loader(s.cfg.data.loader, s.dist.device), s.cfg.data, data, phase.real,
+                             s.manifest, plan, s.plan.label_of(),
+                             AsStored(share, s.memory.codec.round_trip) if share > 0 else None)
+
     def train(self, phase: Phase, k: int, stage: Stage, resume: Resume | None) -> bool:
         """False when there is nothing to train (then no checkpoint either)."""
         s, ctx, t = phase.s, phase.ctx, phase.s.cfg.train
@@ -90,10 +102,7 @@ class ModelStage:
             raise RuntimeError(f"stage '{stage.name}' of strategy '{s.strategy.name}' has no spec")
         if spec.epochs <= 0 or len(data) < s.dist.world:
             return False
-        plan = BatchPlan(t.batch_size, seeds.seed_of("stage_batches", s.cfg.seed, phase.index), s.dist,
-                         last_batch=t.last_batch)
-        batches = train_batches(resolve_loader(s.cfg.data.loader, s.dist.device), s.cfg.data, data, phase.real,
-                                s.manifest, plan, s.plan.label_of())
+        batches = self.batches(phase, data)
         stage.before(ctx)
         wd = t.weight_decay if spec.weight_decay is None else spec.weight_decay
         with Engine(s.model, s.dist, t.batch_size, spec.lr, t.momentum, wd, s.cfg.engine, t.grad_clip) as engine:

@@ -147,6 +147,29 @@ def test_a_stage_on_part_of_the_phase_streams_those_samples_alone(id_shards, wor
     assert sorted(_ids(torch.cat([x for x, _ in b.epoch(0)]))) == want
 
 
+def test_real_images_shown_as_stored_come_out_of_dali_as_the_codecs_round_trip(id_shards):
+    """exemplars.real_as_stored in the DALI loader: with share 1 every real image is the round trip of the image the
+    loader gives without it (the same draws), the exemplars untouched, in both layouts."""
+    from data_pipeline.loading.augment import AsStored
+
+    def ramp(x):                                   # a round trip that changes pixels by their column (NCHW)
+        return x * torch.linspace(0.5, 1.0, x.shape[-1], dtype=x.dtype)
+
+    classes = [0, 3]
+    ex_x, ex_ids = _exemplars(3, 16)
+    for layout in ("NCHW", "NHWC"):
+        out = LoaderOutput("imagenet", 16, layout=layout)
+        plain = list(DaliPhaseBatches(id_shards, classes, BatchPlan(6, 2), out, (ex_x, ex_ids)).epoch(0))
+        out = LoaderOutput("imagenet", 16, layout=layout, as_stored=AsStored(1.0, ramp))
+        shown = list(DaliPhaseBatches(id_shards, classes, BatchPlan(6, 2), out, (ex_x, ex_ids)).epoch(0))
+        for (x0, y0), (x1, y1) in zip(plain, shown):
+            real = y0 < 10_000
+            assert torch.equal(y0, y1) and torch.equal(x1[~real], x0[~real])
+            ramp_w = torch.linspace(0.5, 1.0, 16, dtype=x0.dtype)
+            want = x0[real] * (ramp_w[:, None] if layout == "NHWC" else ramp_w)     # NHWC: W is the third axis
+            assert torch.equal(x1[real], want)
+
+
 def test_a_phase_reads_only_its_classes_shards(id_shards, tmp_path):
     import shutil
 

@@ -73,3 +73,48 @@ def test_exemplar_augmentation_never_reads_a_device_value_and_keeps_its_draws():
     before = x.clone()
     before[flip] = x[flip].flip(-1)                   # the earlier, host-reading implementation
     assert torch.equal(random_flip(x, torch.Generator().manual_seed(2)), before)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_real_images_shown_as_stored_are_the_codecs_round_trip_of_the_same_draws(share):
+    """exemplars.real_as_stored: a share of the real images, after their augmentation, comes out as the memory's codec
+    gives a stored image back (lowres x1/2: blurred); the rest, and the exemplars, are the batches without it,
+    bit for bit (the picks have a generator of their own); every real image is one or the other."""
+    from data_pipeline.loading.augment import AsStored
+    from exemplars.codecs.lowres import Lowres, LowresSettings
+
+    codec = Lowres(LowresSettings(factor=2, encoding="pixels"))
+    g = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 256, (40, 3, 8, 8), generator=g, dtype=torch.uint8)
+    ex = torch.rand(10, 3, 8, 8, generator=g).half()
+    labels, ex_labels = torch.arange(40), torch.arange(40, 50)
+
+    def batches(as_stored):
+        return list(PhaseBatches((real, labels), (ex, ex_labels), BatchPlan(16, 5),
+                                 LoaderOutput("cifar", 8, as_stored=as_stored)).epoch(1))
+
+    plain, shown = batches(None), batches(AsStored(share, codec.round_trip))
+    stored = 0
+    for (x0, y0), (x1, y1) in zip(plain, shown):
+        assert torch.equal(y0, y1)
+        is_real = y0 < 40
+        assert torch.equal(x1[~is_real], x0[~is_real])
+        trip = codec.round_trip(x0[is_real])
+        same = (x1[is_real] == x0[is_real]).flatten(1).all(1)
+        tripped = (x1[is_real] == trip).flatten(1).all(1)
+        assert bool((same | tripped).all())
+        stored += int((tripped & ~same).sum())
+    assert stored == 0 if share == 0 else (stored == 40 if share == 1 else 0 < stored < 40)
+    assert not torch.equal(codec.round_trip(plain[0][0]), plain[0][0])     # the round trip changes images here
+
+
+def test_real_as_stored_is_validated_and_needs_a_codec_that_changes_images():
+    from core.errors import UserError
+    from trainer.config import load_config
+
+    cfg = load_config(None, ["exemplars.codec=lowres", "exemplars.real_as_stored=0.5"])
+    assert cfg.exemplars.real_as_stored == 0.5 and load_config(None, []).exemplars.real_as_stored == 0.0
+    with pytest.raises(UserError, match="must be in \\[0, 1\\], got 1.5"):
+        load_config(None, ["exemplars.codec=lowres", "exemplars.real_as_stored=1.5"])
+    with pytest.raises(UserError, match="exemplars.codec=raw stores them as they are"):
+        load_config(None, ["exemplars.real_as_stored=0.5"])
