@@ -9,7 +9,8 @@
 #
 # A form is NAME:key=value,key=value over the exemplars section (codec=lowres, lowres.factor=4, ...). Every seed
 # trains phase 0 once (raw_s<seed>, herding as the memory stood before codecs) and each form's run of that seed
-# starts from it (`train.base_from`), so a difference is paired. Runs go JOBS at a time, THREADS threads each, and
+# starts from it (`train.base_from`), so a difference is paired. BASE=own trains each form's phase 0 itself instead
+# (for a form whose key acts in phase 0's training too, exemplars.real_as_stored): paired by seed, not by phase 0. Runs go JOBS at a time, THREADS threads each, and
 # resume (finished runs are skipped). Writes OUT/<name>_s<seed>/ and OUT/table.md (mean ± std over seeds); the
 # paired differences against raw: `python -m analysis.paired OUT raw` (below).
 set -euo pipefail
@@ -48,7 +49,8 @@ specs=()
 for form in $CODECS; do
   name=${form%%:*}; kv=${form#*:}
   for seed in $SEEDS; do
-    specs+=("${name}_s$seed $seed $OUT/raw_s$seed exemplars.selection=$SELECTION $(echo "$kv" | tr ',' '\n' \
+    base=$OUT/raw_s$seed; [ "${BASE:-raw}" = own ] && base=-
+    specs+=("${name}_s$seed $seed $base exemplars.selection=$SELECTION $(echo "$kv" | tr ',' '\n' \
       | sed 's/^/exemplars./' | paste -sd' ')")
   done
 done
