@@ -111,8 +111,8 @@ class AsStored:
     """Real training images shown as the exemplar memory stores them (`exemplars.real_as_stored`): each, with
     probability `share`, replaced by `round_trip(image)` (the memory codec's store and decode) after its
     augmentation, so that the form exemplars are stored in (a lower resolution, a lossy code) is no cue to a class
-    being old. The draws come from a generator of their own (BatchPlan.stored_generator), on the CPU, so the
-    augmentation's draws are the same with and without it."""
+    being old (runs use it from phase 1 on, where there are old classes). The draws come from a generator of their
+    own (BatchPlan.stored_generator), on the CPU, so the augmentation's draws are the same with and without it."""
     share: float
     round_trip: Callable[[torch.Tensor], torch.Tensor]
 

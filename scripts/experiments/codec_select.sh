@@ -10,7 +10,7 @@
 # A form is NAME:key=value,key=value over the exemplars section (codec=lowres, lowres.factor=4, ...). Every seed
 # trains phase 0 once (raw_s<seed>, herding as the memory stood before codecs) and each form's run of that seed
 # starts from it (`train.base_from`), so a difference is paired. BASE=own trains each form's phase 0 itself instead
-# (for a form whose key acts in phase 0's training too, exemplars.real_as_stored): paired by seed, not by phase 0. Runs go JOBS at a time, THREADS threads each, and
+# (paired by seed, not by phase 0). Runs go JOBS at a time, THREADS threads each, and
 # resume (finished runs are skipped). Writes OUT/<name>_s<seed>/ and OUT/table.md (mean ± std over seeds); the
 # paired differences against raw: `python -m analysis.paired OUT raw` (below).
 set -euo pipefail

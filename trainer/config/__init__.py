@@ -83,7 +83,8 @@ def config_type() -> type:
             ("adjustment", str, field(default="folds")),            # a registered adjustment's name
             ("group_size", int, field(default=10)),                 # classes optimised together (the unit over ranks)
             ("codec", str, field(default="raw")),                   # how exemplars are stored (exemplars/codecs/)
-            # share of real training images shown as the memory stores them (its codec's store and decode), 0-1
+            # share of real training images shown as the memory stores them (its codec's store and decode), 0-1,
+            # from phase 1 on
             ("real_as_stored", float, field(default=0.0)),
             *_plugin_fields(SELECTIONS, ADJUSTMENTS, CODECS)]))
         config = _named(dataclasses.make_dataclass("Config", [

@@ -87,7 +87,9 @@ class ModelStage:
         s, t = phase.s, phase.s.cfg.train
         plan = BatchPlan(t.batch_size, seeds.seed_of("stage_batches", s.cfg.seed, phase.index), s.dist,
                          last_batch=t.last_batch)
-        share = s.cfg.exemplars.real_as_stored
+        # from phase 1 on: phase 0 has no old class to hide a stored form's cue from, and showing its model its
+        # images as stored only costs it its base classes (docs/results-record.md); so train.base_from stays valid
+        share = s.cfg.exemplars.real_as_stored if phase.index > 0 else 0.0
         return train_batches(resolve_loader(s.cfg.data.loader, s.dist.device), s.cfg.data, data, phase.real,
                              s.manifest, plan, s.plan.label_of(),
                              AsStored(share, s.memory.codec.round_trip) if share > 0 else None)
