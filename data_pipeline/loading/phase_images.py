@@ -271,12 +271,15 @@ def narrowed(images, index):
 
 
 def in_memory(images) -> torch.Tensor:
-    """A stage's real images decoded in host memory (the torch loader): a PhaseImages' `images`, a LazyImages'
-    samples alone (refused above data.cache_max_gb, as `images` is), or the tensor itself."""
+    """A stage's real images decoded in host memory (the torch loader): a PhaseImages' `images`, or a LazyImages'
+    samples (refused above data.cache_max_gb, as `images` is): while their set fits the cache, by whole classes,
+    which stay cached for the phase's later stages (exemplar selection reads them again); beyond it, those samples
+    alone. A tensor is itself."""
     if isinstance(images, PhaseImages):
         return images.images
     if not isinstance(images, LazyImages):
         return images
-    images.source.check_holds(decoded_bytes(len(images), images.source.shape[-1]))
-    x = images.source.samples(images.index)
+    source = images.source
+    source.check_holds(decoded_bytes(len(images), source.shape[-1]))
+    x = source[images.index] if source.fits else source.samples(images.index)
     return x if images.view is None else images.view(x)

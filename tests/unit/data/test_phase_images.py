@@ -168,25 +168,31 @@ def test_herding_over_lazy_images_holds_one_class_at_a_time(digits_shards, monke
 
 def test_a_narrowed_set_decodes_only_its_samples_when_a_loader_needs_them(digits_shards, monkeypatch):
     """BiC's split: the phase less a few samples is a LazyImages of their positions (nothing decoded), its pixels in
-    memory are the full decode's at those positions, a split of it narrows again, and the torch loader's limit on
-    decoded bytes holds for it as for the whole set; a decoded tensor is narrowed by indexing."""
+    memory are the full decode's at those positions (by whole classes, kept for later stages, while the set fits the
+    cache; beyond it, those samples alone), a split of it narrows again, and the torch loader's limit on decoded bytes
+    holds for it as for the whole set; a decoded tensor is narrowed by indexing."""
     from data_pipeline.loading.phase_images import LazyImages, in_memory, narrowed
 
     m = load_manifest(digits_shards)
     ids = [0, 3, 9]
     full = read_classes(m, "train", ids, "glyphs", 32)
     calls = _count_decodes(monkeypatch)
-    s = PhaseImages(m, "train", ids, "glyphs", 32)
+    cache = ClassCache()
+    s = PhaseImages(m, "train", ids, "glyphs", 32, cache=cache)
     keep = torch.arange(len(full)) % 7 != 3
     part = narrowed(s, keep)
     assert isinstance(part, LazyImages) and part.source is s and len(part) == int(keep.sum()) and not calls
     assert torch.equal(part.index, torch.nonzero(keep).flatten())
     few = narrowed(part, torch.tensor([4, 0]))
     assert isinstance(few, LazyImages) and not calls
-    assert torch.equal(in_memory(few), full.images[keep][[4, 0]]) and len(calls) == 2     # those two alone
-    assert torch.equal(in_memory(part), full.images[keep])
+    assert torch.equal(in_memory(few), full.images[keep][[4, 0]]) and set(cache.images) == {0}  # its class, kept
+    assert torch.equal(in_memory(part), full.images[keep]) and set(cache.images) == set(ids)
     assert in_memory(s) is s.images and torch.equal(narrowed(full.images, keep), full.images[keep])
-    tight = PhaseImages(m, "train", ids, "glyphs", 32, cache_max_gb=30 * 3 * 32 * 32 / 2**30)
+    calls.clear()
+    tight = PhaseImages(m, "train", ids, "glyphs", 32, cache_max_gb=30 * 3 * 32 * 32 / 2**30, cache=ClassCache())
+    assert not tight.fits
+    got = in_memory(narrowed(tight, torch.tensor([45, 2])))
+    assert torch.equal(got, full.images[[45, 2]]) and len(calls) == 2                     # those two alone
     assert in_memory(narrowed(tight, torch.arange(30))).shape == (30, 3, 32, 32)
     with pytest.raises(UserError, match="over data.cache_max_gb"):
         in_memory(narrowed(tight, torch.arange(31)))
