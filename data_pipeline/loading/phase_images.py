@@ -27,11 +27,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from core.errors import UserError
 from core.runs import bounded_runs
 from data_pipeline.shards.manifest import Manifest
-from data_pipeline.shards.reader import decode_image, decoded_bytes, read_classes, stored_side
+from data_pipeline.shards.reader import check_holds, decode_image, decoded_bytes, read_classes, stored_side
 from data_pipeline.shards.samples import SampleReader, phase_samples
+
+
+def positions(index) -> torch.Tensor:
+    """Sample positions of `index`: a boolean mask's true places, or the positions themselves."""
+    index = torch.as_tensor(index)
+    return torch.nonzero(index).flatten() if index.dtype == torch.bool else index
 
 
 class ClassCache:
@@ -174,16 +179,11 @@ class PhaseImages:
 
     def check_holds(self, nbytes: int) -> None:
         """UserError when the torch loader would hold `nbytes` of this set's images decoded, over data.cache_max_gb."""
-        if self.cache_max_gb is not None and nbytes > self.cache_max_gb * 2**30:
-            raise UserError(f"the torch loader would hold {nbytes / 2**30:.1f} GiB of decoded {self.split} images in "
-                            f"memory, over data.cache_max_gb={self.cache_max_gb}: raise it, or use data.loader=dali")
+        check_holds(nbytes, self.split, self.cache_max_gb)
 
     def select(self, index) -> LazyImages:
         """The samples at `index` (a mask, or positions in this set) as a LazyImages: nothing is decoded."""
-        index = torch.as_tensor(index)
-        if index.dtype == torch.bool:
-            index = torch.nonzero(index).flatten()
-        return LazyImages(self, index.to(torch.int64).reshape(-1))
+        return LazyImages(self, positions(index).to(torch.int64).reshape(-1))
 
     def span(self, ids) -> torch.Tensor:
         """Sample indices (into this set) of class ids `ids`, in order."""
@@ -201,9 +201,7 @@ class PhaseImages:
 
     def __getitem__(self, index) -> torch.Tensor:
         """Samples by boolean mask or index tensor, decoding only the classes they fall in."""
-        index = torch.as_tensor(index)
-        if index.dtype == torch.bool:
-            index = torch.nonzero(index).flatten()
+        index = positions(index)
         touched = torch.unique(self.class_ids[index]).tolist()
         local = self.span(touched)                           # the touched classes' samples, in order
         pos = torch.full((len(self),), -1, dtype=torch.int64)

@@ -56,6 +56,13 @@ def decoded_bytes(samples: int, side: int) -> int:
     return samples * 3 * side * side
 
 
+def check_holds(nbytes: int, split: str, cache_max_gb: float | None) -> None:
+    """UserError when the torch loader would hold `nbytes` of decoded `split` images, over data.cache_max_gb."""
+    if cache_max_gb is not None and nbytes > cache_max_gb * 2**30:
+        raise UserError(f"the torch loader would hold {nbytes / 2**30:.1f} GiB of decoded {split} images in memory, "
+                        f"over data.cache_max_gb={cache_max_gb}: raise it, or use data.loader=dali")
+
+
 def read_classes(manifest: Manifest, split: str, class_ids, preset: str, image_size: int,
                  workers: int = 0, cache_max_gb: float | None = None) -> DecodedSet:
     """All samples of `class_ids` in `split`, decoded, in a deterministic order (class, key)."""
@@ -63,10 +70,7 @@ def read_classes(manifest: Manifest, split: str, class_ids, preset: str, image_s
     shards = manifest.shards(split, class_ids)
     side = stored_side(preset, image_size, split)
     n = sum(s.samples for s in shards)
-    need = decoded_bytes(n, side)
-    if cache_max_gb is not None and need > cache_max_gb * 2**30:
-        raise UserError(f"the torch loader would hold {need / 2**30:.1f} GiB of decoded {split} images in memory, "
-                        f"over data.cache_max_gb={cache_max_gb}: raise it, or use data.loader=dali")
+    check_holds(decoded_bytes(n, side), split, cache_max_gb)
     images = np.empty((n, side, side, 3), dtype=np.uint8)
     labels = np.empty(n, dtype=np.int64)
     keys: list[tuple[int, str]] = []
