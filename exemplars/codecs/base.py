@@ -66,12 +66,17 @@ class Codec(Plugin):
         for the stored exemplars they pack."""
         return self.decode(packed, side)
 
+    def store_here(self, images: torch.Tensor) -> torch.Tensor:
+        """What `store` gives, on `images`' device. A codec whose store is tensor arithmetic computes it there, so a
+        batch on a GPU never visits the host; the default stores on the CPU and moves the result back."""
+        return self.store(images).to(images.device)
+
     def round_trip(self, images: torch.Tensor) -> torch.Tensor:
         """Float pixels (n, C, S, S) in [0, 1] as the memory would give them back after storing them: `decode(store)`,
-        on `images`' device and in their dtype (exemplars.real_as_stored shows real images so). The store runs
-        where the codec stores (the CPU)."""
+        on `images`' device and in their dtype (exemplars.real_as_stored shows real images so); the store runs
+        there too where the codec computes it on any device (`store_here`)."""
         side = images.shape[-1]
-        return self.decode(self.store(images).to(images.device), side).to(images.dtype)
+        return self.decode(self.store_here(images), side).to(images.dtype)
 
     def describe(self) -> str:
         return self.name

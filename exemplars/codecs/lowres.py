@@ -35,9 +35,11 @@ class LowresSettings:
 
 
 @functools.lru_cache(maxsize=None)
-def inverse(side: int, low: int) -> torch.Tensor:
+def inverse(side: int, low: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
     """A (low, side): the least-squares inverse of 1-D linear upsampling from `low` to `side` (align_corners=False,
-    as `upsample`), float64."""
+    as `upsample`), float64, computed on the CPU and kept on `device` (one copy a device)."""
+    if device.type != "cpu":
+        return inverse(side, low).to(device)
     basis = torch.eye(low, dtype=torch.float64)[:, None, :]
     up = F.interpolate(basis, size=side, mode="linear", align_corners=False)[:, 0, :].T        # (side, low)
     return torch.linalg.pinv(up)
@@ -55,12 +57,17 @@ class Lowres(EightBit):
     parametrises = True
 
     def store(self, images: torch.Tensor) -> torch.Tensor:
+        return self.store_here(images.detach().cpu())
+
+    def store_here(self, images: torch.Tensor) -> torch.Tensor:
+        """The store in float64 on `images`' device (on a GPU two small matrix products a batch; its sums may
+        round a pixel at a level's boundary to the other level than the CPU's)."""
         side = images.shape[-1]
         if images.shape[-2] != side:
             raise ValueError(f"lowres stores square images, got {images.shape[-2]}x{side}")
         self.check(side)
-        a = inverse(side, side // self.settings.factor)
-        low = torch.einsum("ij,ncjk,lk->ncil", a, images.detach().cpu().double(), a)
+        a = inverse(side, side // self.settings.factor, images.device)
+        low = torch.einsum("ij,ncjk,lk->ncil", a, images.detach().double(), a)
         return as_levels(quantise(low))
 
     def decode(self, stored: torch.Tensor, side: int) -> torch.Tensor:

@@ -22,7 +22,10 @@ class Png(EightBit):
     name = "png"
 
     def store(self, images: torch.Tensor) -> torch.Tensor:
-        return as_levels(quantise(images.cpu()))
+        return self.store_here(images.cpu())
+
+    def store_here(self, images: torch.Tensor) -> torch.Tensor:
+        return as_levels(quantise(images))
 
     def nbytes(self, stored: torch.Tensor) -> torch.Tensor:
         return png_bytes(quantise(stored))

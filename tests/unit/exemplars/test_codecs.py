@@ -190,6 +190,27 @@ def test_a_loader_keeps_the_packed_memory_and_unpacks_each_batch_to_the_same_pix
     assert memory.packed([3]) == (None, None)
 
 
+@pytest.mark.parametrize("codec", [Png(), Jpeg(JpegSettings(quality=75)), Lowres(LowresSettings(factor=2))],
+                         ids=lambda c: c.name)
+def test_a_round_trip_is_the_memory_storing_and_decoding(codec):
+    """exemplars.real_as_stored shows a real image as `round_trip`: bit for bit what storing it in the memory and
+    decoding it gives, in the batch's dtype."""
+    x = smooth(5, 16, seed=2)
+    assert torch.equal(codec.round_trip(x), codec.decode(codec.store(x), 16).float())
+    assert codec.round_trip(x.double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("codec", [Png(), Lowres(LowresSettings(factor=2))], ids=lambda c: c.name)
+def test_an_arithmetic_store_round_trips_a_batch_on_its_own_device(codec):
+    """png's and lowres's stores are tensor arithmetic, so a batch's round trip runs where the batch is (a GPU batch
+    never visits the host). Run here on the meta device, which cannot copy to the host (`.cpu()` raises)."""
+    x = torch.empty(4, 3, 16, 16, device="meta")
+    with pytest.raises(NotImplementedError):
+        x.cpu()
+    got = codec.round_trip(x)
+    assert got.device.type == "meta" and got.shape == x.shape and got.dtype == x.dtype
+
+
 def test_lowres_stores_a_decoded_exemplar_as_what_it_came_from():
     codec = Lowres(LowresSettings(factor=2))
     stored = codec.store(torch.rand(6, 3, 16, 16))
