@@ -7,6 +7,8 @@
     decode     GPU JPEG decode + random-resized crop (DALI where it runs, else torchvision.io.decode_jpeg on the
                device), and the loader's CPU side on 8 threads: reading encoded samples, PIL decode + crop
     herding    the exemplar level's feature pass (ResNet-18 forward of host uint8 images), img/s
+    stored     a training batch's round trip through the memory's store and decode on the device (png, lowres
+               x1/2), as `exemplars.real_as_stored` shows real images: img/s, and its distance from the host's
     copies     host-to-device bandwidth, pinned and pageable, and through the reused staging buffers
     bank       a full-size ImageNet-1k exemplar bank (20,000 x 3 x 224 x 224 float16, 6 GB) moved to the GPU and
                held there beside a training step: time, peak memory
@@ -24,7 +26,7 @@ its own figures, and every figure is written the moment it is measured: a check 
 returns what it had. `--out` is rewritten after every check. `python -m benchmarks.cluster_estimate --from FILE`
 puts the figures into the estimate.
 """
-CHECKS = ("train", "epochs", "decode", "herding", "copies", "bank", "syncs", "resume", "mnemonics", "nccl")
+CHECKS = ("train", "epochs", "decode", "herding", "stored", "copies", "bank", "syncs", "resume", "mnemonics", "nccl")
 # seconds of each check within the default 5-minute budget (scaled to --budget-s)
-BUDGET_S = {"train": 60, "epochs": 25, "decode": 45, "herding": 15, "copies": 10, "bank": 25, "syncs": 20,
-            "resume": 70, "mnemonics": 25, "nccl": 5}
+BUDGET_S = {"train": 60, "epochs": 25, "decode": 45, "herding": 15, "stored": 5, "copies": 10, "bank": 25,
+            "syncs": 20, "resume": 65, "mnemonics": 25, "nccl": 5}

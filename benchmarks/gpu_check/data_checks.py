@@ -136,3 +136,30 @@ def check_copies(smoke: bool) -> dict:
         out[f"{name}_gb_s"] = round(n / 1e9 / (clock(dev) - t0), 2)
         emit(**out)
     return out
+
+
+def check_stored(smoke: bool) -> dict:
+    """Real images shown as the memory stores them (`exemplars.real_as_stored`): the round trip of a training batch
+    on the device for `png` and `lowres` x1/2 (img/s), and how far it is from the host's (levels of 1/255)."""
+    import torch
+
+    from exemplars.codecs.lowres import Lowres, LowresSettings
+    from exemplars.codecs.png import Png
+
+    z, dev = sizes(smoke), device(smoke)
+    n = z["batches"][-1]
+    host = torch.rand(n, 3, z["size"], z["size"], generator=torch.Generator().manual_seed(0))
+    x = host.to(dev)
+    out: dict = {"batch": n}
+    for codec in (Png(), Lowres(LowresSettings(factor=2))):
+        key = codec.name
+        got = codec.round_trip(x)                                 # warm-up, and the figure checked against the host
+        levels = (got.float().cpu() - codec.round_trip(host)).abs().mul(255)
+        t0 = clock(dev)
+        for _ in range(z["steps"]):
+            codec.round_trip(x)
+        out[f"{key}_img_s"] = round(z["steps"] * n / (clock(dev) - t0), 1)
+        out[f"{key}_max_levels_off_host"] = round(float(levels.max()), 3)
+        out[f"{key}_share_off_host"] = float((levels > 0.5).float().mean())
+        emit(**out)
+    return out

@@ -27,7 +27,7 @@ def test_the_smoke_run_runs_every_check_and_prints_every_input_of_the_estimate(s
     report = json.loads(out.read_text())
     assert report["meta"]["smoke"] and report["meta"]["torch"]
     c = {check["check"]: check for check in report["checks"]}
-    assert list(c) == ["train", "epochs", "decode", "herding", "copies", "bank", "syncs", "resume", "mnemonics", "nccl"]
+    assert list(c) == ["train", "epochs", "decode", "herding", "stored", "copies", "bank", "syncs", "resume", "mnemonics", "nccl"]
     for batch in ("batch_8", "batch_16"):
         t = c["train"][batch]
         assert t["img_s_with_teacher"] > 0 and t["img_s_without_teacher"] > 0 and t["engine_setup_s"] >= 0
@@ -40,6 +40,9 @@ def test_the_smoke_run_runs_every_check_and_prints_every_input_of_the_estimate(s
     assert d["read_img_s"] > 0 and d["cpu_decode_img_s"] > 0 and d["gpu_decode_img_s"] > 0 and d["images"] == 100
     assert "dali_decode_img_s" in d or d["dali"].startswith("does not run here")
     assert c["herding"]["feature_img_s"] > 0 and c["copies"]["staged_gb_s"] > 0
+    s = c["stored"]
+    assert s["png_img_s"] > 0 and s["lowres_img_s"] > 0
+    assert s["png_max_levels_off_host"] == 0 and s["lowres_max_levels_off_host"] == 0     # the same device here
     assert c["bank"]["step_ok"] and c["bank"]["to_device_gb_s"] > 0
     assert c["syncs"]["skipped"].startswith("needs CUDA")
     r = c["resume"]
