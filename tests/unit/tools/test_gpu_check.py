@@ -27,7 +27,8 @@ def test_the_smoke_run_runs_every_check_and_prints_every_input_of_the_estimate(s
     report = json.loads(out.read_text())
     assert report["meta"]["smoke"] and report["meta"]["torch"]
     c = {check["check"]: check for check in report["checks"]}
-    assert list(c) == ["train", "epochs", "decode", "herding", "stored", "copies", "bank", "syncs", "resume", "mnemonics", "nccl"]
+    assert list(c) == ["train", "epochs", "decode", "herding", "stored", "copies", "bank", "syncs", "resume",
+                       "mnemonics", "nccl"]
     for batch in ("batch_8", "batch_16"):
         t = c["train"][batch]
         assert t["img_s_with_teacher"] > 0 and t["img_s_without_teacher"] > 0 and t["engine_setup_s"] >= 0
