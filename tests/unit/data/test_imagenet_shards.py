@@ -35,7 +35,7 @@ def _stored(m, split):
     return out
 
 
-def test_full_size_fixture_manifest_labels_and_index_files(imagenet_fixture):
+def test_full_size_fixture_manifest_labels_and_index_files(imagenet_fixture, tmp_path):
     tree, m = imagenet_fixture
     assert m.num_classes == 1000 and m.count("train") == 2000 and m.count("test") == 1000
     assert [c["key"] for c in m.classes] == tree["synsets"] and m.classes[5]["name"] == f"class {tree['synsets'][5]}"
@@ -49,10 +49,9 @@ def test_full_size_fixture_manifest_labels_and_index_files(imagenet_fixture):
     wds2idx = shutil.which("wds2idx", path=str(Path(sys.executable).parent))
     if wds2idx:                                                 # byte-identical to DALI's own tool
         s = m.shards("train", [3])[0]
-        out = m.root / "ref.idx"
+        out = tmp_path / "ref.idx"                              # the fixture is shared: nothing written into it
         subprocess.run([wds2idx, str(m.path(s)), str(out)], check=True, capture_output=True)
         assert out.read_text() == (m.root / s.index).read_text()
-        out.unlink()
     plan = make_plan(m.num_classes, 500, 25)                   # the full-size B500 N25 plan on these shards
     assert plan.num_phases == 26 and len(m.shards("train", plan.class_ids(plan.new_labels(25)))) == 20
 
