@@ -29,7 +29,6 @@ class Method:
     facil_args: tuple[str, ...] = ()
     incremental_lr: float | None = None   # the method's own rate of its incremental phases, in both
     facil_incremental_lr: float | None = None   # FACIL's, where its loss is a multiple of mnemo's
-    facil_fails: tuple[str, ...] = ()  # protocols where FACIL's implementation cannot run (say why in notes)
     mnemo_only: bool = False          # a mnemo setting FACIL has no counterpart of: mnemo runs it, FACIL does not
     notes: str = ""
     peer_runs: str | None = None      # a mnemo-only variant set beside the peer's runs of this method in the table
@@ -39,13 +38,12 @@ METHODS = {
     "lwf": Method(("strategy.name=lwf",), "lwf", ("--lamb", "4"), facil_incremental_lr=0.05,
                   notes="mnemo: 0.5·CE + 0.5·τ²·KD (τ = 2); FACIL: CE + lamb·KD at τ = 2 without τ²: lamb 4 is the "
                         "same ratio and twice the loss, so FACIL's incremental phases run at half the rate"),
-    "icarl": Method(("strategy.name=icarl",), "icarl", facil_fails=("one_class", "many_one_class"),
+    "icarl": Method(("strategy.name=icarl",), "icarl",
                     notes="mnemo: iCaRL's Algorithm 3, per-class sigmoid BCE for classification and distillation, "
                           "summed over classes; FACIL: softmax CE for classification, per-class sigmoid BCE "
-                          "distillation (batch mean, summed over old classes); NME in both. FACIL's NME classifier "
-                          "fails on a phase of one class (IndexError in icarl.classify)"),
+                          "distillation (batch mean, summed over old classes); NME in both"),
     "icarl_softmax": Method(("strategy.name=icarl", "strategy.icarl.loss=softmax"), "icarl", mnemo_only=True,
-                            peer_runs="icarl", facil_fails=("one_class", "many_one_class"),
+                            peer_runs="icarl",
                             notes="mnemo's iCaRL with the loss of the mnemonics code base's iCaRL (CE + softmax KD, "
                                   "Eq. 5): classification as FACIL's, beside FACIL's iCaRL runs"),
     "bic": Method(("strategy.name=bic",), "bic",

@@ -62,12 +62,10 @@ def command(recipe: Recipe, impl: str, method: str, seed: int, out: Path, facil:
 
 def jobs(recipe: Recipe, impls: list[str], methods: list[str], seeds: list[int], out: Path,
          facil: Path | None) -> list[tuple[list[str], Path]]:
-    """(command, run directory) of every run asked for, seed by seed: a peer runs a method only where it can and
-    where it has the method (not a mnemo-only setting)."""
-    def peer_skips(m: str) -> bool:
-        return recipe.protocol in METHODS[m].facil_fails or METHODS[m].mnemo_only
+    """(command, run directory) of every run asked for, seed by seed: a peer runs only the methods it has (not a
+    mnemo-only setting)."""
     return [(command(recipe, impl, m, s, out, facil), run_dir(out, recipe.protocol, impl, m, s))
-            for s in seeds for m in methods for impl in impls if not (impl in PEERS and peer_skips(m))]
+            for s in seeds for m in methods for impl in impls if not (impl in PEERS and METHODS[m].mnemo_only)]
 
 
 def _done(d: Path) -> bool:

@@ -137,5 +137,5 @@ def test_a_peer_runs_only_the_methods_it_has(tmp_path):
     got = jobs(Recipe("one_class"), ["mnemo_even", "facil_join"], ["lwm", "lwm_ft", "icarl"], [0], tmp_path, tmp_path)
     assert [str(d.relative_to(tmp_path)) for _, d in got] == [
         "one_class/mnemo_even/lwm_s0", "one_class/facil_join/lwm_s0", "one_class/mnemo_even/lwm_ft_s0",
-        "one_class/mnemo_even/icarl_s0"]                    # FACIL's iCaRL fails on one-class phases
+        "one_class/mnemo_even/icarl_s0", "one_class/facil_join/icarl_s0"]
     assert "train.last_batch=even" in got[0][0] and "train.finetune_epochs=4" in got[2][0]
