@@ -176,7 +176,7 @@ def test_sigkill_at_each_point_of_a_phase_then_resume_gives_identical_metrics(re
     """Phase 1 killed after its second epoch's checkpoint, the resumed process killed in the exemplar update, the
     next one killed while sealing (the phase's files written, DONE not yet), and a last resume: each resume goes on
     from where the kill left it, and the run ends with the uninterrupted run's metrics.json. One chain rather than
-    three runs from phase 0's seal: the same three kill points, each resumed, and three processes fewer."""
+    three runs from phase 0's seal: the same three kill points, each resumed, in four processes where they took six."""
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     shutil.rmtree(run / "phases" / "p01")         # phase 0 sealed, phase 1 to be (re)run
